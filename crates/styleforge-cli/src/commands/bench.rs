@@ -1,0 +1,186 @@
+//! `styleforge bench`: times the named workloads, each in its own process so that peak
+//! memory is per workload, and optionally PyTorch's timings of the same workloads in the
+//! same run for a ratio.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+use styleforge::bench::{self, Timing};
+
+/// Arguments of `styleforge bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Comma-separated workload names, or `all` (see `--list`).
+    #[arg(long, default_value = "all")]
+    workloads: String,
+    /// Timed repetitions per workload.
+    #[arg(long, default_value_t = 10)]
+    repeats: usize,
+    /// Untimed repetitions first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Threads for both frameworks (sets RAYON_NUM_THREADS / torch threads).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Also run tools/bench/bench_torch.py with this Python (one that has torch and
+    /// diffusers) and print ours/PyTorch ratios.
+    #[arg(long, value_name = "PYTHON")]
+    torch: Option<PathBuf>,
+    /// Where the PyTorch companion script lives.
+    #[arg(long, default_value = "tools/bench/bench_torch.py")]
+    torch_script: PathBuf,
+    /// Write all results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// List the workloads and exit.
+    #[arg(long)]
+    list: bool,
+    /// Internal: run one workload in this process and print its result as JSON.
+    #[arg(long, hide = true)]
+    child: Option<String>,
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn run_child(name: &str, args: &BenchArgs) -> Result<()> {
+    let w = bench::workload(name).with_context(|| format!("unknown workload `{name}`"))?;
+    let timing = bench::run(&w, args.warmup, args.repeats, &candle_core_device())?;
+    let out = json!({ "timing": timing, "peak_rss_mb": peak_rss_mb() });
+    println!("{out}");
+    Ok(())
+}
+
+fn candle_core_device() -> styleforge::models::candle::Device {
+    styleforge::models::candle::Device::Cpu
+}
+
+fn selected(spec: &str) -> Result<Vec<&'static str>> {
+    let all: Vec<&'static str> = bench::workloads().iter().map(|w| w.name).collect();
+    if spec == "all" {
+        return Ok(all);
+    }
+    spec.split(',')
+        .map(|s| {
+            let s = s.trim();
+            all.iter()
+                .copied()
+                .find(|n| *n == s)
+                .with_context(|| format!("unknown workload `{s}`; known: {}", all.join(", ")))
+        })
+        .collect()
+}
+
+fn torch_results(python: &PathBuf, args: &BenchArgs, names: &[&str]) -> Result<Value> {
+    if !args.torch_script.is_file() {
+        bail!(
+            "PyTorch script {} not found; run from the repository root or pass --torch-script",
+            args.torch_script.display()
+        );
+    }
+    let out = std::env::temp_dir().join(format!(
+        "styleforge-torch-bench-{}.json",
+        std::process::id()
+    ));
+    let status = Command::new(python)
+        .arg(&args.torch_script)
+        .args(["--workloads", &names.join(",")])
+        .args(["--repeats", &args.repeats.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .arg("--json")
+        .arg(&out)
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !status.success() {
+        bail!("the PyTorch benchmark failed ({status})");
+    }
+    let text = std::fs::read_to_string(&out)?;
+    let _ = std::fs::remove_file(&out);
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Runs `styleforge bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(name) = &args.child {
+        return run_child(name, args);
+    }
+    if args.list {
+        for w in bench::workloads() {
+            println!(
+                "{:<24} {:?} {:?} batch {}",
+                w.name, w.model, w.kind, w.batch
+            );
+        }
+        return Ok(());
+    }
+    let names = selected(&args.workloads)?;
+    let exe = std::env::current_exe().context("cannot find the styleforge executable")?;
+    let mut ours = serde_json::Map::new();
+    for name in &names {
+        eprintln!("timing {name} ...");
+        let output = Command::new(&exe)
+            .args(["bench", "--child", name])
+            .args(["--repeats", &args.repeats.to_string()])
+            .args(["--warmup", &args.warmup.to_string()])
+            .env("RAYON_NUM_THREADS", args.threads.to_string())
+            .output()
+            .context("cannot start a benchmark process")?;
+        if !output.status.success() {
+            bail!(
+                "workload {name} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let line = String::from_utf8_lossy(&output.stdout);
+        let value: Value = serde_json::from_str(line.trim())
+            .with_context(|| format!("unreadable result from {name}: {line}"))?;
+        ours.insert(name.to_string(), value);
+    }
+    let torch = match &args.torch {
+        Some(python) => Some(torch_results(python, args, &names)?),
+        None => None,
+    };
+
+    println!(
+        "{:<22} {:>11} {:>17} {:>9} {:>11} {:>9} {:>7}",
+        "workload", "ours ms", "(min-max)", "ours MiB", "torch ms", "torch MiB", "ratio"
+    );
+    for name in &names {
+        let v = &ours[*name];
+        let t: Timing = serde_json::from_value(v["timing"].clone())?;
+        let mem = v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);
+        let tw = torch.as_ref().map(|t| &t["workloads"][*name]);
+        let tms = tw.and_then(|w| w["median_ms"].as_f64());
+        let tmem = tw.and_then(|w| w["peak_rss_mb"].as_f64());
+        let fmt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |x| format!("{x:.p$}"));
+        println!(
+            "{:<22} {:>11.1} {:>17} {:>9.0} {:>11} {:>9} {:>7}",
+            name,
+            t.median_ms,
+            format!("({:.1}-{:.1})", t.min_ms, t.max_ms),
+            mem,
+            fmt(tms, 1),
+            fmt(tmem, 0),
+            fmt(tms.map(|x| t.median_ms / x), 2),
+        );
+    }
+    if let Some(path) = &args.json {
+        let all = json!({
+            "threads": args.threads,
+            "styleforge": ours,
+            "pytorch": torch,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&all)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}

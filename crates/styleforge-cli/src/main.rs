@@ -1,0 +1,69 @@
+//! `styleforge`: the command line over the StyleForge library.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Teach a Stable Diffusion model an artistic style, then generate and evaluate in it.
+#[derive(Parser, Debug)]
+#[command(name = "styleforge", version, about)]
+struct Cli {
+    /// Print less (errors only).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Print more (debug logs).
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show how a prompt is tokenized, and where the 77-token limit cuts it.
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Time the models' forward passes and training steps.
+    Bench(commands::bench::BenchArgs),
+}
+
+fn init_logging(quiet: bool, verbose: bool) {
+    let default = if quiet {
+        "error"
+    } else if verbose {
+        "debug"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STYLEFORGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    // candle asks the OS for the core count on every op unless this is set (5-10% lost).
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let cli = Cli::parse();
+    init_logging(cli.quiet, cli.verbose);
+    let result = match &cli.command {
+        Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

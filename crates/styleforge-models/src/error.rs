@@ -1,0 +1,92 @@
+//! Errors raised while reading model folders, configs and weights.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading or running a model.
+///
+/// Messages name the file and the tensor involved and, where there is one, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read at all.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `config.json` is not valid JSON or has a value of the wrong type.
+    #[error("invalid config {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    /// A config asks for something this implementation does not provide.
+    #[error("{}: unsupported {what} `{value}` (supported: {supported})", path.display())]
+    Unsupported {
+        path: PathBuf,
+        what: &'static str,
+        value: String,
+        supported: String,
+    },
+    /// A weights file is not a readable safetensors file.
+    #[error("{} is not a valid safetensors file ({reason}); it may be truncated or of another format: re-download or re-export it", path.display())]
+    InvalidWeights { path: PathBuf, reason: String },
+    /// A model folder has no weights file that can be loaded.
+    #[error("no weights in {}: expected {expected} (pickle `.bin`/`.ckpt` files are never loaded; convert them to safetensors)", dir.display())]
+    NoWeights { dir: PathBuf, expected: String },
+    /// The config expects a tensor that the weights file does not have.
+    #[error("tensor `{name}` is missing from {files}; the weights do not match the config")]
+    MissingTensor { name: String, files: String },
+    /// A tensor has a different shape than the config implies.
+    #[error("tensor `{name}` in {file} has shape {found:?}, but the config expects {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        file: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// Input of the wrong shape or value was passed to a model.
+    #[error("{0}")]
+    BadInput(String),
+    /// An error from the tensor library.
+    #[error(transparent)]
+    Candle(candle_core::Error),
+}
+
+impl ModelError {
+    /// Packs this error into a `candle_core::Error` so it can travel through candle's
+    /// `VarBuilder` backends; [`From<candle_core::Error>`] unpacks it again.
+    pub fn into_candle(self) -> candle_core::Error {
+        candle_core::Error::WrappedContext {
+            wrapped: Box::new(self),
+            context: String::new(),
+        }
+    }
+}
+
+impl From<candle_core::Error> for ModelError {
+    /// Unwraps our own errors that travelled through candle, so callers see
+    /// `MissingTensor` and friends rather than an opaque candle error.
+    fn from(err: candle_core::Error) -> Self {
+        match err {
+            candle_core::Error::WrappedContext { wrapped, context } => {
+                match wrapped.downcast::<ModelError>() {
+                    Ok(ours) => *ours,
+                    Err(other) => ModelError::Candle(candle_core::Error::WrappedContext {
+                        wrapped: other,
+                        context,
+                    }),
+                }
+            }
+            candle_core::Error::WithBacktrace { inner, .. } => ModelError::from(*inner),
+            candle_core::Error::Context { inner, context } => match ModelError::from(*inner) {
+                ModelError::Candle(e) => ModelError::Candle(candle_core::Error::Context {
+                    inner: Box::new(e),
+                    context,
+                }),
+                ours => ours,
+            },
+            other => ModelError::Candle(other),
+        }
+    }
+}
+
+/// Result with [`ModelError`].
+pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,0 +1,28 @@
+//! The Stable Diffusion 1.x / 2.x model family in candle: UNet, VAE and CLIP text encoder.
+//!
+//! Every model is built from a [`candle_nn::VarBuilder`], loads diffusers-layout weights
+//! (`config.json` + `*.safetensors`) and computes what diffusers computes. Every op on the
+//! training path has a backward pass: the models can be fine-tuned, not only run.
+//!
+//! - [`unet`]: `UNet2DConditionModel`, the noise predictor.
+//! - [`vae`]: `AutoencoderKL`, image ⇄ latent.
+//! - [`clip_text`]: `CLIPTextModel`, prompt ids → conditioning.
+//! - [`nn`]: the layers these share (norms, attention, resampling), each with a backward.
+//! - [`weights`]: strict safetensors loading with clear errors, frozen or trainable.
+//! - [`folder`]: a diffusers model folder (`model_index.json`, `unet/`, `vae/`, ...).
+
+pub mod blocks;
+pub mod clip_text;
+pub mod config;
+pub mod error;
+pub mod folder;
+pub mod init;
+pub mod nn;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use candle_core as candle;
+pub use candle_nn;
+pub use error::{ModelError, Result};
+pub use styleforge_tokenizer as tokenizer;

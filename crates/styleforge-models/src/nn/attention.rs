@@ -1,0 +1,98 @@
+//! Multi-head attention (diffusers' `Attention`) and a softmax that has a backward pass.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+/// Softmax over the last dimension, composed from differentiable ops.
+///
+/// candle-nn's `softmax_last_dim` is a fused kernel without a backward pass: gradients stop
+/// there silently. The max is subtracted for stability and detached (it cancels exactly).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let exp = x.broadcast_sub(&max)?.exp()?;
+    let sum = exp.sum_keepdim(D::Minus1)?;
+    exp.broadcast_div(&sum)
+}
+
+/// `softmax(q·kᵀ·scale + mask)·v` for `q` `[b, h, n, d]`, `k`/`v` `[b, h, m, d]`;
+/// `mask` (additive, broadcast to `[b, h, n, m]`) is optional.
+pub fn scaled_dot_product_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let scores = match mask {
+        Some(mask) => scores.broadcast_add(mask)?,
+        None => scores,
+    };
+    softmax_last_dim(&scores)?.matmul(v)
+}
+
+/// Splits `[b, n, heads·d]` into `[b, heads, n, d]`.
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (b, n, inner) = x.dims3()?;
+    x.reshape((b, n, heads, inner / heads))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// Merges `[b, heads, n, d]` back into `[b, n, heads·d]`.
+pub fn merge_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, n, d) = x.dims4()?;
+    x.transpose(1, 2)?.reshape((b, n, h * d))
+}
+
+/// diffusers' `Attention`: query from `x`, key and value from `context` (cross-attention) or
+/// from `x` itself (self-attention), `heads` heads of `head_dim`, then `to_out.0`.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    /// Loads `to_q`, `to_k`, `to_v` (with biases when `qkv_bias`) and `to_out.0`.
+    pub fn new(
+        query_dim: usize,
+        context_dim: Option<usize>,
+        heads: usize,
+        head_dim: usize,
+        qkv_bias: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let inner = heads * head_dim;
+        let context_dim = context_dim.unwrap_or(query_dim);
+        let proj = |i, o, name| {
+            if qkv_bias {
+                candle_nn::linear(i, o, vb.pp(name))
+            } else {
+                candle_nn::linear_no_bias(i, o, vb.pp(name))
+            }
+        };
+        Ok(Self {
+            to_q: proj(query_dim, inner, "to_q")?,
+            to_k: proj(context_dim, inner, "to_k")?,
+            to_v: proj(context_dim, inner, "to_v")?,
+            to_out: candle_nn::linear(inner, query_dim, vb.pp("to_out").pp("0"))?,
+            heads,
+            scale: (head_dim as f64).powf(-0.5),
+        })
+    }
+
+    /// `x` `[b, n, query_dim]`, `context` `[b, m, context_dim]` → `[b, n, query_dim]`.
+    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let context = context.unwrap_or(x);
+        let q = split_heads(&self.to_q.forward(x)?, self.heads)?;
+        let k = split_heads(&self.to_k.forward(context)?, self.heads)?;
+        let v = split_heads(&self.to_v.forward(context)?, self.heads)?;
+        let out = scaled_dot_product_attention(&q, &k, &v, self.scale, None)?;
+        self.to_out.forward(&merge_heads(&out)?)
+    }
+}

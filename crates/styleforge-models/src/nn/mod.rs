@@ -1,0 +1,41 @@
+//! Layers shared by the UNet, the VAE and the CLIP text encoder.
+//!
+//! candle-nn's fused `layer_norm` and `softmax_last_dim` have no backward pass, so a model
+//! built on them silently stops gradients. Everything here is composed from ops that carry
+//! their backward, and is tested for it.
+
+pub mod attention;
+pub mod conv;
+pub mod norm;
+pub mod resample;
+
+pub use attention::{softmax_last_dim, Attention};
+pub use conv::Conv2d;
+pub use norm::{GroupNorm, LayerNorm};
+pub use resample::upsample_nearest;
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+/// A square `k×k` convolution with bias, loaded from `weight` `[out, in, k, k]` and
+/// `bias` `[out]`.
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    Conv2d::new(in_channels, out_channels, kernel, stride, padding, vb)
+}
+
+/// SiLU, `x · sigmoid(x)`.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    x.silu()
+}
+
+/// Applies a module then SiLU, a pairing the resnets use everywhere.
+pub fn norm_silu(norm: &GroupNorm, x: &Tensor) -> Result<Tensor> {
+    norm.forward(x)?.silu()
+}

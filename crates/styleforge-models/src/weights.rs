@@ -1,0 +1,327 @@
+//! Strict safetensors loading: every tensor a model asks for must exist with the shape its
+//! config implies, and every tensor the file holds but nobody asked for is reported.
+//!
+//! [`WeightStore`] is a candle `VarBuilder` backend. Built with [`WeightStore::frozen`] it hands
+//! out plain tensors (memory-mapped, never written); built with [`WeightStore::trainable`] it
+//! copies each tensor into a [`Var`] registered in a [`VarMap`], so the optimizer can update it
+//! and the map can be saved under the same names.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::safetensors::{Load, MmapedSafetensors};
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use candle_nn::{Init, VarBuilder, VarMap};
+
+use crate::error::{ModelError, Result};
+
+/// One or more safetensors files seen as a single name → tensor map, handed to models
+/// through a candle [`VarBuilder`].
+pub struct WeightStore {
+    files: Vec<(PathBuf, MmapedSafetensors)>,
+    /// Tensor name → index in `files`.
+    index: HashMap<String, usize>,
+    /// `(asked, stored)` rewrites tried in turn when a name is not found as asked; e.g.
+    /// `("text_model.", "")` accepts CLIP weights saved without their `text_model.` prefix.
+    aliases: Vec<(String, String)>,
+    used: Mutex<HashSet<String>>,
+    trainable: Option<VarMap>,
+}
+
+impl WeightStore {
+    /// Opens safetensors files for read-only use (the tensors are memory-mapped).
+    pub fn frozen<P: AsRef<Path>>(paths: &[P]) -> Result<Self> {
+        Self::open(paths, None)
+    }
+
+    /// Opens safetensors files whose tensors become trainable [`Var`]s, registered in
+    /// `varmap` under the names the model asks for.
+    pub fn trainable<P: AsRef<Path>>(paths: &[P], varmap: &VarMap) -> Result<Self> {
+        Self::open(paths, Some(varmap.clone()))
+    }
+
+    fn open<P: AsRef<Path>>(paths: &[P], trainable: Option<VarMap>) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut index = HashMap::new();
+        for (i, path) in paths.iter().enumerate() {
+            let path = path.as_ref().to_path_buf();
+            if let Err(source) = std::fs::metadata(&path) {
+                return Err(ModelError::Io { path, source });
+            }
+            // SAFETY: the file is mapped read-only; like every mmap user we assume nobody
+            // truncates it while it is open.
+            let mmap = unsafe { MmapedSafetensors::new(&path) }.map_err(|e| {
+                ModelError::InvalidWeights {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            for (name, _) in mmap.tensors() {
+                index.insert(name, i);
+            }
+            files.push((path, mmap));
+        }
+        Ok(Self {
+            files,
+            index,
+            aliases: Vec::new(),
+            used: Mutex::new(HashSet::new()),
+            trainable,
+        })
+    }
+
+    /// Also accepts a tensor whose name contains `asked` when the file stores it with
+    /// `stored` in its place (first occurrence).
+    pub fn with_alias(mut self, asked: &str, stored: &str) -> Self {
+        self.aliases.push((asked.to_string(), stored.to_string()));
+        self
+    }
+
+    /// The names of every tensor in the files.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+
+    /// The files behind this store.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.iter().map(|(p, _)| p.as_path())
+    }
+
+    fn files_label(&self) -> String {
+        let names: Vec<String> = self.paths().map(|p| p.display().to_string()).collect();
+        names.join(", ")
+    }
+
+    /// Finds the stored name for a tensor a model asks for.
+    fn resolve(&self, name: &str) -> Option<String> {
+        if self.index.contains_key(name) {
+            return Some(name.to_string());
+        }
+        self.aliases.iter().find_map(|(asked, stored)| {
+            if !name.contains(asked.as_str()) {
+                return None;
+            }
+            let candidate = name.replacen(asked.as_str(), stored, 1);
+            self.index.contains_key(&candidate).then_some(candidate)
+        })
+    }
+
+    /// Tensors in the files that no model asked for, sorted. After a model is built these
+    /// are usually a sign that the config and the weights disagree.
+    pub fn unused(&self) -> Vec<String> {
+        let used = self.used.lock().expect("weight store lock poisoned");
+        let mut unused: Vec<String> = self
+            .index
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
+        unused.sort();
+        unused
+    }
+
+    /// Loads one tensor as stored (any float dtype), converted to `dtype`.
+    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let stored = self
+            .resolve(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                name: name.to_string(),
+                files: self.files_label(),
+            })?;
+        let (path, mmap) = &self.files[self.index[&stored]];
+        let view = mmap.get(&stored).map_err(|e| ModelError::InvalidWeights {
+            path: path.clone(),
+            reason: format!("tensor `{stored}`: {e}"),
+        })?;
+        let tensor = view.load(device).map_err(|e| ModelError::InvalidWeights {
+            path: path.clone(),
+            reason: format!("tensor `{stored}`: {e}"),
+        })?;
+        self.used
+            .lock()
+            .expect("weight store lock poisoned")
+            .insert(stored);
+        Ok(tensor.to_dtype(dtype)?)
+    }
+
+    fn load_checked(
+        &self,
+        shape: &Shape,
+        name: &str,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let tensor = self.load(name, dtype, dev)?;
+        if tensor.shape() != shape {
+            let stored = self.resolve(name).unwrap_or_else(|| name.to_string());
+            let file = self.files[self.index[&stored]].0.display().to_string();
+            return Err(ModelError::ShapeMismatch {
+                name: name.to_string(),
+                file,
+                expected: shape.dims().to_vec(),
+                found: tensor.dims().to_vec(),
+            });
+        }
+        Ok(tensor)
+    }
+
+    fn hand_out(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
+        match &self.trainable {
+            None => Ok(tensor),
+            Some(varmap) => {
+                let var = Var::from_tensor(&tensor)?;
+                let out = var.as_tensor().clone();
+                varmap
+                    .data()
+                    .lock()
+                    .expect("varmap lock poisoned")
+                    .insert(name.to_string(), var);
+                Ok(out)
+            }
+        }
+    }
+
+    /// A `VarBuilder` over this store. Models take the tensors in `dtype` on `device`.
+    pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(
+            Box::new(SharedStore(Arc::clone(self))),
+            dtype,
+            device.clone(),
+        )
+    }
+}
+
+/// The `VarBuilder` backend: a shared handle, so the store can still be asked for
+/// [`WeightStore::unused`] after the model is built.
+struct SharedStore(Arc<WeightStore>);
+
+impl candle_nn::var_builder::SimpleBackend for SharedStore {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _init: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self
+            .0
+            .load_checked(&s, name, dtype, dev)
+            .map_err(ModelError::into_candle)?;
+        self.0
+            .hand_out(name, tensor)
+            .map_err(ModelError::into_candle)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let tensor = self
+            .0
+            .load(name, dtype, dev)
+            .map_err(ModelError::into_candle)?;
+        self.0
+            .hand_out(name, tensor)
+            .map_err(ModelError::into_candle)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.resolve(name).is_some()
+    }
+}
+
+/// The weights file(s) of one diffusers component folder (`unet/`, `vae/`, `text_encoder/`).
+///
+/// Looks for `<stem>.safetensors` (or the `<stem>.<variant>.safetensors` variant, e.g. `fp16`),
+/// for a sharded `<stem>.safetensors.index.json`, and for the `model.safetensors` /
+/// `diffusion_pytorch_model.safetensors` stems transformers and diffusers use.
+pub fn component_weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
+    const STEMS: [&str; 2] = ["diffusion_pytorch_model", "model"];
+    let mut tried = Vec::new();
+    let suffixes: Vec<String> = match variant {
+        Some(v) => vec![format!(".{v}.safetensors")],
+        None => vec![".safetensors".to_string()],
+    };
+    for stem in STEMS {
+        for suffix in &suffixes {
+            let single = dir.join(format!("{stem}{suffix}"));
+            if single.is_file() {
+                return Ok(vec![single]);
+            }
+            tried.push(format!("{stem}{suffix}"));
+            let index = dir.join(format!("{stem}{suffix}.index.json"));
+            if index.is_file() {
+                return sharded_files(&index);
+            }
+        }
+    }
+    Err(ModelError::NoWeights {
+        dir: dir.to_path_buf(),
+        expected: tried.join(" or "),
+    })
+}
+
+/// The shard files named by a `*.safetensors.index.json` (its `weight_map`).
+fn sharded_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|source| ModelError::Io {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: index.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Config {
+            path: index.to_path_buf(),
+            message: "no `weight_map` object".to_string(),
+        })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards: Vec<PathBuf> = map
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(|f| dir.join(f))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}
+
+/// Writes tensors to a safetensors file atomically: to a temporary file beside `path`,
+/// then renamed over it, so a crash never leaves a half-written file.
+pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "weights".to_string());
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let written = candle_core::safetensors::save(tensors, &tmp);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    std::fs::rename(&tmp, path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// The trainable variables of a [`VarMap`] as a name → tensor map, ready to save.
+pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+    varmap
+        .data()
+        .lock()
+        .expect("varmap lock poisoned")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
+}

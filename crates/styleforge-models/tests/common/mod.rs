@@ -1,0 +1,66 @@
+//! Shared helpers for the parity tests: fixture paths and tensor comparisons.
+//!
+//! The fixtures are made by `tools/fixtures/make_fixtures.py` (PyTorch + diffusers +
+//! transformers, versions pinned in `tools/fixtures/requirements.txt`).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+
+/// `fixtures/<name>` at the workspace root.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+/// The reference tensors of a tiny model (`reference.safetensors`).
+pub fn reference(model: &str) -> HashMap<String, Tensor> {
+    let path = fixture(model).join("reference.safetensors");
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()))
+}
+
+/// Largest absolute difference between two tensors of the same shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Largest absolute value in a tensor.
+pub fn max_abs(a: &Tensor) -> f32 {
+    a.to_dtype(DType::F32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Asserts `ours` matches `expected` within `tol` (max abs), naming the tensor.
+pub fn assert_close(name: &str, ours: &Tensor, expected: &Tensor, tol: f32) {
+    let diff = max_abs_diff(ours, expected);
+    assert!(
+        diff <= tol,
+        "{name}: max abs diff {diff:e} > {tol:e} (reference abs-max {:e})",
+        max_abs(expected)
+    );
+}

@@ -1,0 +1,223 @@
+//! Named benchmark workloads that run the real model code paths.
+//!
+//! The same names, configs (`bench/configs/*.json`, embedded here) and shapes are timed in
+//! PyTorch + diffusers by `tools/bench/bench_torch.py`, so the two can be reported as
+//! ratios measured in one run on one machine.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use styleforge_models::clip_text::{ClipTextConfig, ClipTextModel};
+use styleforge_models::config::parse_config;
+use styleforge_models::init::PyTorchInit;
+use styleforge_models::unet::{UNet2DConditionModel, UNetConfig};
+use styleforge_models::vae::{AutoencoderKL, VaeConfig};
+
+use crate::optim::{AdamW, AdamWConfig};
+
+/// Which model a workload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchModel {
+    /// A UNet from one of the embedded configs.
+    UNet(&'static str),
+    /// SD 1.5's text encoder.
+    TextEncoder,
+    /// SD 1.5's VAE decoder.
+    VaeDecode,
+}
+
+/// What is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchKind {
+    /// One forward pass without gradients.
+    Forward,
+    /// Forward, MSE loss, backward and an AdamW step.
+    TrainStep,
+}
+
+/// One named workload.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    /// The name shared with the PyTorch script.
+    pub name: &'static str,
+    /// The model.
+    pub model: BenchModel,
+    /// Forward or training step.
+    pub kind: BenchKind,
+    /// Batch size.
+    pub batch: usize,
+}
+
+/// The embedded configs, by file name.
+pub fn config_text(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "unet-tiny.json" => include_str!("../../../bench/configs/unet-tiny.json"),
+        "unet-sd15-half.json" => include_str!("../../../bench/configs/unet-sd15-half.json"),
+        "unet-sd15.json" => include_str!("../../../bench/configs/unet-sd15.json"),
+        "text-encoder-sd15.json" => include_str!("../../../bench/configs/text-encoder-sd15.json"),
+        "vae-sd15.json" => include_str!("../../../bench/configs/vae-sd15.json"),
+        _ => return None,
+    })
+}
+
+/// Every workload, in the order they are reported.
+pub fn workloads() -> Vec<Workload> {
+    use BenchKind::*;
+    use BenchModel::*;
+    let w = |name, model, kind, batch| Workload {
+        name,
+        model,
+        kind,
+        batch,
+    };
+    let tiny = UNet("unet-tiny.json");
+    let half = UNet("unet-sd15-half.json");
+    vec![
+        w("tiny-forward-b1", tiny, Forward, 1),
+        w("tiny-forward-b2", tiny, Forward, 2),
+        w("tiny-forward-b4", tiny, Forward, 4),
+        w("tiny-train-b1", tiny, TrainStep, 1),
+        w("tiny-train-b4", tiny, TrainStep, 4),
+        w("sd15-half-forward-b1", half, Forward, 1),
+        w("sd15-half-train-b1", half, TrainStep, 1),
+        w("sd15-forward-b2", UNet("unet-sd15.json"), Forward, 2),
+        w("text-encoder-sd15-b2", TextEncoder, Forward, 2),
+        w("vae-decode-sd15-b1", VaeDecode, Forward, 1),
+    ]
+}
+
+/// Looks a workload up by name.
+pub fn workload(name: &str) -> Option<Workload> {
+    workloads().into_iter().find(|w| w.name == name)
+}
+
+/// Timings of one workload, in milliseconds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Timing {
+    /// Median over the repeats.
+    pub median_ms: f64,
+    /// Fastest repeat.
+    pub min_ms: f64,
+    /// Slowest repeat.
+    pub max_ms: f64,
+    /// Number of timed repeats.
+    pub repeats: usize,
+}
+
+impl Timing {
+    fn from_samples(mut ms: Vec<f64>) -> Self {
+        ms.sort_by(|a, b| a.total_cmp(b));
+        let n = ms.len();
+        let median = if n % 2 == 1 {
+            ms[n / 2]
+        } else {
+            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+        };
+        Self {
+            median_ms: median,
+            min_ms: ms[0],
+            max_ms: ms[n - 1],
+            repeats: n,
+        }
+    }
+}
+
+fn seeded_normal(shape: &[usize], seed: u64, device: &Device) -> candle_core::Result<Tensor> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| standard_normal(&mut rng)).collect();
+    Tensor::from_vec(values, shape, device)
+}
+
+fn standard_normal(rng: &mut rand_chacha::ChaCha8Rng) -> f32 {
+    use rand::Rng;
+    let u1: f32 = rng.gen_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.gen();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+/// Builds the workload's model with fresh weights and returns a closure running one
+/// repetition.
+fn prepare(w: &Workload, device: &Device) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
+    let varmap = VarMap::new();
+    let vb = PyTorchInit::var_builder(&varmap, 0, DType::F32, device);
+    let b = w.batch;
+    match w.model {
+        BenchModel::UNet(file) => {
+            let path = Path::new(file);
+            let text =
+                config_text(file).ok_or_else(|| crate::Error::msg(format!("no config {file}")))?;
+            let cfg: UNetConfig = parse_config(text, path)?;
+            let unet = UNet2DConditionModel::new(&cfg, vb, path)?;
+            let sample = seeded_normal(&[b, cfg.in_channels, 32, 32], 1, device)?;
+            let context = seeded_normal(&[b, 77, cfg.context_dim()], 2, device)?;
+            let t: Vec<f32> = (0..b).map(|i| (100 + 400 * i) as f32).collect();
+            let timesteps = Tensor::from_vec(t, b, device)?;
+            match w.kind {
+                BenchKind::Forward => Ok(Box::new(move || {
+                    unet.forward(&sample, &timesteps, &context)?;
+                    Ok(())
+                })),
+                BenchKind::TrainStep => {
+                    let target = seeded_normal(&[b, cfg.out_channels, 32, 32], 3, device)?;
+                    let vars = varmap.data().lock().expect("varmap lock").clone();
+                    let mut opt = AdamW::new(
+                        vars,
+                        AdamWConfig {
+                            lr: 1e-5,
+                            ..Default::default()
+                        },
+                    )?;
+                    Ok(Box::new(move || {
+                        let pred = unet.forward(&sample, &timesteps, &context)?;
+                        let loss = (pred - &target)?.sqr()?.mean_all()?;
+                        let grads = loss.backward()?;
+                        opt.step(&grads)?;
+                        Ok(())
+                    }))
+                }
+            }
+        }
+        BenchModel::TextEncoder => {
+            let path = Path::new("text-encoder-sd15.json");
+            let text = config_text("text-encoder-sd15.json").expect("embedded");
+            let cfg: ClipTextConfig = parse_config(text, path)?;
+            let te = ClipTextModel::new(&cfg, vb, path)?;
+            let ids: Vec<u32> = (0..b * 77).map(|i| (i * 7919 % 49000) as u32).collect();
+            let ids = Tensor::from_vec(ids, (b, 77), device)?;
+            Ok(Box::new(move || {
+                te.forward(&ids)?;
+                Ok(())
+            }))
+        }
+        BenchModel::VaeDecode => {
+            let path = Path::new("vae-sd15.json");
+            let text = config_text("vae-sd15.json").expect("embedded");
+            let cfg: VaeConfig = parse_config(text, path)?;
+            let vae = AutoencoderKL::new(&cfg, vb, path)?;
+            let z = seeded_normal(&[b, cfg.latent_channels, 32, 32], 4, device)?;
+            Ok(Box::new(move || {
+                vae.decode(&z)?;
+                Ok(())
+            }))
+        }
+    }
+}
+
+/// Runs `warmup` untimed and `repeats` timed repetitions of a workload.
+pub fn run(w: &Workload, warmup: usize, repeats: usize, device: &Device) -> crate::Result<Timing> {
+    let mut once = prepare(w, device)?;
+    for _ in 0..warmup {
+        once()?;
+    }
+    let mut samples = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        once()?;
+        samples.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Timing::from_samples(samples))
+}

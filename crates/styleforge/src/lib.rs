@@ -1,0 +1,20 @@
+//! StyleForge: teach a Stable Diffusion model an artistic style from a handful of images.
+//!
+//! This crate is the library behind the `styleforge` command. It re-exports the model stack
+//! and the schedulers, and holds the pipelines, training methods and evaluation built on them.
+//!
+//! - [`models`]: UNet, VAE, CLIP text encoder, weight loading ([`styleforge_models`]).
+//! - [`tokenizer`]: the CLIP tokenizer ([`styleforge_tokenizer`]).
+//! - [`schedulers`]: noise schedulers ([`styleforge_schedulers`]).
+//! - [`optim`]: in-place AdamW.
+//! - [`bench`]: named benchmark workloads shared with the PyTorch companion script.
+
+pub mod bench;
+pub mod error;
+pub mod optim;
+
+pub use error::{Error, Result};
+
+pub use styleforge_models as models;
+pub use styleforge_schedulers as schedulers;
+pub use styleforge_tokenizer as tokenizer;
