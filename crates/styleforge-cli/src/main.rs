@@ -1,6 +1,7 @@
 //! `styleforge`: the command line over the StyleForge library.
 
 mod commands;
+mod progress;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate images from a prompt (text-to-image).
+    Generate(commands::generate::GenerateArgs),
+    /// Turn an image into the model's style (image-to-image, SDEdit).
+    Stylize(commands::stylize::StylizeArgs),
     /// Show how a prompt is tokenized, and where the 77-token limit cuts it.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Time the models' forward passes and training steps.
@@ -53,6 +58,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     let result = match &cli.command {
+        Command::Generate(args) => commands::generate::run(args, cli.quiet),
+        Command::Stylize(args) => commands::stylize::run(args, cli.quiet),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Bench(args) => commands::bench::run(args),
     };

@@ -73,9 +73,13 @@ pub fn parse_config<T: ModelConfig>(text: &str, path: &Path) -> Result<T> {
     })?;
     let unknown: Vec<&str> = config
         .extra_keys()
-        .keys()
-        .map(String::as_str)
-        .filter(|k| !k.starts_with('_') && !config.ignored_keys().contains(k))
+        .iter()
+        .filter(|(k, v)| {
+            // diffusers writes every key of its signature; a null or `false` one asks for nothing.
+            let inert = v.is_null() || **v == serde_json::Value::Bool(false);
+            !k.starts_with('_') && !inert && !config.ignored_keys().contains(&k.as_str())
+        })
+        .map(|(k, _)| k.as_str())
         .collect();
     if !unknown.is_empty() {
         tracing::warn!(

@@ -8,12 +8,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read at all.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// A file or folder that should exist does not.
+    #[error("{} not found: expected a {what}", path.display())]
+    NotFound { path: PathBuf, what: &'static str },
     /// A `config.json` is not valid JSON or has a value of the wrong type.
     #[error("invalid config {}: {message}", path.display())]
     Config { path: PathBuf, message: String },

@@ -73,12 +73,9 @@ impl ModelFolder {
         let root = root.as_ref().to_path_buf();
         let index_path = root.join("model_index.json");
         if !root.is_dir() {
-            return Err(ModelError::Io {
+            return Err(ModelError::NotFound {
                 path: root,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "model folder not found (expected a diffusers folder with model_index.json)",
-                ),
+                what: "model folder (a diffusers folder with model_index.json, unet/, vae/, ...)",
             });
         }
         let text = std::fs::read_to_string(&index_path).map_err(|source| ModelError::Io {

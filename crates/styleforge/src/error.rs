@@ -19,6 +19,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An image that cannot be decoded or used.
+    #[error("{}: {message}", path.display())]
+    Image {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A request that cannot be carried out as asked (bad size, strength, ...).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Training data that cannot be used: a folder with too few images, an undecodable or
+    /// too small image, a caption that is not UTF-8. `path` names the file or folder.
+    #[error("{}: {message}", path.display())]
+    Data {
+        path: std::path::PathBuf,
+        message: String,
+    },
     /// Anything else, said in words.
     #[error("{0}")]
     Msg(String),

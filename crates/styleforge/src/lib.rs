@@ -6,12 +6,18 @@
 //! - [`models`]: UNet, VAE, CLIP text encoder, weight loading ([`styleforge_models`]).
 //! - [`tokenizer`]: the CLIP tokenizer ([`styleforge_tokenizer`]).
 //! - [`schedulers`]: noise schedulers ([`styleforge_schedulers`]).
+//! - [`pipelines`]: text-to-image and image-to-image (SDEdit) generation.
+//! - [`image_io`]: images in and out, PNG generation metadata.
 //! - [`optim`]: in-place AdamW.
 //! - [`bench`]: named benchmark workloads shared with the PyTorch companion script.
 
 pub mod bench;
+pub mod data;
 pub mod error;
+pub mod image_io;
 pub mod optim;
+pub mod pipelines;
+pub mod progress;
 
 pub use error::{Error, Result};
 

@@ -1,4 +1,7 @@
 //! One module per subcommand: argument parsing and glue over the library.
 
 pub mod bench;
+pub mod generate;
+pub mod sampling;
+pub mod stylize;
 pub mod tokenize;

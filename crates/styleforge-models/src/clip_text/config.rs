@@ -127,7 +127,9 @@ impl ModelConfig for ClipTextConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
-        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
                 message: format!(

@@ -221,9 +221,30 @@ pub struct UNetConfig {
     pub extra: ExtraKeys,
 }
 
+/// Keys diffusers writes with a value that only matters when another feature is on.
+const UNET_IGNORED: &[&str] = &["addition_embed_type_num_heads"];
+
+/// Keys of features SD 1.x/2.x never use: accepted when null, rejected when set.
+const UNET_UNSUPPORTED_WHEN_SET: &[&str] = &[
+    "time_embedding_act_fn",
+    "timestep_post_act",
+    "reverse_transformer_layers_per_block",
+    "encoder_hid_dim_type",
+    "cross_attention_norm",
+    "mid_block_only_cross_attention",
+    "projection_class_embeddings_input_dim",
+    "addition_time_embed_dim",
+    "class_embeddings_concat",
+    "resnet_skip_time_act",
+];
+
 impl ModelConfig for UNetConfig {
     fn extra_keys(&self) -> &ExtraKeys {
         &self.extra
+    }
+
+    fn ignored_keys(&self) -> &'static [&'static str] {
+        UNET_IGNORED
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
@@ -231,6 +252,19 @@ impl ModelConfig for UNetConfig {
             path: path.to_path_buf(),
             message,
         };
+        for key in UNET_UNSUPPORTED_WHEN_SET {
+            match self.extra.get(*key) {
+                None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => {}
+                Some(v) => {
+                    return Err(unsupported(
+                        path,
+                        "UNet setting",
+                        format!("{key} = {v}"),
+                        "null (SD 1.x/2.x UNets)",
+                    ))
+                }
+            }
+        }
         let n = self.block_out_channels.len();
         if n == 0 {
             return Err(bad("`block_out_channels` is empty".into()));

@@ -302,10 +302,12 @@ impl AutoencoderKL {
         let f = self.config.downscale_factor();
         match images.dims() {
             [_, c, h, w] if *c == self.config.in_channels && h % f == 0 && w % f == 0 => {}
-            other => return Err(ModelError::BadInput(format!(
+            other => {
+                return Err(ModelError::BadInput(format!(
                 "VAE encode expects [batch, {}, H, W] with H and W multiples of {f}, got {other:?}",
                 self.config.in_channels
-            ))),
+            )))
+            }
         }
         let mut moments = self.encoder.forward(images)?;
         if let Some(q) = &self.quant_conv {

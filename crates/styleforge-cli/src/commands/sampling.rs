@@ -1,0 +1,154 @@
+//! Options shared by `generate` and `stylize`, and writing their images.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use styleforge::image_io::{save_png_with_parameters, tensor_to_rgb};
+use styleforge::models::candle::Tensor;
+use styleforge::models::folder::LoadOptions;
+use styleforge::pipelines::{
+    GenerationParameters, SamplingOptions, SchedulerChoice, StableDiffusion,
+};
+
+/// Model, prompt and sampler options.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Model folder (diffusers layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// What to draw.
+    #[arg(long)]
+    pub prompt: String,
+    /// What to avoid.
+    #[arg(long)]
+    pub negative_prompt: Option<String>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 turns guidance off).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// Sampler: ddim, pndm, euler, euler_a, dpm++2m, dpm++2m_sde, ddpm (default: the model's own).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Karras sigmas (euler, dpm++2m).
+    #[arg(long)]
+    pub karras: bool,
+    /// DDIM eta (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    pub eta: f64,
+    /// Seed of every random draw (default: a random seed, recorded in the PNG).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Images to make.
+    #[arg(long, default_value_t = 1)]
+    pub num_images: usize,
+    /// Skip the last N text-encoder layers (1 = penultimate layer).
+    #[arg(long, default_value_t = 0)]
+    pub clip_skip: usize,
+    /// Output: a .png file, or a folder for several images.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl SamplingArgs {
+    /// The library's sampling options.
+    pub fn options(&self) -> SamplingOptions {
+        SamplingOptions {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps,
+            guidance_scale: self.guidance,
+            scheduler: SchedulerChoice {
+                name: self.scheduler.clone(),
+                karras: self.karras,
+            },
+            num_images: self.num_images,
+            eta: self.eta,
+        }
+    }
+
+    /// The seed to use: the given one or a fresh one.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos % 4_294_967_296
+        })
+    }
+
+    /// Checks cheap things before any model is loaded.
+    pub fn validate(&self) -> Result<()> {
+        if self.num_images == 0 {
+            bail!("--num-images must be at least 1");
+        }
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        if let Some(name) = &self.scheduler {
+            styleforge::schedulers::SchedulerKind::from_name(name, self.karras)?;
+        }
+        let is_png = self
+            .out
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        if !is_png && self.out.is_file() {
+            bail!(
+                "--out {} is an existing file that is not a .png; give a .png path or a folder",
+                self.out.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Loads the model.
+    pub fn load(&self) -> Result<StableDiffusion> {
+        let mut sd = StableDiffusion::load(&self.model, &LoadOptions::default())
+            .with_context(|| format!("cannot load the model in {}", self.model.display()))?;
+        sd.clip_skip = self.clip_skip;
+        Ok(sd)
+    }
+}
+
+/// Where image `i` of `n` goes: `out` itself for a single `.png`, `stem-i.png` beside a
+/// `.png` for several, or `NNNNN-seed.png` inside a folder.
+pub fn output_paths(out: &Path, n: usize, seed: Option<u64>) -> Vec<PathBuf> {
+    let is_png = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    (0..n)
+        .map(|i| {
+            if is_png && n == 1 {
+                out.to_path_buf()
+            } else if is_png {
+                let stem = out
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.with_file_name(format!("{stem}-{i}.png"))
+            } else {
+                match seed {
+                    Some(s) => out.join(format!("{i:05}-{s}.png")),
+                    None => out.join(format!("{i:05}.png")),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Writes each image of `images` `[n, 3, H, W]` with its parameters; prints the paths.
+pub fn write_images(images: &Tensor, params: &GenerationParameters, out: &Path) -> Result<()> {
+    let n = images.dim(0)?;
+    let paths = output_paths(out, n, params.seed);
+    for (i, path) in paths.iter().enumerate() {
+        let rgb = tensor_to_rgb(&images.get(i)?)?;
+        let mut p = params.clone();
+        p.batch_index = (n > 1).then_some(i);
+        save_png_with_parameters(&rgb, &p.to_a1111_text(), path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The training square, made as diffusers' DreamBooth script makes it.
+//!
+//! `examples/dreambooth/train_dreambooth.py` opens each image with PIL, applies
+//! `exif_transpose`, `convert("RGB")`, then the torchvision transforms
+//! `Resize(size, BILINEAR)` (short side → `size`; on PIL images bilinear is antialiased, as
+//! `antialias=True` is for tensors), `CenterCrop(size)` or `RandomCrop(size)`, `ToTensor()`
+//! and `Normalize([0.5], [0.5])`. Its text-to-image sibling adds `RandomHorizontalFlip`
+//! after the crop. This module does the same steps in that order:
+//!
+//! - **Resize**: `image`'s `resize` with [`FilterType::Triangle`]. Like PIL's antialiased
+//!   bilinear, it is a triangle (tent) filter whose support widens by the reduction factor
+//!   when downscaling and is plain bilinear when upscaling; pixel values agree with PIL to
+//!   about one 8-bit level (PIL works in fixed point). The new size follows torchvision:
+//!   short side = `resolution`, long side = `floor(resolution · long / short)`.
+//! - **Crop**: center offsets are `round((size - resolution) / 2)` with Python's
+//!   round-half-to-even, as `CenterCrop` computes them; random offsets are drawn top first,
+//!   then left, uniformly in `0..=size - resolution`, from a ChaCha8 stream seeded by
+//!   [`Preprocess::seed`] and the image's index, so a crop does not depend on the order in
+//!   which images are prepared. With latents cached once per image, a random crop is drawn
+//!   once per image for the whole run (DreamBooth redraws it each epoch).
+//! - **Flip**: mirrors the cropped square.
+//! - **Tensor**: `[3, H, W]` f32, `(v / 255 - 0.5) / 0.5`.
+//!
+//! Alpha is dropped (PIL's `convert("RGB")` keeps the stored colour of transparent pixels);
+//! grayscale and palette images become RGB; 16-bit images are scaled to 8 bits.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::data_error;
+use super::sampler::uniform_below;
+use crate::error::Result;
+
+/// How the training square is cut from the resized image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropMode {
+    /// The middle square (DreamBooth's `--center_crop`).
+    #[default]
+    Center,
+    /// A seeded random square (DreamBooth's default `RandomCrop`).
+    Random,
+}
+
+impl CropMode {
+    /// The name used in configs and cache keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CropMode::Center => "center",
+            CropMode::Random => "random",
+        }
+    }
+}
+
+/// How images become training squares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Side of the training square in pixels (a multiple of the VAE's downscale factor).
+    pub resolution: u32,
+    /// Center or random crop.
+    pub crop: CropMode,
+    /// Seed of the random crop offsets (unused for center crops).
+    pub seed: u64,
+    /// Accept images whose short side is below `resolution` (they are upscaled); refused by
+    /// default since an upscaled image teaches blur.
+    pub allow_upscale: bool,
+}
+
+impl Preprocess {
+    /// Center crops at `resolution`, no upscaling, seed 0.
+    pub fn new(resolution: u32) -> Self {
+        Self {
+            resolution,
+            crop: CropMode::Center,
+            seed: 0,
+            allow_upscale: false,
+        }
+    }
+
+    /// Size `(width, height)` after the short-side resize, as torchvision computes it.
+    pub fn resized_size(&self, width: u32, height: u32) -> (u32, u32) {
+        let r = self.resolution as u64;
+        let (w, h) = (width.max(1) as u64, height.max(1) as u64);
+        // int(size * long / short): integer product, float quotient, truncation
+        if w <= h {
+            (r as u32, ((r * h) as f64 / w as f64) as u32)
+        } else {
+            (((r * w) as f64 / h as f64) as u32, r as u32)
+        }
+    }
+
+    /// Top-left corner `(left, top)` of the crop in a resized image of `width`×`height`;
+    /// `index` selects the image's random stream.
+    pub fn crop_origin(&self, width: u32, height: u32, index: usize) -> (u32, u32) {
+        let spare_w = width.saturating_sub(self.resolution);
+        let spare_h = height.saturating_sub(self.resolution);
+        match self.crop {
+            CropMode::Center => (half_round_even(spare_w), half_round_even(spare_h)),
+            CropMode::Random => {
+                if spare_w == 0 && spare_h == 0 {
+                    return (0, 0);
+                }
+                let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+                rng.set_stream(index as u64);
+                let top = uniform_below(&mut rng, spare_h as u64 + 1) as u32;
+                let left = uniform_below(&mut rng, spare_w as u64 + 1) as u32;
+                (left, top)
+            }
+        }
+    }
+
+    /// Checks that an image of `width`×`height` can be used: its short side must reach the
+    /// resolution unless upscaling is allowed. `path` names the image in the error.
+    pub fn check_size(&self, path: &Path, width: u32, height: u32) -> Result<()> {
+        if width == 0 || height == 0 {
+            return Err(data_error(path, "the image is empty (0 pixels)"));
+        }
+        if width.min(height) < self.resolution && !self.allow_upscale {
+            return Err(data_error(
+                path,
+                format!(
+                    "the image is {width}x{height}, smaller than the training resolution {r}x{r} \
+                     (its short side must be at least {r}; resize it, lower the resolution, or \
+                     allow upscaling)",
+                    r = self.resolution
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resize, crop and optionally mirror `img` into a `resolution`×`resolution` image.
+    /// `index` is the image's position in its folder (for the random crop).
+    pub fn apply(&self, img: &RgbImage, index: usize, flip: bool) -> RgbImage {
+        let (w, h) = img.dimensions();
+        let (nw, nh) = self.resized_size(w, h);
+        let resized;
+        let src = if (nw, nh) == (w, h) {
+            img // PIL's resize returns a copy when the size is unchanged
+        } else {
+            resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
+            &resized
+        };
+        let (left, top) = self.crop_origin(nw, nh, index);
+        let r = self.resolution;
+        let cropped = image::imageops::crop_imm(src, left, top, r, r).to_image();
+        if flip {
+            image::imageops::flip_horizontal(&cropped)
+        } else {
+            cropped
+        }
+    }
+}
+
+/// `round(spare / 2)` with Python's round-half-to-even (`CenterCrop`'s offsets).
+fn half_round_even(spare: u32) -> u32 {
+    let q = spare / 2;
+    if spare % 2 == 1 && q % 2 == 1 {
+        q + 1
+    } else {
+        q
+    }
+}
+
+/// Decodes image bytes (format guessed from the content), applies the EXIF orientation and
+/// converts to 8-bit RGB. `path` names the file in errors.
+pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
+    let bad = |e: &dyn std::fmt::Display| {
+        data_error(
+            path,
+            format!("cannot decode the image ({e}); expected a PNG, JPEG or WebP file"),
+        )
+    };
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(&e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| bad(&e))?;
+    // a missing or unreadable EXIF block is no reason to refuse the image
+    let orientation = decoder.orientation().ok();
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?;
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(img.to_rgb8())
+}
+
+/// An RGB image as a `[3, H, W]` f32 tensor in [-1, 1] (torchvision's `ToTensor` then
+/// `Normalize([0.5], [0.5])`).
+pub fn image_to_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
+    let (w, h) = img.dimensions();
+    let data: Vec<f32> = img
+        .as_raw()
+        .iter()
+        .map(|&v| (v as f32 / 255.0 - 0.5) / 0.5)
+        .collect();
+    Ok(Tensor::from_vec(data, (h as usize, w as usize, 3), device)?
+        .permute((2, 0, 1))?
+        .contiguous()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resized_size_follows_torchvision() {
+        let p = Preprocess::new(512);
+        assert_eq!(p.resized_size(1024, 768), (682, 512)); // int(512*1024/768) = 682
+        assert_eq!(p.resized_size(768, 1024), (512, 682));
+        assert_eq!(p.resized_size(600, 600), (512, 512));
+        assert_eq!(p.resized_size(300, 200), (768, 512)); // upscaling
+        assert_eq!(Preprocess::new(16).resized_size(33, 20), (26, 16)); // 26.4 → 26
+    }
+
+    #[test]
+    fn center_offsets_round_half_to_even() {
+        // Python: round(0.5) = 0, round(1.5) = 2, round(2.5) = 2, round(3.5) = 4
+        assert_eq!(
+            [0, 1, 2, 3, 4, 5, 7].map(half_round_even),
+            [0, 0, 1, 2, 2, 2, 4]
+        );
+    }
+
+    #[test]
+    fn random_offsets_are_seeded_per_index_and_in_range() {
+        let mut p = Preprocess::new(16);
+        p.crop = CropMode::Random;
+        p.seed = 7;
+        let a: Vec<_> = (0..20).map(|i| p.crop_origin(40, 25, i)).collect();
+        let b: Vec<_> = (0..20).map(|i| p.crop_origin(40, 25, i)).collect();
+        assert_eq!(a, b);
+        assert!(a.iter().all(|&(l, t)| l <= 24 && t <= 9));
+        assert!(a.iter().any(|&o| o != a[0]), "offsets should vary: {a:?}");
+        p.seed = 8;
+        let c: Vec<_> = (0..20).map(|i| p.crop_origin(40, 25, i)).collect();
+        assert_ne!(a, c);
+    }
+}

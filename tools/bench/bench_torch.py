@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""PyTorch / diffusers side of StyleForge's CPU benchmark.
+
+Runs the same named workloads as `styleforge bench`, built from the same configs
+(bench/configs/*.json, diffusers / transformers config.json format; keys starting with "_"
+are comments), so the two can be compared as ratios measured in the same run.
+
+Every workload runs in its own fresh subprocess, so its peak RSS (ru_maxrss) is not polluted
+by the models of other workloads. See README.md next to this file.
+
+    tools/fixtures/.venv/bin/python tools/bench/bench_torch.py [--workloads a,b] [--repeats N]
+        [--warmup N] [--threads N] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CONFIGS = os.path.join(REPO, "bench", "configs")
+
+# name: (kind, config file, batch, default repeats)
+#   kind: unet-forward | unet-train | text-encoder | vae-decode
+# Default repeats are 10, lowered for the workloads whose single run takes several seconds on a
+# 2-core machine (an explicit --repeats overrides every default).
+WORKLOADS = {
+    "tiny-forward-b1": ("unet-forward", "unet-tiny.json", 1, 10),
+    "tiny-forward-b2": ("unet-forward", "unet-tiny.json", 2, 10),
+    "tiny-forward-b4": ("unet-forward", "unet-tiny.json", 4, 10),
+    "tiny-train-b1": ("unet-train", "unet-tiny.json", 1, 10),
+    "tiny-train-b4": ("unet-train", "unet-tiny.json", 4, 10),
+    "sd15-half-forward-b1": ("unet-forward", "unet-sd15-half.json", 1, 10),
+    "sd15-half-train-b1": ("unet-train", "unet-sd15-half.json", 1, 3),
+    "sd15-forward-b2": ("unet-forward", "unet-sd15.json", 2, 5),
+    "text-encoder-sd15-b2": ("text-encoder", "text-encoder-sd15.json", 2, 10),
+    "vae-decode-sd15-b1": ("vae-decode", "vae-sd15.json", 1, 5),
+}
+
+LATENT_HW = (32, 32)
+SEQ_LEN = 77
+SEED = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Child: build one workload, time it, report
+# --------------------------------------------------------------------------------------------
+
+
+def load_config(path):
+    with open(path, encoding="utf-8") as f:
+        cfg = json.load(f)
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+
+
+def build(name, configs_dir):
+    """Returns (step_fn, info). step_fn() runs one timed iteration."""
+    import torch
+    import torch.nn.functional as F
+
+    kind, cfg_file, b, _ = WORKLOADS[name]
+    cfg = load_config(os.path.join(configs_dir, cfg_file))
+    torch.manual_seed(SEED)
+    g = torch.Generator().manual_seed(SEED + 1)
+    info = {"config": cfg_file, "batch": b, "kind": kind}
+
+    if kind in ("unet-forward", "unet-train"):
+        from diffusers import UNet2DConditionModel
+
+        model = UNet2DConditionModel.from_config(cfg).to(torch.float32)
+        h, w = LATENT_HW
+        sample = torch.randn(b, model.config.in_channels, h, w, generator=g)
+        timesteps = torch.randint(0, 1000, (b,), generator=g, dtype=torch.int64)
+        context = torch.randn(b, SEQ_LEN, model.config.cross_attention_dim, generator=g)
+        procs = sorted({type(p).__name__ for p in model.attn_processors.values()})
+        info["attention"] = procs
+        info["params"] = sum(p.numel() for p in model.parameters())
+        info["inputs"] = {
+            "sample": list(sample.shape),
+            "timesteps": timesteps.tolist(),
+            "encoder_hidden_states": list(context.shape),
+        }
+        if kind == "unet-forward":
+            model.eval()
+
+            def step():
+                with torch.no_grad():
+                    model(sample, timesteps, encoder_hidden_states=context).sample
+
+        else:
+            model.train()
+            target = torch.randn(b, model.config.out_channels, h, w, generator=g)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+            info["optimizer"] = "torch.optim.AdamW(lr=1e-5, betas=(0.9,0.999), weight_decay=1e-2, eps=1e-8)"
+
+            def step():
+                pred = model(sample, timesteps, encoder_hidden_states=context).sample
+                loss = F.mse_loss(pred, target)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+        return step, info
+
+    if kind == "text-encoder":
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        model = CLIPTextModel(CLIPTextConfig.from_dict(cfg)).to(torch.float32).eval()
+        ids = torch.randint(0, cfg["vocab_size"], (b, SEQ_LEN), generator=g, dtype=torch.int64)
+        info["attention"] = [str(getattr(model.config, "_attn_implementation", None))]
+        info["params"] = sum(p.numel() for p in model.parameters())
+        info["inputs"] = {"input_ids": list(ids.shape)}
+
+        def step():
+            with torch.no_grad():
+                model(ids).last_hidden_state
+
+        return step, info
+
+    if kind == "vae-decode":
+        from diffusers import AutoencoderKL
+
+        model = AutoencoderKL.from_config(cfg).to(torch.float32).eval()
+        h, w = LATENT_HW
+        z = torch.randn(b, model.config.latent_channels, h, w, generator=g)
+        info["attention"] = sorted({type(p).__name__ for p in model.attn_processors.values()})
+        info["params"] = sum(p.numel() for p in model.parameters())
+        info["inputs"] = {"latents": list(z.shape)}
+
+        def step():
+            with torch.no_grad():
+                model.decode(z).sample
+
+        return step, info
+
+    raise ValueError(kind)
+
+
+def current_rss_mb():
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
+
+
+def child_main(args):
+    import resource
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(args.threads)
+    import diffusers
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    diffusers.utils.logging.set_verbosity_error()
+
+    rss_import = current_rss_mb()
+    step, info = build(args.child, args.configs)
+    rss_built = current_rss_mb()
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    res = {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "repeats": len(times),
+        "warmup": args.warmup,
+        "peak_rss_mb": peak_kb / 1024.0,
+        "rss_after_import_mb": rss_import,
+        "rss_after_build_mb": rss_built,
+        "times_ms": times,
+        **info,
+    }
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Parent: one subprocess per workload, table, JSON
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_child(name, args, repeats):
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        name,
+        "--repeats",
+        str(repeats),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+        "--configs",
+        args.configs,
+    ]
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[k] = str(args.threads)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            res = json.loads(line[len("RESULT "):])
+            res["process_wall_s"] = wall
+            return res
+    tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-15:]
+    return {"error": f"exit code {proc.returncode}", "stderr_tail": tail}
+
+
+def print_table(results):
+    head = f"{'workload':24s} {'median ms':>11s} {'min ms':>11s} {'max ms':>11s} {'reps':>5s} {'peak RSS MB':>12s}"
+    print(head)
+    print("-" * len(head))
+    for name, r in results.items():
+        if "error" in r:
+            print(f"{name:24s} ERROR: {r['error']}")
+            for line in r.get("stderr_tail", []):
+                print("    " + line)
+            continue
+        print(
+            f"{name:24s} {r['median_ms']:11.2f} {r['min_ms']:11.2f} {r['max_ms']:11.2f} "
+            f"{r['repeats']:5d} {r['peak_rss_mb']:12.1f}"
+        )
+
+
+def main():
+    ap = argparse.ArgumentParser(description="PyTorch side of the StyleForge benchmark")
+    ap.add_argument("--workloads", default="all", help="comma-separated names (default: all): " + ",".join(WORKLOADS))
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per workload (default 10; 3-5 for the slow sd15 ones)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra- and inter-op threads (default 2)")
+    ap.add_argument("--json", dest="json_out", default=None, help="write the results as JSON to this file")
+    ap.add_argument("--configs", default=CONFIGS, help="model config folder (default: bench/configs)")
+    ap.add_argument("--list", action="store_true", help="list the workloads and exit")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child is not None:
+        child_main(args)
+        return
+    if args.list:
+        for name, (kind, cfg, b, reps) in WORKLOADS.items():
+            print(f"{name:24s} {kind:13s} {cfg:24s} batch {b}  default repeats {reps}")
+        return
+
+    names = list(WORKLOADS) if args.workloads in ("all", "") else [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workloads {unknown}; known: {', '.join(WORKLOADS)}")
+
+    import diffusers
+    import torch
+
+    results = {}
+    for name in names:
+        reps = args.repeats if args.repeats is not None else WORKLOADS[name][3]
+        print(f"[{name}] running ({args.warmup} warmup + {reps} timed) ...", file=sys.stderr, flush=True)
+        results[name] = run_child(name, args, reps)
+        r = results[name]
+        if "error" in r:
+            print(f"[{name}] ERROR {r['error']}", file=sys.stderr, flush=True)
+        else:
+            print(
+                f"[{name}] median {r['median_ms']:.2f} ms, peak RSS {r['peak_rss_mb']:.0f} MB "
+                f"({r['process_wall_s']:.1f} s in all)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    out = {
+        "framework": "pytorch",
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "threads": args.threads,
+        "cpu": cpu_model(),
+        "python": sys.version.split()[0],
+        "warmup": args.warmup,
+        "latent_hw": list(LATENT_HW),
+        "workloads": results,
+    }
+    print_table(results)
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as f:
+            json.dump(out, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json_out}")
+    if any("error" in r for r in results.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
