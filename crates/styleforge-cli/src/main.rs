@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Fine-tune a model on a style (StyleForge, Multi-StyleForge, DreamBooth).
+    Train(commands::train::TrainArgs),
     /// Generate images from a prompt (text-to-image).
     Generate(commands::generate::GenerateArgs),
     /// Turn an image into the model's style (image-to-image, SDEdit).
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     let result = match &cli.command {
+        Command::Train(args) => commands::train::run(args, cli.quiet),
         Command::Generate(args) => commands::generate::run(args, cli.quiet),
         Command::Stylize(args) => commands::stylize::run(args, cli.quiet),
         Command::Tokenize(args) => commands::tokenize::run(args),

@@ -35,6 +35,15 @@ pub enum Error {
         path: std::path::PathBuf,
         message: String,
     },
+    /// A configuration file that cannot be used.
+    #[error("{}: {message}", path.display())]
+    Config {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// Training produced a NaN or infinite loss.
+    #[error("the loss became {value} at step {step}; training stopped. The last checkpoint (if any) is intact: lower optim.lr, check the data, or resume from it")]
+    NonFiniteLoss { step: usize, value: f64 },
     /// Anything else, said in words.
     #[error("{0}")]
     Msg(String),

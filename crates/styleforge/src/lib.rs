@@ -9,6 +9,7 @@
 //! - [`pipelines`]: text-to-image and image-to-image (SDEdit) generation.
 //! - [`image_io`]: images in and out, PNG generation metadata.
 //! - [`optim`]: in-place AdamW.
+//! - [`report`]: labelled image grids and line charts (loss curves) as PNG, with a built-in font.
 //! - [`bench`]: named benchmark workloads shared with the PyTorch companion script.
 
 pub mod bench;
@@ -18,6 +19,8 @@ pub mod image_io;
 pub mod optim;
 pub mod pipelines;
 pub mod progress;
+pub mod report;
+pub mod training;
 
 pub use error::{Error, Result};
 

@@ -5,3 +5,4 @@ pub mod generate;
 pub mod sampling;
 pub mod stylize;
 pub mod tokenize;
+pub mod train;

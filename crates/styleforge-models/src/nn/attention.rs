@@ -3,11 +3,21 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use super::kernels;
+
 /// Softmax over the last dimension, composed from differentiable ops.
 ///
 /// candle-nn's `softmax_last_dim` is a fused kernel without a backward pass: gradients stop
 /// there silently. The max is subtracted for stability and detached (it cancels exactly).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if kernels::use_cpu_kernels(x) {
+        return kernels::softmax::softmax_last_dim(x, 1.0);
+    }
+    softmax_last_dim_plain(x)
+}
+
+/// [`softmax_last_dim`] composed from primitive ops (used off the CPU).
+pub fn softmax_last_dim_plain(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let exp = x.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_keepdim(D::Minus1)?;
@@ -17,6 +27,21 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 /// `softmax(q·kᵀ·scale + mask)·v` for `q` `[b, h, n, d]`, `k`/`v` `[b, h, m, d]`;
 /// `mask` (additive, broadcast to `[b, h, n, m]`) is optional.
 pub fn scaled_dot_product_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    if mask.is_none() && kernels::use_cpu_kernels(q) {
+        return kernels::attention::attention(q, k, v, scale as f32);
+    }
+    scaled_dot_product_attention_plain(q, k, v, scale, mask)
+}
+
+/// [`scaled_dot_product_attention`] composed from primitive ops (used off the CPU and
+/// with a mask).
+pub fn scaled_dot_product_attention_plain(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

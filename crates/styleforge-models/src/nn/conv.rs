@@ -3,6 +3,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::kernels;
+
 /// A 2-D convolution with bias (`weight` `[out, in, k, k]`, `bias` `[out]`).
 ///
 /// candle derives a strided convolution's input gradient with a transposed convolution
@@ -56,6 +58,17 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::use_cpu_kernels(x) && self.weight.dtype() == x.dtype() {
+            let bias = self.bias.as_ref();
+            return kernels::conv::conv2d(x, &self.weight, bias, self.stride, self.padding);
+        }
+        self.forward_plain(x)
+    }
+}
+
+impl Conv2d {
+    /// candle's convolution plus a broadcast bias (used off the CPU).
+    pub fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let k = self.weight.dim(2)?;
         let (ph, pw) = (self.far_pad(h, k), self.far_pad(w, k));

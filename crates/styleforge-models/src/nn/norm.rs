@@ -3,6 +3,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::kernels;
+
 /// Group normalisation over `[b, c, ...]`: channels split in `num_groups` groups, each
 /// normalised over its channels and all spatial positions, then scaled per channel.
 #[derive(Debug, Clone)]
@@ -31,8 +33,18 @@ impl GroupNorm {
     }
 }
 
-impl Module for GroupNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl GroupNorm {
+    /// `silu(group_norm(x))`, fused on the CPU.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::use_cpu_kernels(x) && self.weight.dtype() == x.dtype() {
+            let (w, b) = (&self.weight, &self.bias);
+            return kernels::norm::group_norm(x, w, b, self.num_groups, self.eps, true);
+        }
+        self.forward_plain(x)?.silu()
+    }
+
+    /// The composition of primitive ops (used off the CPU).
+    pub fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let dtype = x.dtype();
@@ -47,6 +59,16 @@ impl Module for GroupNorm {
         normed
             .broadcast_mul(&self.weight.reshape(param_shape.as_slice())?)?
             .broadcast_add(&self.bias.reshape(param_shape.as_slice())?)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::use_cpu_kernels(x) && self.weight.dtype() == x.dtype() {
+            let (w, b) = (&self.weight, &self.bias);
+            return kernels::norm::group_norm(x, w, b, self.num_groups, self.eps, false);
+        }
+        self.forward_plain(x)
     }
 }
 
@@ -71,6 +93,16 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if kernels::use_cpu_kernels(x) && self.weight.dtype() == x.dtype() {
+            return kernels::norm::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
+        self.forward_plain(x)
+    }
+}
+
+impl LayerNorm {
+    /// The composition of primitive ops (used off the CPU).
+    pub fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let x = x.to_dtype(DType::F32)?;
         let mean = x.mean_keepdim(D::Minus1)?;

@@ -1,0 +1,95 @@
+//! `styleforge train`: fine-tune a base model with StyleForge, Multi-StyleForge or a
+//! baseline, from a TOML config whose keys flags can override.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use styleforge::training::{train, RunOptions, TrainConfig};
+
+use crate::progress::Bar;
+
+/// Arguments of `styleforge train`.
+///
+/// The config file has sections `[model]` (base, variant), `[[data.concepts]]` (style_dir,
+/// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images),
+/// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,
+/// num_aux_images, aux_steps), `[optim]` (steps, lr, beta1, beta2, weight_decay, eps,
+/// gradient_accumulation, max_grad_norm, lr_schedule, warmup_steps) and `[output]` (dir,
+/// checkpoint_every, keep_checkpoints, validate_every, validation_prompts,
+/// validation_steps), plus top-level `method` and `seed`. See examples/train/*.toml.
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct TrainArgs {
+    /// The run's TOML config.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config key: `--set optim.lr=2e-6 --set output.dir=runs/b` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Shortcut for `--set method=...` (styleforge, multi-styleforge, dreambooth).
+    #[arg(long)]
+    method: Option<String>,
+    /// Shortcut for `--set optim.steps=N`.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Shortcut for `--set optim.lr=X`.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Shortcut for `--set output.dir=DIR`.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Shortcut for `--set seed=N`.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue from the newest checkpoint in the run folder.
+    #[arg(long)]
+    resume: bool,
+    /// Print the effective config and exit.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Runs `styleforge train`.
+pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
+    let config = TrainConfig::from_file(&args.config)?;
+    let mut overrides = args.overrides.clone();
+    if let Some(m) = &args.method {
+        overrides.push(format!("method=\"{m}\""));
+    }
+    if let Some(s) = args.steps {
+        overrides.push(format!("optim.steps={s}"));
+    }
+    if let Some(lr) = args.lr {
+        overrides.push(format!("optim.lr={lr:e}"));
+    }
+    if let Some(o) = &args.output {
+        overrides.push(format!("output.dir={:?}", o.display().to_string()));
+    }
+    if let Some(s) = args.seed {
+        overrides.push(format!("seed={s}"));
+    }
+    let resolved = config
+        .with_overrides(&overrides)?
+        .resolve()
+        .with_context(|| format!("invalid config {}", args.config.display()))?;
+    if args.dry_run {
+        print!("{}", resolved.to_toml()?);
+        return Ok(());
+    }
+    let opts = RunOptions {
+        resume: args.resume,
+        stop_after: None,
+    };
+    let summary = train(&resolved, &opts, &mut Bar::new(quiet))?;
+    if let Some(model) = &summary.model_dir {
+        println!(
+            "trained {} steps (last loss {:.4}); model: {}",
+            summary.steps,
+            summary.last_loss,
+            model.display()
+        );
+    }
+    println!("run folder: {}", summary.run_dir.display());
+    Ok(())
+}

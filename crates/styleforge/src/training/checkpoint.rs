@@ -1,0 +1,172 @@
+//! Checkpoints: trained weights, optimizer state, step and every random generator's state,
+//! written to a temporary folder and renamed, so a crash never leaves a broken one and a
+//! resumed run continues exactly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{RngState, SamplerState};
+use crate::error::{Error, Result};
+use crate::optim::AdamW;
+use styleforge_models::weights::{save_safetensors_atomic, varmap_tensors};
+
+/// The non-tensor part of a checkpoint (`state.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// The engine's generator (noise, timesteps, flips).
+    pub rng: RngState,
+    /// The StyleRef sampler (over pooled concept/image pairs).
+    pub style_sampler: SamplerState,
+    /// One Aux sampler per concept.
+    pub aux_samplers: Vec<SamplerState>,
+}
+
+/// The folder of the checkpoint at `step` inside `dir`.
+pub fn checkpoint_dir(dir: &Path, step: usize) -> PathBuf {
+    dir.join(format!("step-{step:07}"))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a checkpoint into `dir/step-NNNNNNN` atomically and keeps the newest `keep`.
+pub fn save(
+    dir: &Path,
+    state: &TrainState,
+    unet: &VarMap,
+    text_encoder: Option<&VarMap>,
+    optimizer: &AdamW,
+    keep: usize,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let final_dir = checkpoint_dir(dir, state.step);
+    let tmp = dir.join(format!(
+        ".step-{:07}.tmp-{}",
+        state.step,
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let written = (|| -> Result<()> {
+        save_safetensors_atomic(&varmap_tensors(unet), &tmp.join("unet.safetensors"))?;
+        if let Some(te) = text_encoder {
+            save_safetensors_atomic(&varmap_tensors(te), &tmp.join("text_encoder.safetensors"))?;
+        }
+        save_safetensors_atomic(&optimizer.state()?, &tmp.join("optimizer.safetensors"))?;
+        let json = serde_json::to_string_pretty(state).map_err(|e| Error::msg(e.to_string()))?;
+        let state_path = tmp.join("state.json");
+        std::fs::write(&state_path, json).map_err(io(&state_path))?;
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    prune(dir, keep)?;
+    Ok(final_dir)
+}
+
+/// Complete checkpoints in `dir`, oldest first.
+pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path()
+                .join("state.json")
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn prune(dir: &Path, keep: usize) -> Result<()> {
+    let all = list(dir);
+    let excess = all.len().saturating_sub(keep.max(1));
+    for (_, path) in all.into_iter().take(excess) {
+        std::fs::remove_dir_all(&path).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// A loaded checkpoint.
+pub struct Loaded {
+    /// The saved state.
+    pub state: TrainState,
+    /// UNet weights.
+    pub unet: HashMap<String, Tensor>,
+    /// Text-encoder weights, when it was trained.
+    pub text_encoder: Option<HashMap<String, Tensor>>,
+    /// Optimizer state.
+    pub optimizer: HashMap<String, Tensor>,
+}
+
+/// Reads the checkpoint folder `path`.
+pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
+    let state_path = path.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: state_path.clone(),
+        message: e.to_string(),
+    })?;
+    let read = |name: &str| -> Result<HashMap<String, Tensor>> {
+        let p = path.join(name);
+        candle_core::safetensors::load(&p, device).map_err(|e| Error::Config {
+            path: p.clone(),
+            message: format!("unreadable checkpoint tensors: {e}"),
+        })
+    };
+    let te_path = path.join("text_encoder.safetensors");
+    Ok(Loaded {
+        unet: read("unet.safetensors")?,
+        text_encoder: te_path
+            .is_file()
+            .then(|| read("text_encoder.safetensors"))
+            .transpose()?,
+        optimizer: read("optimizer.safetensors")?,
+        state,
+    })
+}
+
+/// Copies checkpoint weights into the variables of `varmap`; every variable must be there
+/// with its shape.
+pub fn restore_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>, what: &str) -> Result<()> {
+    let data = varmap.data().lock().expect("varmap lock poisoned");
+    for (name, var) in data.iter() {
+        let t = tensors.get(name).ok_or_else(|| {
+            Error::msg(format!(
+                "checkpoint {what} weights lack `{name}`; was it made by another config?"
+            ))
+        })?;
+        if t.dims() != var.dims() {
+            return Err(Error::msg(format!(
+                "checkpoint {what} weight `{name}` has shape {:?}, the model {:?}",
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}

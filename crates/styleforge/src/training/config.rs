@@ -1,0 +1,488 @@
+//! The training configuration: a TOML file (`styleforge train --config run.toml`) whose
+//! every key a command-line flag can override. Unset keys take the chosen method's
+//! defaults (the StyleForge authors' settings; diffusers' example scripts for DreamBooth).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::CropMode;
+use crate::error::{Error, Result};
+
+/// The fine-tuning method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Single-StyleForge: UNet + text encoder, StyleRef ↔ "<token> style", Aux ↔ "style".
+    Styleforge,
+    /// Multi-StyleForge: people ↔ "<token1> style", backgrounds ↔ "<token2> style".
+    MultiStyleforge,
+    /// DreamBooth baseline: UNet only, "a <token> style" with "style" class images.
+    Dreambooth,
+}
+
+impl Method {
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Styleforge => "styleforge",
+            Method::MultiStyleforge => "multi-styleforge",
+            Method::Dreambooth => "dreambooth",
+        }
+    }
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// Constant.
+    #[default]
+    Constant,
+    /// Linear decay to 0 at the last step.
+    Linear,
+    /// Cosine decay to 0 at the last step.
+    Cosine,
+}
+
+/// One concept: a StyleRef folder bound to a token, with its Aux (prior) images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConceptConfig {
+    /// The StyleRef images.
+    pub style_dir: PathBuf,
+    /// The Aux images (generated from the base model when missing or short).
+    #[serde(default)]
+    pub aux_dir: Option<PathBuf>,
+    /// The unique token (default: `zwx` for the first concept, `qvh` for the second).
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// `[model]`: the base model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A diffusers folder; never written to.
+    pub base: PathBuf,
+    /// Weights variant (`fp16`), up-cast to f32 for training.
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// `[data]`: images and preprocessing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// The concepts: one for `styleforge`/`dreambooth`, two (people, backgrounds) for
+    /// `multi-styleforge`.
+    #[serde(default)]
+    pub concepts: Vec<ConceptConfig>,
+    /// Training resolution in pixels (default 512).
+    #[serde(default)]
+    pub resolution: Option<u32>,
+    /// `center` (default) or `random` crops.
+    #[serde(default)]
+    pub crop: Option<CropMode>,
+    /// Also train on mirrored images.
+    #[serde(default)]
+    pub flip: Option<bool>,
+    /// Accept images smaller than the resolution (upscaled).
+    #[serde(default)]
+    pub allow_upscale: Option<bool>,
+    /// Fewest StyleRef images per concept (default 2).
+    #[serde(default)]
+    pub min_images: Option<usize>,
+}
+
+/// `[training]`: prompts and what is trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    /// StyleRef prompt template; `{token}` is replaced (default `{token} style`, DreamBooth
+    /// `a {token} style`).
+    #[serde(default)]
+    pub instance_prompt: Option<String>,
+    /// Aux / class prompt (default `style`).
+    #[serde(default)]
+    pub aux_prompt: Option<String>,
+    /// Weight of the Aux (prior-preservation) loss (default 1).
+    #[serde(default)]
+    pub prior_loss_weight: Option<f64>,
+    /// Train the text encoder too (StyleForge: yes; DreamBooth: no).
+    #[serde(default)]
+    pub train_text_encoder: Option<bool>,
+    /// Aux images per concept; generated from the base model when the folder has fewer
+    /// (StyleForge default 20, DreamBooth 100).
+    #[serde(default)]
+    pub num_aux_images: Option<usize>,
+    /// Denoising steps when generating Aux images (default 30).
+    #[serde(default)]
+    pub aux_steps: Option<usize>,
+}
+
+/// `[optim]`: optimizer and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    /// Optimizer steps (default 1000; DreamBooth 800).
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// Learning rate (StyleForge 1e-6; DreamBooth 5e-6).
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// AdamW β₁ (0.9).
+    #[serde(default)]
+    pub beta1: Option<f64>,
+    /// AdamW β₂ (0.999).
+    #[serde(default)]
+    pub beta2: Option<f64>,
+    /// AdamW weight decay (1e-2).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// AdamW ε (1e-8).
+    #[serde(default)]
+    pub eps: Option<f64>,
+    /// Micro-batches per optimizer step (1).
+    #[serde(default)]
+    pub gradient_accumulation: Option<usize>,
+    /// Global gradient-norm clip (1.0; 0 disables).
+    #[serde(default)]
+    pub max_grad_norm: Option<f64>,
+    /// `constant` (default), `linear` or `cosine`.
+    #[serde(default)]
+    pub lr_schedule: Option<LrSchedule>,
+    /// Linear warm-up steps (0).
+    #[serde(default)]
+    pub warmup_steps: Option<usize>,
+}
+
+/// `[output]`: where results go and how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// The run folder (model, checkpoints, logs, samples). Must not be inside the base model.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Steps between checkpoints (default 250; 0: only the final model).
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
+    /// Checkpoints kept (default 2, oldest removed first).
+    #[serde(default)]
+    pub keep_checkpoints: Option<usize>,
+    /// Steps between validation grids (default 250; 0: only at the end).
+    #[serde(default)]
+    pub validate_every: Option<usize>,
+    /// Validation prompts; `{token}` is replaced. Each is also sampled without the token.
+    #[serde(default)]
+    pub validation_prompts: Option<Vec<String>>,
+    /// Denoising steps of validation samples (default 25).
+    #[serde(default)]
+    pub validation_steps: Option<usize>,
+}
+
+/// A training run's configuration as written in TOML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The method.
+    pub method: Method,
+    /// Seed of every random draw (default 1337).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// The base model.
+    pub model: ModelSection,
+    /// Images.
+    #[serde(default)]
+    pub data: DataSection,
+    /// Prompts and trained parts.
+    #[serde(default)]
+    pub training: TrainingSection,
+    /// Optimizer.
+    #[serde(default)]
+    pub optim: OptimSection,
+    /// Outputs.
+    #[serde(default)]
+    pub output: OutputSection,
+}
+
+/// One concept with everything resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Concept {
+    /// StyleRef folder.
+    pub style_dir: PathBuf,
+    /// Aux folder given by the user, if any.
+    pub aux_dir: Option<PathBuf>,
+    /// The token.
+    pub token: String,
+    /// The StyleRef prompt (`zwx style`).
+    pub instance_prompt: String,
+    /// The Aux prompt (`style`).
+    pub aux_prompt: String,
+}
+
+/// The effective configuration: every default applied, validated. Written into the run
+/// folder at the start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedConfig {
+    /// The method.
+    pub method: Method,
+    /// Seed.
+    pub seed: u64,
+    /// Base model folder.
+    pub base: PathBuf,
+    /// Weights variant.
+    pub variant: Option<String>,
+    /// Concepts.
+    pub concepts: Vec<Concept>,
+    /// Resolution in pixels.
+    pub resolution: u32,
+    /// Crop mode.
+    pub crop: CropMode,
+    /// Mirrored images too.
+    pub flip: bool,
+    /// Upscale small images.
+    pub allow_upscale: bool,
+    /// Fewest StyleRef images.
+    pub min_images: usize,
+    /// Aux loss weight (0 disables prior preservation).
+    pub prior_loss_weight: f64,
+    /// Text encoder trained.
+    pub train_text_encoder: bool,
+    /// Aux images per concept.
+    pub num_aux_images: usize,
+    /// Steps for generating Aux images.
+    pub aux_steps: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// AdamW settings.
+    pub adamw: crate::optim::AdamWConfig,
+    /// Micro-batches per step.
+    pub gradient_accumulation: usize,
+    /// Gradient-norm clip (0: off).
+    pub max_grad_norm: f64,
+    /// LR schedule.
+    pub lr_schedule: LrSchedule,
+    /// Warm-up steps.
+    pub warmup_steps: usize,
+    /// Run folder.
+    pub output_dir: PathBuf,
+    /// Steps between checkpoints (0: none).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
+    /// Steps between validation grids (0: end only).
+    pub validate_every: usize,
+    /// Validation prompts (with `{token}` replaced by the first concept's token).
+    pub validation_prompts: Vec<String>,
+    /// Validation denoising steps.
+    pub validation_steps: usize,
+}
+
+/// Default tokens: rare single tokens of the CLIP vocabulary.
+const DEFAULT_TOKENS: [&str; 2] = ["zwx", "qvh"];
+
+impl TrainConfig {
+    /// Parses TOML text; `path` labels errors.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Applies `key=value` overrides (dotted keys, TOML values; bare words are strings),
+    /// e.g. `optim.lr=2e-6`, `output.dir=runs/a`, `method=dreambooth`.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Self> {
+        let mut doc = toml::Table::try_from(self).map_err(|e| Error::msg(e.to_string()))?;
+        for item in overrides {
+            let (key, raw) = item.split_once('=').ok_or_else(|| {
+                Error::msg(format!(
+                    "override `{item}` is not key=value (e.g. optim.lr=2e-6)"
+                ))
+            })?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|t| t.get("v").cloned())
+                .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+            let parts: Vec<&str> = key.trim().split('.').collect();
+            let mut table = &mut doc;
+            for part in &parts[..parts.len() - 1] {
+                table = table
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| {
+                        Error::msg(format!("override `{key}`: `{part}` is not a section"))
+                    })?;
+            }
+            table.insert(parts[parts.len() - 1].to_string(), value);
+        }
+        let text = toml::to_string(&doc).map_err(|e| Error::msg(e.to_string()))?;
+        Self::from_toml(&text, Path::new("<command-line overrides>"))
+    }
+
+    /// Applies the method's defaults and checks the result.
+    pub fn resolve(&self) -> Result<ResolvedConfig> {
+        let m = self.method;
+        let dreambooth = m == Method::Dreambooth;
+        let want_concepts = if m == Method::MultiStyleforge { 2 } else { 1 };
+        if self.data.concepts.len() != want_concepts {
+            return Err(Error::msg(format!(
+                "method `{}` needs {want_concepts} [[data.concepts]] (found {}){}",
+                m.name(),
+                self.data.concepts.len(),
+                if want_concepts == 2 {
+                    ": the first for people, the second for backgrounds"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let t = &self.training;
+        let template = t.instance_prompt.clone().unwrap_or_else(|| {
+            if dreambooth {
+                "a {token} style"
+            } else {
+                "{token} style"
+            }
+            .to_string()
+        });
+        let aux_prompt = t.aux_prompt.clone().unwrap_or_else(|| "style".to_string());
+        let concepts: Vec<Concept> = self
+            .data
+            .concepts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let token = c
+                    .token
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TOKENS[i].to_string());
+                Concept {
+                    style_dir: c.style_dir.clone(),
+                    aux_dir: c.aux_dir.clone(),
+                    instance_prompt: template.replace("{token}", &token),
+                    aux_prompt: aux_prompt.clone(),
+                    token,
+                }
+            })
+            .collect();
+        if concepts.len() == 2 && concepts[0].token == concepts[1].token {
+            return Err(Error::msg("the two concepts need different tokens"));
+        }
+        let o = &self.optim;
+        let d = crate::optim::AdamWConfig::default();
+        let adamw = crate::optim::AdamWConfig {
+            lr: o.lr.unwrap_or(if dreambooth { 5e-6 } else { 1e-6 }),
+            beta1: o.beta1.unwrap_or(d.beta1),
+            beta2: o.beta2.unwrap_or(d.beta2),
+            eps: o.eps.unwrap_or(d.eps),
+            weight_decay: o.weight_decay.unwrap_or(d.weight_decay),
+        };
+        let token = &concepts[0].token;
+        let validation_prompts = self
+            .output
+            .validation_prompts
+            .clone()
+            .unwrap_or_else(|| {
+                vec![
+                    "a portrait of a woman, {token} style".to_string(),
+                    "a house by a lake, {token} style".to_string(),
+                ]
+            })
+            .into_iter()
+            .map(|p| p.replace("{token}", token))
+            .collect();
+        let r = ResolvedConfig {
+            method: m,
+            seed: self.seed.unwrap_or(1337),
+            base: self.model.base.clone(),
+            variant: self.model.variant.clone(),
+            concepts,
+            resolution: self.data.resolution.unwrap_or(512),
+            crop: self.data.crop.unwrap_or(CropMode::Center),
+            flip: self.data.flip.unwrap_or(false),
+            allow_upscale: self.data.allow_upscale.unwrap_or(false),
+            min_images: self.data.min_images.unwrap_or(2),
+            prior_loss_weight: t.prior_loss_weight.unwrap_or(1.0),
+            train_text_encoder: t.train_text_encoder.unwrap_or(!dreambooth),
+            num_aux_images: t
+                .num_aux_images
+                .unwrap_or(if dreambooth { 100 } else { 20 }),
+            aux_steps: t.aux_steps.unwrap_or(30),
+            steps: o.steps.unwrap_or(if dreambooth { 800 } else { 1000 }),
+            adamw,
+            gradient_accumulation: o.gradient_accumulation.unwrap_or(1),
+            max_grad_norm: o.max_grad_norm.unwrap_or(1.0),
+            lr_schedule: o.lr_schedule.unwrap_or_default(),
+            warmup_steps: o.warmup_steps.unwrap_or(0),
+            output_dir: self
+                .output
+                .dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("runs/{}", m.name()))),
+            checkpoint_every: self.output.checkpoint_every.unwrap_or(250),
+            keep_checkpoints: self.output.keep_checkpoints.unwrap_or(2),
+            validate_every: self.output.validate_every.unwrap_or(250),
+            validation_prompts,
+            validation_steps: self.output.validation_steps.unwrap_or(25),
+        };
+        r.validate()?;
+        Ok(r)
+    }
+}
+
+impl ResolvedConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::msg(m));
+        if self.steps == 0 {
+            return bad("optim.steps must be at least 1".into());
+        }
+        if self.gradient_accumulation == 0 {
+            return bad("optim.gradient_accumulation must be at least 1".into());
+        }
+        if !(self.adamw.lr > 0.0 && self.adamw.lr.is_finite()) {
+            return bad(format!("optim.lr must be positive, got {}", self.adamw.lr));
+        }
+        if self.resolution == 0 || self.resolution % 8 != 0 {
+            return bad(format!(
+                "data.resolution {} is not a positive multiple of 8",
+                self.resolution
+            ));
+        }
+        if self.prior_loss_weight < 0.0 {
+            return bad("training.prior_loss_weight must be >= 0".into());
+        }
+        Ok(())
+    }
+
+    /// The effective config as TOML, for the run folder.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::msg(e.to_string()))
+    }
+
+    /// The learning rate at optimizer step `step` (1-based).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let base = self.adamw.lr;
+        if step <= self.warmup_steps {
+            return base * step as f64 / self.warmup_steps.max(1) as f64;
+        }
+        let span = (self.steps - self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        match self.lr_schedule {
+            LrSchedule::Constant => base,
+            LrSchedule::Linear => base * (1.0 - progress),
+            LrSchedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The training engine end to end on the tiny SD1 fixture: exact resume, the loss falling,
+//! the output folder, Aux generation and reuse, NaN handling, the base model untouched.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use image::{Rgb, RgbImage};
+use styleforge::models::folder::{LoadOptions, ModelFolder};
+use styleforge::progress::NoProgress;
+use styleforge::schedulers::{DdpmScheduler, SchedulerConfig};
+use styleforge::training::config::{ConceptConfig, Method, TrainConfig};
+use styleforge::training::engine::read_log;
+use styleforge::training::step::{compute_loss, NoiseSchedule, StepBatch, StepModels};
+use styleforge::training::{train, RunOptions};
+use styleforge::Error;
+
+fn base() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-sd1")
+}
+
+/// Writes `n` distinct 16×16 images: stripes in a palette, a caption for odd ones.
+fn make_images(dir: &Path, n: usize, seed: u8, captions: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let img = RgbImage::from_fn(20, 16, |x, y| {
+            let band = ((x + 2 * y + i as u32) / 3) % 2;
+            let k = seed.wrapping_mul(37).wrapping_add(i as u8 * 53);
+            if band == 0 {
+                Rgb([k, 255 - k, 40])
+            } else {
+                Rgb([20, k / 2, 200])
+            }
+        });
+        img.save(dir.join(format!("img-{i:02}.png"))).unwrap();
+        if captions && i % 2 == 1 {
+            std::fs::write(dir.join(format!("img-{i:02}.txt")), "a striped thing").unwrap();
+        }
+    }
+}
+
+fn config(method: Method, data: &Path, out: &Path) -> TrainConfig {
+    let mut concepts = vec![ConceptConfig {
+        style_dir: data.join("style"),
+        aux_dir: Some(data.join("aux")),
+        token: None,
+    }];
+    if method == Method::MultiStyleforge {
+        concepts.push(ConceptConfig {
+            style_dir: data.join("style2"),
+            aux_dir: Some(data.join("aux")),
+            token: None,
+        });
+    }
+    let text = format!(
+        r#"
+method = "{}"
+seed = 3
+[model]
+base = {:?}
+[data]
+resolution = 16
+[training]
+num_aux_images = 3
+aux_steps = 2
+[optim]
+steps = 6
+lr = 1e-4
+[output]
+dir = {:?}
+checkpoint_every = 3
+validate_every = 0
+validation_steps = 2
+validation_prompts = ["a house, {{token}} style"]
+"#,
+        method.name(),
+        base().display().to_string(),
+        out.display().to_string()
+    );
+    let mut cfg = TrainConfig::from_toml(&text, Path::new("test.toml")).unwrap();
+    cfg.data.concepts = concepts;
+    cfg
+}
+
+fn dataset() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    make_images(&tmp.path().join("style"), 4, 1, true);
+    make_images(&tmp.path().join("style2"), 3, 9, false);
+    make_images(&tmp.path().join("aux"), 3, 5, false);
+    tmp
+}
+
+fn weights(dir: &Path) -> HashMap<String, Tensor> {
+    let mut all = candle_core::safetensors::load(
+        dir.join("unet/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let te =
+        candle_core::safetensors::load(dir.join("text_encoder/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    all.extend(te.into_iter().map(|(k, v)| (format!("te.{k}"), v)));
+    all
+}
+
+fn file_digest(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in walk(dir) {
+        out.push((e.clone(), std::fs::read(&e).unwrap()));
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
+#[test]
+fn interrupted_and_resumed_run_ends_with_the_same_weights() {
+    let data = dataset();
+    let before = file_digest(&base());
+    let straight = data.path().join("run-straight");
+    let cfg = config(Method::Styleforge, data.path(), &straight)
+        .resolve()
+        .unwrap();
+    let summary = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
+    assert_eq!(summary.steps, 6);
+    let model_dir = summary.model_dir.unwrap();
+
+    let split = data.path().join("run-split");
+    let cfg2 = config(Method::Styleforge, data.path(), &split)
+        .resolve()
+        .unwrap();
+    let first = RunOptions {
+        resume: false,
+        stop_after: Some(4),
+    };
+    let s = train(&cfg2, &first, &mut NoProgress).unwrap();
+    assert_eq!(s.steps, 4);
+    assert!(s.model_dir.is_none());
+    // A fresh start in a folder with checkpoints is refused rather than overwriting them.
+    let err = train(&cfg2, &RunOptions::default(), &mut NoProgress).unwrap_err();
+    assert!(err.to_string().contains("--resume"), "{err}");
+    let resume = RunOptions {
+        resume: true,
+        stop_after: None,
+    };
+    let s = train(&cfg2, &resume, &mut NoProgress).unwrap();
+    assert_eq!(s.steps, 6);
+
+    let a = weights(&model_dir);
+    let b = weights(&s.model_dir.unwrap());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        let d = (t - &b[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
+        assert_eq!(
+            d.to_scalar::<f32>().unwrap(),
+            0.0,
+            "{name} differs after resume"
+        );
+    }
+    let log_a = read_log(&straight.join("train_log.jsonl"));
+    let log_b = read_log(&split.join("train_log.jsonl"));
+    assert_eq!(log_a.len(), 6);
+    assert_eq!(
+        log_a.iter().map(|e| e.loss).collect::<Vec<_>>(),
+        log_b.iter().map(|e| e.loss).collect::<Vec<_>>()
+    );
+    // The run leaves its effective config, the loss curve and a validation grid.
+    assert!(straight.join("config.toml").is_file());
+    assert!(straight.join("loss.png").is_file());
+    assert!(straight.join("validation/step-0000006.png").is_file());
+    // The output is a diffusers folder the pipelines load, and the base is untouched.
+    let sd = styleforge::pipelines::StableDiffusion::load(&model_dir, &LoadOptions::default());
+    assert!(sd.is_ok());
+    assert_eq!(
+        before,
+        file_digest(&base()),
+        "the base model folder changed"
+    );
+}
+
+#[test]
+fn loss_on_the_training_pair_falls_well_below_its_start() {
+    let data = dataset();
+    let out = data.path().join("run");
+    let mut cfg = config(Method::Styleforge, data.path(), &out);
+    cfg.optim.steps = Some(150);
+    cfg.optim.lr = Some(3e-4);
+    cfg.output.checkpoint_every = Some(0);
+    cfg.data.concepts[0].aux_dir = Some(data.path().join("aux"));
+    let cfg = cfg.resolve().unwrap();
+
+    // A fixed (StyleRef, Aux) pair with fixed noise and timesteps, scored before and after.
+    let folder = ModelFolder::open(base()).unwrap();
+    let tok = folder.tokenizer().unwrap();
+    let ids: Vec<u32> = ["zwx style", "style"]
+        .iter()
+        .flat_map(|p| tok.encode_padded(p).ids)
+        .collect();
+    let dev = Device::Cpu;
+    let prep = styleforge::data::Preprocess::new(16);
+    let style = styleforge::data::ImageFolder::scan(&data.path().join("style"), &prep, 1).unwrap();
+    let aux = styleforge::data::ImageFolder::scan(&data.path().join("aux"), &prep, 1).unwrap();
+    let vae = folder.vae(&LoadOptions::default()).unwrap().model;
+    let enc = |t: Tensor| {
+        (vae.encode(&t.unsqueeze(0).unwrap()).unwrap().mean * vae.scaling_factor()).unwrap()
+    };
+    let latents = Tensor::cat(
+        &[
+            enc(style.tensor(0, &prep, false, &dev).unwrap()),
+            enc(aux.tensor(0, &prep, false, &dev).unwrap()),
+        ],
+        0,
+    )
+    .unwrap();
+    let noise = Tensor::randn(0f32, 1f32, latents.dims(), &dev).unwrap();
+    let batch = StepBatch {
+        latents,
+        noise,
+        timesteps: vec![300.0, 500.0],
+        input_ids: Tensor::from_vec(ids, (2, 77), &dev).unwrap(),
+        instance_rows: 1,
+    };
+    let score = |model: &Path| -> f64 {
+        let f = ModelFolder::open(model).unwrap();
+        let unet = f.unet(&LoadOptions::default()).unwrap().model;
+        let te = f.text_encoder(&LoadOptions::default()).unwrap().model;
+        let sc = SchedulerConfig::from_model_dir(model).unwrap();
+        let ddpm = DdpmScheduler::from_config(&sc).unwrap();
+        let schedule = NoiseSchedule {
+            prediction_type: ddpm.config().prediction_type,
+            ddpm,
+        };
+        let models = StepModels {
+            unet: &unet,
+            text_encoder: &te,
+            train_text_encoder: false,
+        };
+        let l = compute_loss(&models, &schedule, &batch, 1.0).unwrap();
+        l.total
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let start = score(&base());
+    let summary = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
+    let end = score(&summary.model_dir.unwrap());
+    assert!(end < 0.5 * start, "loss went from {start} to {end}");
+}
+
+#[test]
+fn missing_aux_images_are_generated_once_and_reused() {
+    let data = dataset();
+    let out = data.path().join("run");
+    let mut cfg = config(Method::Dreambooth, data.path(), &out);
+    cfg.data.concepts[0].aux_dir = None;
+    cfg.optim.steps = Some(1);
+    cfg.training.num_aux_images = Some(2);
+    let resolved = cfg.resolve().unwrap();
+    assert!(
+        !resolved.train_text_encoder,
+        "DreamBooth trains the UNet only by default"
+    );
+    assert_eq!(resolved.concepts[0].instance_prompt, "a zwx style");
+    train(&resolved, &RunOptions::default(), &mut NoProgress).unwrap();
+    let aux = out.join("aux/concept-0");
+    let first: Vec<_> = file_digest(&aux);
+    assert_eq!(
+        first
+            .iter()
+            .filter(|(p, _)| p.extension().unwrap() == "png")
+            .count(),
+        2
+    );
+    // DreamBooth leaves the text encoder as it was.
+    let te_base = std::fs::read(base().join("text_encoder/model.safetensors")).unwrap();
+    let te_out = std::fs::read(out.join("model/text_encoder/model.safetensors")).unwrap();
+    assert_eq!(te_base, te_out);
+    // A second run in a new folder with the same aux folder... reuses the generated images.
+    std::fs::remove_dir_all(out.join("checkpoints")).ok();
+    train(&resolved, &RunOptions::default(), &mut NoProgress).unwrap();
+    assert_eq!(first, file_digest(&aux));
+}
+
+#[test]
+fn multi_styleforge_trains_two_tokens() {
+    let data = dataset();
+    let out = data.path().join("run");
+    let mut cfg = config(Method::MultiStyleforge, data.path(), &out);
+    cfg.optim.steps = Some(2);
+    let resolved = cfg.resolve().unwrap();
+    assert_eq!(resolved.concepts[0].instance_prompt, "zwx style");
+    assert_eq!(resolved.concepts[1].instance_prompt, "qvh style");
+    let s = train(&resolved, &RunOptions::default(), &mut NoProgress).unwrap();
+    assert_eq!(s.steps, 2);
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint() {
+    let data = dataset();
+    let out = data.path().join("run");
+    let mut cfg = config(Method::Styleforge, data.path(), &out);
+    cfg.optim.lr = Some(1e30);
+    cfg.optim.max_grad_norm = Some(0.0);
+    cfg.optim.steps = Some(5);
+    cfg.output.checkpoint_every = Some(1);
+    let err = train(
+        &cfg.resolve().unwrap(),
+        &RunOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    let Error::NonFiniteLoss { step, .. } = err else {
+        panic!("expected a non-finite loss error, got {err}");
+    };
+    assert!(step >= 2, "step {step}");
+    let ckpts = styleforge::training::checkpoint::list(&out.join("checkpoints"));
+    assert!(!ckpts.is_empty());
+    assert!(ckpts.iter().all(|(s, _)| *s < step));
+    assert!(
+        !out.join("model").exists(),
+        "no model is written from a failed run"
+    );
+}
+
+#[test]
+fn run_folder_inside_the_base_model_is_refused() {
+    let data = dataset();
+    let cfg = config(Method::Styleforge, data.path(), &base().join("runs/x"));
+    let err = train(
+        &cfg.resolve().unwrap(),
+        &RunOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("inside the base model"), "{err}");
+    assert!(!base().join("runs").exists());
+}
+
+#[test]
+fn config_defaults_overrides_and_errors() {
+    let data = dataset();
+    let cfg = config(Method::Styleforge, data.path(), &data.path().join("o"));
+    let r = cfg.resolve().unwrap();
+    assert!(r.train_text_encoder);
+    assert_eq!(r.concepts[0].instance_prompt, "zwx style");
+    assert_eq!(r.concepts[0].aux_prompt, "style");
+    let o = cfg
+        .with_overrides(&[
+            "optim.lr=2e-6".into(),
+            "training.aux_prompt=painting".into(),
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+    assert_eq!(o.adamw.lr, 2e-6);
+    assert_eq!(o.concepts[0].aux_prompt, "painting");
+    let err = TrainConfig::from_toml(
+        "method = \"styleforge\"\n[model]\nbase = \"x\"\n[optim]\nlearning_rate = 1\n",
+        Path::new("bad.toml"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("learning_rate"), "{err}");
+    let mut two = cfg.clone();
+    two.method = Method::MultiStyleforge;
+    assert!(two
+        .resolve()
+        .unwrap_err()
+        .to_string()
+        .contains("2 [[data.concepts]]"));
+    // The lr schedule.
+    let mut c = cfg.clone();
+    c.optim.lr_schedule = Some(styleforge::training::config::LrSchedule::Linear);
+    c.optim.warmup_steps = Some(2);
+    let r = c.resolve().unwrap();
+    assert!((r.lr_at(1) - 0.5e-4).abs() < 1e-12);
+    assert!((r.lr_at(2) - 1e-4).abs() < 1e-12);
+    assert!(r.lr_at(6).abs() < 1e-12);
+}
