@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run StyleForge end to end on the embedded tiny model and style images.
+    Demo(commands::demo::DemoArgs),
     /// Fine-tune a model on a style (StyleForge, Multi-StyleForge, DreamBooth).
     Train(commands::train::TrainArgs),
     /// Generate images from a prompt (text-to-image).
@@ -47,6 +49,7 @@ fn init_logging(quiet: bool, verbose: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
 }
@@ -60,6 +63,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     let result = match &cli.command {
+        Command::Demo(args) => commands::demo::run(args, cli.quiet),
         Command::Train(args) => commands::train::run(args, cli.quiet),
         Command::Generate(args) => commands::generate::run(args, cli.quiet),
         Command::Stylize(args) => commands::stylize::run(args, cli.quiet),

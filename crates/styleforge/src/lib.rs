@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod image_io;
 pub mod optim;

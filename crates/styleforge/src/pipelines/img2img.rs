@@ -69,7 +69,6 @@ impl StableDiffusion {
             &schedule.timesteps,
             latents,
             &context,
-            opts.guidance_scale,
             noise,
             progress,
         )?;

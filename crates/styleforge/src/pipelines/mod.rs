@@ -183,16 +183,23 @@ impl StableDiffusion {
 
     /// The conditioning for `opts`: `[uncond × n, cond × n]` when guidance is on (the order
     /// diffusers concatenates them in), else `[cond × n]`.
-    fn conditioning(&self, opts: &SamplingOptions) -> Result<Tensor> {
+    fn conditioning(&self, opts: &SamplingOptions) -> Result<Conditioning> {
         let n = opts.num_images;
         let cond = self.encode_prompts(&[opts.prompt.as_str()])?;
         let cond = cond.repeat((n, 1, 1))?;
-        if !guidance_on(opts.guidance_scale) {
-            return Ok(cond);
+        let guidance_scale = opts.guidance_scale;
+        if !guidance_on(guidance_scale) {
+            return Ok(Conditioning {
+                context: cond,
+                guidance_scale,
+            });
         }
         let negative = opts.negative_prompt.as_deref().unwrap_or("");
         let uncond = self.encode_prompts(&[negative])?.repeat((n, 1, 1))?;
-        Ok(Tensor::cat(&[&uncond, &cond], 0)?)
+        Ok(Conditioning {
+            context: Tensor::cat(&[&uncond, &cond], 0)?,
+            guidance_scale,
+        })
     }
 
     /// Runs the denoising loop from `latents` over `timesteps`.
@@ -201,11 +208,11 @@ impl StableDiffusion {
         scheduler: &mut dyn Scheduler,
         timesteps: &[f64],
         mut latents: Tensor,
-        context: &Tensor,
-        guidance_scale: f64,
+        cond: &Conditioning,
         noise: &mut dyn NoiseSource,
         progress: &mut dyn Progress,
     ) -> Result<Tensor> {
+        let (context, guidance_scale) = (&cond.context, cond.guidance_scale);
         let guided = guidance_on(guidance_scale);
         progress.begin("denoising", timesteps.len());
         for &t in timesteps {
@@ -237,6 +244,12 @@ impl StableDiffusion {
     }
 }
 
+/// Prompt embeddings ready for the UNet, with the guidance scale they were built for.
+struct Conditioning {
+    context: Tensor,
+    guidance_scale: f64,
+}
+
 fn guidance_on(scale: f64) -> bool {
     scale > 1.0
 }
@@ -244,7 +257,7 @@ fn guidance_on(scale: f64) -> bool {
 /// Checks that a requested image side is a positive multiple of 8 and of the VAE's factor.
 pub fn check_side(what: &str, value: usize, vae_factor: usize) -> Result<()> {
     let step = lcm(8, vae_factor);
-    if value == 0 || value % step != 0 {
+    if value == 0 || !value.is_multiple_of(step) {
         return Err(Error::InvalidRequest(format!(
             "{what} {value} is not a positive multiple of {step}; use e.g. {}",
             (value.max(step) / step) * step

@@ -71,7 +71,6 @@ impl StableDiffusion {
             &timesteps,
             latents,
             &context,
-            opts.guidance_scale,
             noise,
             progress,
         )?;

@@ -454,7 +454,7 @@ impl ResolvedConfig {
         if !(self.adamw.lr > 0.0 && self.adamw.lr.is_finite()) {
             return bad(format!("optim.lr must be positive, got {}", self.adamw.lr));
         }
-        if self.resolution == 0 || self.resolution % 8 != 0 {
+        if self.resolution == 0 || !self.resolution.is_multiple_of(8) {
             return bad(format!(
                 "data.resolution {} is not a positive multiple of 8",
                 self.resolution

@@ -781,10 +781,11 @@ pub fn train(
         writeln!(log, "{line}").map_err(io(&log_path))?;
         progress.advance(1);
         let step = run.step;
-        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < cfg.steps {
+        if cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every) && step < cfg.steps
+        {
             run.save_checkpoint()?;
         }
-        if cfg.validate_every > 0 && step % cfg.validate_every == 0 && step < cfg.steps {
+        if cfg.validate_every > 0 && step.is_multiple_of(cfg.validate_every) && step < cfg.steps {
             run.validate()?;
         }
     }

@@ -1,0 +1,272 @@
+//! The `styleforge` binary as users run it: outputs, exit codes, and bad input leaving no
+//! files behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_styleforge"));
+    c.env("RAYON_NUM_THREADS", "2");
+    c
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn tokenize_json_pads_to_77_and_reports_truncation() {
+    let o = run(&["tokenize", "--json", "a photo of zwx style"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ids"].as_array().unwrap().len(), 77);
+    assert_eq!(v["ids"][0], 49406);
+    assert_eq!(v["length"], 8);
+    assert_eq!(v["truncated"], false);
+    let long = "word ".repeat(100);
+    let o = run(&["tokenize", "--json", &long]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["truncated"], true);
+    assert_eq!(v["length"], 102);
+    assert!(stderr(&o).contains("dropped"), "{}", stderr(&o));
+}
+
+#[test]
+fn generate_writes_a_png_with_its_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("img.png");
+    let model = fixture("tiny-sd1");
+    let o = run(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a red house",
+        "--negative-prompt",
+        "blurry",
+        "--steps",
+        "3",
+        "--seed",
+        "42",
+        "--scheduler",
+        "euler",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let params = styleforge::image_io::read_png_parameters(&out)
+        .unwrap()
+        .unwrap();
+    assert!(
+        params.starts_with("a red house\nNegative prompt: blurry\n"),
+        "{params}"
+    );
+    assert!(
+        params.contains("Steps: 3, Sampler: Euler, CFG scale: 7.5, Seed: 42, Size: 32x32"),
+        "{params}"
+    );
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 32));
+    // The same seed gives the same image.
+    let again = tmp.path().join("again.png");
+    let o = run(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a red house",
+        "--negative-prompt",
+        "blurry",
+        "--steps",
+        "3",
+        "--seed",
+        "42",
+        "--scheduler",
+        "euler",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--out",
+        again.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(image::open(&again).unwrap().to_rgb8(), img.to_rgb8());
+}
+
+#[test]
+fn stylize_writes_an_image_of_the_input_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s.png");
+    let o = run(&[
+        "stylize",
+        "--model",
+        fixture("tiny-sd1").to_str().unwrap(),
+        "--image",
+        fixture("pipelines/img2img_input.png").to_str().unwrap(),
+        "--prompt",
+        "zwx style",
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--seed",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&out).unwrap();
+    assert_eq!((img.width(), img.height()), (40, 32));
+    let params = styleforge::image_io::read_png_parameters(&out)
+        .unwrap()
+        .unwrap();
+    assert!(params.contains("Denoising strength: 0.5"), "{params}");
+}
+
+fn assert_fails_cleanly(args: &[&str], out: &Path, expect: &str) {
+    let o = run(args);
+    assert!(!o.status.success(), "{args:?} should fail");
+    let err = stderr(&o);
+    assert!(err.contains(expect), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "{args:?} left {}", out.display());
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o.png");
+    let o = out.to_str().unwrap();
+    let model = fixture("tiny-sd1");
+    let m = model.to_str().unwrap();
+    let img = fixture("pipelines/img2img_input.png");
+    let i = img.to_str().unwrap();
+    assert_fails_cleanly(
+        &[
+            "generate",
+            "--model",
+            "/no/such/model",
+            "--prompt",
+            "x",
+            "--out",
+            o,
+        ],
+        &out,
+        "not found",
+    );
+    assert_fails_cleanly(
+        &[
+            "generate", "--model", m, "--prompt", "x", "--width", "30", "--out", o,
+        ],
+        &out,
+        "multiple of 8",
+    );
+    assert_fails_cleanly(
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "x",
+            "--scheduler",
+            "warp",
+            "--out",
+            o,
+        ],
+        &out,
+        "warp",
+    );
+    assert_fails_cleanly(
+        &[
+            "stylize",
+            "--model",
+            m,
+            "--image",
+            i,
+            "--prompt",
+            "x",
+            "--strength",
+            "1.5",
+            "--out",
+            o,
+        ],
+        &out,
+        "strength",
+    );
+    let bad = tmp.path().join("bad.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    assert_fails_cleanly(
+        &[
+            "stylize",
+            "--model",
+            m,
+            "--image",
+            bad.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--strength",
+            "0.5",
+            "--out",
+            o,
+        ],
+        &out,
+        "bad.png",
+    );
+}
+
+#[test]
+fn train_dry_run_prints_the_effective_config_with_overrides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        "method = \"styleforge\"\n[model]\nbase = \"m\"\n[[data.concepts]]\nstyle_dir = \"s\"\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "optim.lr=3e-6",
+        "--steps",
+        "10",
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("steps = 10"), "{text}");
+    assert!(
+        text.contains("lr = 3e-6") || text.contains("lr = 0.000003"),
+        "{text}"
+    );
+    assert!(text.contains("instance_prompt = \"zwx style\""), "{text}");
+    let o = run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "optim.bogus=1",
+        "--dry-run",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bogus"), "{}", stderr(&o));
+}
