@@ -171,32 +171,13 @@ impl Scheduler for DdpmScheduler {
     }
 
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        let num_train = self.alphas_cumprod.len();
-        if num_inference_steps == 0 || num_inference_steps > num_train {
-            return Err(SchedulerError::InvalidStepCount {
-                scheduler: NAME,
-                requested: num_inference_steps,
-                num_train_timesteps: num_train,
-            });
-        }
-        let timesteps = schedule::spaced_timesteps(
+        let timesteps = ops::integer_timesteps(
+            NAME,
             self.config.timestep_spacing,
-            num_train,
+            self.alphas_cumprod.len(),
             num_inference_steps,
             self.config.steps_offset,
-            true,
-        );
-        ops::check_no_negative_timestep(NAME, &timesteps, num_inference_steps)?;
-        if let Some(&t) = timesteps.iter().find(|&&t| t >= num_train as f64) {
-            return Err(SchedulerError::InvalidConfig {
-                scheduler: NAME,
-                key: "steps_offset",
-                message: format!(
-                    "with {num_inference_steps} steps the first timestep would be {t}, beyond the \
-                     {num_train} training timesteps; use fewer steps"
-                ),
-            });
-        }
+        )?;
         self.timesteps = timesteps;
         self.num_inference_steps = Some(num_inference_steps);
         Ok(())

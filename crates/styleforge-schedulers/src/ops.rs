@@ -248,3 +248,40 @@ pub(crate) fn check_no_negative_timestep(
     }
     Ok(())
 }
+
+/// The integer timesteps of an alphas-cumprod scheduler (DDPM, DDIM) for
+/// `num_inference_steps`: spaced as configured, with the step count and the range checked.
+pub(crate) fn integer_timesteps(
+    scheduler: &'static str,
+    spacing: crate::config::TimestepSpacing,
+    num_train: usize,
+    num_inference_steps: usize,
+    steps_offset: usize,
+) -> Result<Vec<f64>> {
+    if num_inference_steps == 0 || num_inference_steps > num_train {
+        return Err(SchedulerError::InvalidStepCount {
+            scheduler,
+            requested: num_inference_steps,
+            num_train_timesteps: num_train,
+        });
+    }
+    let timesteps = crate::schedule::spaced_timesteps(
+        spacing,
+        num_train,
+        num_inference_steps,
+        steps_offset,
+        true,
+    );
+    check_no_negative_timestep(scheduler, &timesteps, num_inference_steps)?;
+    if let Some(&t) = timesteps.iter().find(|&&t| t >= num_train as f64) {
+        return Err(SchedulerError::InvalidConfig {
+            scheduler,
+            key: "steps_offset",
+            message: format!(
+                "with {num_inference_steps} steps the first timestep would be {t}, beyond the \
+                 {num_train} training timesteps; use fewer steps"
+            ),
+        });
+    }
+    Ok(timesteps)
+}
