@@ -11,7 +11,7 @@ use crate::error::{Result, SchedulerError};
 use crate::kind::SchedulerKind;
 use crate::noise::NoiseSource;
 use crate::ops;
-use crate::schedule::{self, NoiseSchedule};
+use crate::schedule::NoiseSchedule;
 use crate::{Scheduler, StepOutput};
 
 const NAME: &str = "DDPMScheduler";
