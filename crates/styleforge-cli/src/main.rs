@@ -60,6 +60,9 @@ fn main() -> std::process::ExitCode {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    // One CPU thread pool instead of two competing ones, and malloc that keeps freed
+    // tensor memory (both measured in nn::kernels::runtime); before any thread exists.
+    styleforge::models::nn::kernels::configure_cpu_runtime();
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     let result = match &cli.command {

@@ -258,7 +258,7 @@ fn train_dry_run_prints_the_effective_config_with_overrides() {
         text.contains("lr = 3e-6") || text.contains("lr = 0.000003"),
         "{text}"
     );
-    assert!(text.contains("instance_prompt = \"zwx style\""), "{text}");
+    assert!(text.contains("instance_prompt = \"ohwx style\""), "{text}");
     let o = run(&[
         "train",
         "--config",

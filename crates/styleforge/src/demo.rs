@@ -79,8 +79,8 @@ pub fn unpack(dir: &Path) -> Result<()> {
 
 /// The content prompts sampled before and after training.
 const PROMPTS: [&str; 3] = [
-    "a person standing in a field, zwx style",
-    "a house under a tree, zwx style",
+    "a person standing in a field, ohwx style",
+    "a house under a tree, ohwx style",
     "a person standing in a field",
 ];
 
@@ -122,7 +122,7 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
             concepts: vec![ConceptConfig {
                 style_dir: data.join("style"),
                 aux_dir: Some(data.join("aux")),
-                token: Some("zwx".into()),
+                token: Some("ohwx".into()),
             }],
             resolution: Some(32),
             ..Default::default()
@@ -186,7 +186,7 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>StyleForge demo</title>\
 <style>body{{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}}img{{max-width:100%;image-rendering:pixelated;border:1px solid #ccc}}td,th{{padding:4px 10px;text-align:left}}</style></head><body>\
-<h1>StyleForge demo</h1><p>StyleForge fine-tuned the UNet and the text encoder of a tiny base model on {n} style images bound to <code>zwx style</code>, with Aux images bound to <code>style</code>, for {steps} steps.</p>\
+<h1>StyleForge demo</h1><p>StyleForge fine-tuned the UNet and the text encoder of a tiny base model on {n} style images bound to <code>ohwx style</code>, with Aux images bound to <code>style</code>, for {steps} steps.</p>\
 <table><tr><th>first-step loss</th><td>{l0:.4}</td></tr><tr><th>last-step loss</th><td>{l1:.4}</td></tr><tr><th>model</th><td><code>{model}</code></td></tr></table>\
 <h2>The style</h2><img src=\"style-images.png\" alt=\"style images\"><h2>Before and after</h2><img src=\"before-after.png\" alt=\"before and after\">\
 <h2>Training loss</h2><img src=\"run/loss.png\" alt=\"loss curve\"><p>The embedded base model is still a tiny random model: the path is real, the pictures are not yet meaningful.</p></body></html>\n",

@@ -211,7 +211,7 @@ fn loss_on_the_training_pair_falls_well_below_its_start() {
     // A fixed (StyleRef, Aux) pair with fixed noise and timesteps, scored before and after.
     let folder = ModelFolder::open(base()).unwrap();
     let tok = folder.tokenizer().unwrap();
-    let ids: Vec<u32> = ["zwx style", "style"]
+    let ids: Vec<u32> = ["ohwx style", "style"]
         .iter()
         .flat_map(|p| tok.encode_padded(p).ids)
         .collect();
@@ -280,7 +280,7 @@ fn missing_aux_images_are_generated_once_and_reused() {
         !resolved.train_text_encoder,
         "DreamBooth trains the UNet only by default"
     );
-    assert_eq!(resolved.concepts[0].instance_prompt, "a zwx style");
+    assert_eq!(resolved.concepts[0].instance_prompt, "a ohwx style");
     train(&resolved, &RunOptions::default(), &mut NoProgress).unwrap();
     let aux = out.join("aux/concept-0");
     let first: Vec<_> = file_digest(&aux);
@@ -308,8 +308,8 @@ fn multi_styleforge_trains_two_tokens() {
     let mut cfg = config(Method::MultiStyleforge, data.path(), &out);
     cfg.optim.steps = Some(2);
     let resolved = cfg.resolve().unwrap();
-    assert_eq!(resolved.concepts[0].instance_prompt, "zwx style");
-    assert_eq!(resolved.concepts[1].instance_prompt, "qvh style");
+    assert_eq!(resolved.concepts[0].instance_prompt, "ohwx style");
+    assert_eq!(resolved.concepts[1].instance_prompt, "phol style");
     let s = train(&resolved, &RunOptions::default(), &mut NoProgress).unwrap();
     assert_eq!(s.steps, 2);
 }
@@ -362,7 +362,12 @@ fn config_defaults_overrides_and_errors() {
     let cfg = config(Method::Styleforge, data.path(), &data.path().join("o"));
     let r = cfg.resolve().unwrap();
     assert!(r.train_text_encoder);
-    assert_eq!(r.concepts[0].instance_prompt, "zwx style");
+    // The default tokens are rare words that CLIP keeps as one token each.
+    let clip = styleforge::tokenizer::ClipTokenizer::standard().unwrap();
+    for token in ["ohwx", "phol"] {
+        assert_eq!(clip.encode(token).len(), 3, "{token} is not a single token");
+    }
+    assert_eq!(r.concepts[0].instance_prompt, "ohwx style");
     assert_eq!(r.concepts[0].aux_prompt, "style");
     let o = cfg
         .with_overrides(&[

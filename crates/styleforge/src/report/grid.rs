@@ -19,7 +19,7 @@ const AUTO_CELL_SIDE: u32 = 96;
 /// Largest automatic enlargement.
 const MAX_AUTO_SCALE: u32 = 8;
 /// Most lines a column label or caption wraps to.
-const MAX_LABEL_LINES: usize = 3;
+const MAX_LABEL_LINES: usize = 4;
 
 const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
 const TITLE: Rgb<u8> = Rgb([20, 20, 20]);

@@ -54,7 +54,8 @@ pub struct ConceptConfig {
     /// The Aux images (generated from the base model when missing or short).
     #[serde(default)]
     pub aux_dir: Option<PathBuf>,
-    /// The unique token (default: `zwx` for the first concept, `qvh` for the second).
+    /// The unique token (default: `ohwx` for the first concept, `phol` for the second: rare
+    /// words that are single tokens of the CLIP vocabulary; the authors' `zwx` is two).
     #[serde(default)]
     pub token: Option<String>,
 }
@@ -215,7 +216,7 @@ pub struct Concept {
     pub aux_dir: Option<PathBuf>,
     /// The token.
     pub token: String,
-    /// The StyleRef prompt (`zwx style`).
+    /// The StyleRef prompt (`ohwx style`).
     pub instance_prompt: String,
     /// The Aux prompt (`style`).
     pub aux_prompt: String,
@@ -280,7 +281,7 @@ pub struct ResolvedConfig {
 }
 
 /// Default tokens: rare single tokens of the CLIP vocabulary.
-const DEFAULT_TOKENS: [&str; 2] = ["zwx", "qvh"];
+const DEFAULT_TOKENS: [&str; 2] = ["ohwx", "phol"];
 
 impl TrainConfig {
     /// Parses TOML text; `path` labels errors.

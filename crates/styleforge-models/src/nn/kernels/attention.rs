@@ -51,15 +51,7 @@ impl Geom {
 crate::multiversion! {
     /// Rows of `s` (`m` wide) become `softmax(scale·s)` in place.
     fn softmax_rows(s: &mut [f32], m: usize, scale: f32) {
-        for row in s.chunks_mut(m) {
-            let max = simd::max(row);
-            let shift = if max.is_finite() { max * scale } else { 0.0 };
-            for v in row.iter_mut() {
-                *v = simd::exp(*v * scale - shift);
-            }
-            let inv = 1.0 / simd::sum(row);
-            row.iter_mut().for_each(|v| *v *= inv);
-        }
+        simd::softmax_rows_inplace(s, m, scale);
     }
 }
 
@@ -115,7 +107,6 @@ fn forward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], scale: f32) -> Vec<f32> {
     items.par_iter().for_each_init(
         || uninit(rows * m),
         |s, &(h, r0)| {
-            let out_ptr = out_ptr;
             let nb = rows.min(n - r0);
             // SAFETY: in-bounds blocks; each item writes its own rows of `out`.
             unsafe {
@@ -125,7 +116,7 @@ fn forward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], scale: f32) -> Vec<f32> {
                     nb,
                     dv,
                     m,
-                    out_ptr.0.add((h * n + r0) * dv),
+                    out_ptr.get().add((h * n + r0) * dv),
                     dv as isize,
                     1,
                     mat(s.as_ptr(), m, 1),
@@ -261,7 +252,6 @@ fn backward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], go: &[f32], scale: f32) -
             .fold(
                 || (vec![0f32; nk], vec![0f32; nv], scratch()),
                 |(mut dk, mut dvv, (mut s, mut dp)), &(h, r0)| {
-                    let dq_ptr = dq_ptr;
                     // SAFETY: dQ rows of a block belong to this item; dK/dV are the task's.
                     unsafe {
                         backward_blocks(
@@ -273,7 +263,7 @@ fn backward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], go: &[f32], scale: f32) -
                             v,
                             go,
                             scale,
-                            dq_ptr.0.add(h * n * d),
+                            dq_ptr.get().add(h * n * d),
                             dk.as_mut_ptr().add(h * m * d),
                             dvv.as_mut_ptr().add(h * m * dv),
                             &mut s,

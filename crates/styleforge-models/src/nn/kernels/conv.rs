@@ -187,7 +187,6 @@ fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let par_gemm = items.len() < num_threads();
     let out_ptr = SendPtr(out.as_mut_ptr());
     let run = |&(bi, oy0, oy1): &(usize, usize, usize)| {
-        let out_ptr = out_ptr;
         let tn = (oy1 - oy0) * g.wo;
         let xb = &x[bi * g.cin * g.h * g.w..(bi + 1) * g.cin * g.h * g.w];
         let mut col = if g.pointwise() {
@@ -211,7 +210,7 @@ fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         };
         // SAFETY: each item writes its own band of every output channel.
         unsafe {
-            let dst = out_ptr.0.add(bi * g.cout * n + oy0 * g.wo);
+            let dst = out_ptr.get().add(bi * g.cout * n + oy0 * g.wo);
             if let Some(bias) = bias {
                 for (co, &bv) in bias.iter().enumerate() {
                     std::slice::from_raw_parts_mut(dst.add(co * n), tn).fill(bv);

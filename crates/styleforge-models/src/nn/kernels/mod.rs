@@ -64,6 +64,13 @@ pub(crate) struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `SendPtr`, not its field).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Row-major matrix views for [`matmul`]: element `(i, j)` at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat {
@@ -159,5 +166,108 @@ pub(crate) mod test_util {
         let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         let mag = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         Ok(diff / mag.max(1.0))
+    }
+}
+
+#[cfg(test)]
+mod layer_tests {
+    //! The layers' CPU kernel path against their plain-op path (what runs off the CPU).
+    use super::test_util::{rand, rel_diff};
+    use crate::nn::{attention, Conv2d, GroupNorm, LayerNorm};
+    use candle_core::{DType, Device, Module, Result, Tensor, Var};
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn grads_match(a: &Tensor, b: &Tensor, vars: &[Var], x: &Var, what: &str) -> Result<()> {
+        let d = rel_diff(a, b)?;
+        assert!(d < 1e-5, "{what}: value diff {d}");
+        let gy = rand(a.dims(), 7, 1.0)?;
+        let ga = (a * &gy)?.sum_all()?.backward()?;
+        let gb = (b * &gy)?.sum_all()?.backward()?;
+        let mut checked = 0;
+        for (i, v) in vars.iter().chain(std::iter::once(x)).enumerate() {
+            match (ga.get(v), gb.get(v)) {
+                (Some(a), Some(b)) => {
+                    let d = rel_diff(a, b)?;
+                    assert!(d < 2e-5, "{what}: grad {i} diff {d}");
+                    checked += 1;
+                }
+                (None, None) => {}
+                _ => panic!("{what}: gradient {i} present on one path only"),
+            }
+        }
+        assert!(checked > 0, "{what}: no gradients");
+        Ok(())
+    }
+
+    fn random_vars(map: &VarMap) -> Result<Vec<Var>> {
+        let data = map.data().lock().expect("varmap");
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (i, (_, v)) in vars.iter().enumerate() {
+            v.set(&rand(v.dims(), 100 + i as u64, 0.7)?)?;
+        }
+        Ok(vars.into_iter().map(|(_, v)| v).collect())
+    }
+
+    #[test]
+    fn kernel_and_plain_paths_agree() -> Result<()> {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+        let conv = Conv2d::new(6, 5, 3, 2, 1, vb.pp("down"))?;
+        let conv1 = Conv2d::new(6, 4, 1, 1, 0, vb.pp("pointwise"))?;
+        let gn = GroupNorm::new(3, 6, 1e-6, vb.pp("gn"))?;
+        let ln = LayerNorm::new(7, 1e-5, vb.pp("ln"))?;
+        let vars = random_vars(&map)?;
+        // Odd sizes whose height and width leave different remainders under stride 2.
+        let x = Var::from_tensor(&rand(&[2, 6, 7, 6], 1, 1.0)?)?;
+        grads_match(
+            &conv.forward(&x)?,
+            &conv.forward_plain(&x)?,
+            &vars,
+            &x,
+            "conv s2",
+        )?;
+        grads_match(
+            &conv1.forward(&x)?,
+            &conv1.forward_plain(&x)?,
+            &vars,
+            &x,
+            "conv 1x1",
+        )?;
+        grads_match(
+            &gn.forward(&x)?,
+            &gn.forward_plain(&x)?,
+            &vars,
+            &x,
+            "group norm",
+        )?;
+        let plain = gn.forward_plain(&x)?.silu()?;
+        grads_match(
+            &gn.forward_silu(&x)?,
+            &plain,
+            &vars,
+            &x,
+            "group norm + silu",
+        )?;
+        let t = Var::from_tensor(&rand(&[3, 5, 7], 2, 1.0)?)?;
+        grads_match(
+            &ln.forward(&t)?,
+            &ln.forward_plain(&t)?,
+            &vars,
+            &t,
+            "layer norm",
+        )?;
+        let q = Var::from_tensor(&rand(&[2, 3, 9, 4], 3, 1.0)?)?;
+        let k = rand(&[2, 3, 5, 4], 4, 1.0)?;
+        let fused = attention::scaled_dot_product_attention(&q, &k, &k, 0.5, None)?;
+        let plain = attention::scaled_dot_product_attention_plain(&q, &k, &k, 0.5, None)?;
+        grads_match(&fused, &plain, &[], &q, "attention")?;
+        let s = Var::from_tensor(&rand(&[4, 11], 5, 3.0)?)?;
+        let fused = attention::softmax_last_dim(&s)?;
+        let plain = attention::softmax_last_dim_plain(&s)?;
+        grads_match(&fused, &plain, &[], &s, "softmax")?;
+        Ok(())
     }
 }

@@ -43,7 +43,7 @@ fn sum_sq_centered(data: &[f32], mean: f32) -> f64 {
                 .iter()
                 .map(|&v| (v - mean) * (v - mean))
                 .sum();
-            (acc.iter().sum::<f32>() + tail) as f64
+            (simd::hsum(acc) + tail) as f64
         })
         .sum()
 }
@@ -130,8 +130,7 @@ crate::multiversion! {
         // dx = rstd·(w·dz − mean(w·dz) − x̂·mean(w·dz·x̂)).
         let n = xg.len() as f64;
         let (ma, mb) = ((sum_a / n) as f32, (sum_b / n) as f32);
-        for j in 0..cg {
-            let wc = weight[j];
+        for (j, &wc) in weight.iter().enumerate() {
             let range = j * s..(j + 1) * s;
             for (d, &xv) in gxg[range.clone()].iter_mut().zip(&xg[range]) {
                 let xhat = (xv - mean) * rstd;

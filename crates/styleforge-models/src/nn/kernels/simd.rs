@@ -68,7 +68,39 @@ pub fn sum(x: &[f32]) -> f32 {
         }
     }
     let tail: f32 = it.remainder().iter().sum();
-    acc.iter().sum::<f32>() + tail
+    hsum(acc) + tail
+}
+
+/// Sum of the lanes, as a tree (vector shuffles rather than a serial chain).
+#[inline(always)]
+pub fn hsum(mut acc: [f32; LANES]) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for i in 0..w {
+            acc[i] += acc[i + w];
+        }
+        w /= 2;
+    }
+    acc[0]
+}
+
+/// `softmax(scale·row)` for each `m`-wide row of `s`, in place. The exponentials run over
+/// the whole block at once so short rows still use full vectors.
+#[inline(always)]
+pub fn softmax_rows_inplace(s: &mut [f32], m: usize, scale: f32) {
+    if m == 0 {
+        return;
+    }
+    for row in s.chunks_mut(m) {
+        let mx = max(row);
+        let shift = if mx.is_finite() { mx * scale } else { 0.0 };
+        row.iter_mut().for_each(|v| *v = *v * scale - shift);
+    }
+    s.iter_mut().for_each(|v| *v = exp(*v));
+    for row in s.chunks_mut(m) {
+        let inv = 1.0 / sum(row);
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
 }
 
 /// `Σ a·b`, in [`LANES`] lanes.
@@ -90,7 +122,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         .zip(ib.remainder())
         .map(|(x, y)| x * y)
         .sum();
-    acc.iter().sum::<f32>() + tail
+    hsum(acc) + tail
 }
 
 /// `max x` (`-inf` for an empty slice; NaN-ignoring like `f32::max`).
@@ -127,7 +159,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let p = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
     let y = p * scale;

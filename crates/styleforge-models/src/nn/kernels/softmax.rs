@@ -14,15 +14,8 @@ fn rows_per_task(d: usize) -> usize {
 crate::multiversion! {
     /// `softmax(scale·x)` of rows of `d` values.
     fn forward_rows(out: &mut [f32], x: &[f32], d: usize, scale: f32) {
-        for (orow, xrow) in out.chunks_mut(d).zip(x.chunks(d)) {
-            let max = simd::max(xrow);
-            let shift = if max.is_finite() { max * scale } else { 0.0 };
-            for (ov, &xv) in orow.iter_mut().zip(xrow) {
-                *ov = simd::exp(xv * scale - shift);
-            }
-            let inv = 1.0 / simd::sum(orow);
-            orow.iter_mut().for_each(|v| *v *= inv);
-        }
+        out.copy_from_slice(x);
+        simd::softmax_rows_inplace(out, d, scale);
     }
 }
 
