@@ -33,6 +33,8 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Time the models' forward passes and training steps.
     Bench(commands::bench::BenchArgs),
+    /// Convert a diffusers folder to a single-file checkpoint, or a single file to a folder.
+    Convert(commands::convert::ConvertArgs),
 }
 
 fn init_logging(quiet: bool, verbose: bool) {
@@ -72,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Stylize(args) => commands::stylize::run(args, cli.quiet),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Convert(args) => commands::convert::run(args, cli.quiet),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod folder;
 pub mod init;
 pub mod nn;
+pub mod single_file;
 pub mod unet;
 pub mod vae;
 pub mod weights;

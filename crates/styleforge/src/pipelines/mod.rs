@@ -87,8 +87,12 @@ pub struct StableDiffusion {
 }
 
 impl StableDiffusion {
-    /// Loads every component of a diffusers folder.
+    /// Loads every component of a diffusers folder, or of a single-file checkpoint
+    /// (`*.safetensors` in the original LDM layout; see [`styleforge_models::single_file`]).
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        if styleforge_models::single_file::is_single_file(dir) {
+            return Self::load_single_file(dir, &Default::default(), opts);
+        }
         let folder = ModelFolder::open(dir)?;
         let tokenizer = folder.tokenizer()?;
         let text_encoder = folder.text_encoder(opts)?.model;
@@ -103,6 +107,26 @@ impl StableDiffusion {
             scheduler_config,
             clip_skip: 0,
             source: dir.to_path_buf(),
+            device: opts.device.clone(),
+        })
+    }
+
+    /// Loads a single-file checkpoint: architecture inferred from its tensor shapes (or
+    /// `sf_opts.config`), the standard CLIP tokenizer, the family's diffusers scheduler.
+    pub fn load_single_file(
+        file: &Path,
+        sf_opts: &styleforge_models::single_file::SingleFileOptions,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let sf = styleforge_models::single_file::SingleFile::open(file, sf_opts)?;
+        Ok(Self {
+            tokenizer: sf.tokenizer()?,
+            text_encoder: sf.text_encoder(opts)?.model,
+            unet: sf.unet(opts)?.model,
+            vae: sf.vae(opts)?.model,
+            scheduler_config: SchedulerConfig::from_json_value(&sf.scheduler)?,
+            clip_skip: 0,
+            source: file.to_path_buf(),
             device: opts.device.clone(),
         })
     }
