@@ -12,6 +12,7 @@
 //! - [`report`]: labelled image grids and line charts (loss curves) as PNG, with a built-in font.
 //! - [`bench`]: named benchmark workloads shared with the PyTorch companion script.
 
+pub mod adapters;
 pub mod bench;
 pub mod data;
 pub mod demo;

@@ -38,7 +38,7 @@ pub fn run(args: &GenerateArgs, quiet: bool) -> Result<()> {
             }
         }
     }
-    let sd = s.load()?;
+    let (sd, sampling) = s.load_with_options()?;
     let native = sd
         .unet
         .config()
@@ -61,7 +61,7 @@ pub fn run(args: &GenerateArgs, quiet: bool) -> Result<()> {
     };
     let seed = s.seed();
     let req = Txt2ImgRequest {
-        sampling: s.options(),
+        sampling,
         width,
         height,
         latents,

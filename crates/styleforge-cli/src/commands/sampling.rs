@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use styleforge::adapters::generation::{expand_placeholders, load_pipeline, GenerationAdapters};
+use styleforge::adapters::lora::parse_lora_arg;
 use styleforge::image_io::{save_png_with_parameters, tensor_to_rgb};
 use styleforge::models::candle::Tensor;
 use styleforge::models::folder::LoadOptions;
@@ -50,6 +52,16 @@ pub struct SamplingArgs {
     /// Output: a .png file, or a folder for several images.
     #[arg(long)]
     pub out: PathBuf,
+    /// A LoRA to apply, `FILE[:SCALE]` (diffusers/PEFT or kohya layout; repeatable).
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    pub lora: Vec<String>,
+    /// A Textual Inversion embedding (diffusers learned_embeds or AUTOMATIC1111
+    /// emb_params; the token is the file's key or stem; repeatable).
+    #[arg(long = "embedding", value_name = "FILE")]
+    pub embedding: Vec<PathBuf>,
+    /// Custom Diffusion deltas (the `custom_diffusion.safetensors` of a training run).
+    #[arg(long, value_name = "FILE")]
+    pub custom_diffusion: Option<PathBuf>,
 }
 
 impl SamplingArgs {
@@ -103,12 +115,42 @@ impl SamplingArgs {
         Ok(())
     }
 
-    /// Loads the model.
-    pub fn load(&self) -> Result<StableDiffusion> {
-        let mut sd = StableDiffusion::load(&self.model, &LoadOptions::default())
-            .with_context(|| format!("cannot load the model in {}", self.model.display()))?;
+    /// Loads the model, with any `--lora` / `--embedding` / `--custom-diffusion` applied,
+    /// and the sampling options with the embeddings' placeholders spelled out in the prompts.
+    pub fn load_with_options(&self) -> Result<(StableDiffusion, SamplingOptions)> {
+        let mut options = self.options();
+        let adapters = GenerationAdapters {
+            loras: self
+                .lora
+                .iter()
+                .map(|a| parse_lora_arg(a))
+                .collect::<styleforge::Result<Vec<_>>>()?,
+            embeddings: self.embedding.clone(),
+            custom_diffusion: self.custom_diffusion.clone(),
+        };
+        let mut sd = if adapters.is_empty() {
+            StableDiffusion::load(&self.model, &LoadOptions::default())
+                .with_context(|| format!("cannot load the model in {}", self.model.display()))?
+        } else {
+            let a = load_pipeline(&self.model, &adapters).with_context(|| {
+                format!(
+                    "cannot load the model in {} with its adapters",
+                    self.model.display()
+                )
+            })?;
+            options.prompt = expand_placeholders(&options.prompt, &a.placeholders);
+            options.negative_prompt = options
+                .negative_prompt
+                .map(|p| expand_placeholders(&p, &a.placeholders));
+            a.pipeline
+        };
         sd.clip_skip = self.clip_skip;
-        Ok(sd)
+        Ok((sd, options))
+    }
+
+    /// Loads the model (with its adapters; see [`Self::load_with_options`]).
+    pub fn load(&self) -> Result<StableDiffusion> {
+        Ok(self.load_with_options()?.0)
     }
 }
 

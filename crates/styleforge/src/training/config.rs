@@ -19,6 +19,12 @@ pub enum Method {
     MultiStyleforge,
     /// DreamBooth baseline: UNet only, "a <token> style" with "style" class images.
     Dreambooth,
+    /// LoRA baseline: low-rank adapters on the attention projections, base frozen.
+    Lora,
+    /// Textual Inversion baseline: only new token embeddings train.
+    TextualInversion,
+    /// Custom Diffusion baseline: cross-attention K/V and modifier-token embeddings.
+    CustomDiffusion,
 }
 
 impl Method {
@@ -28,8 +34,32 @@ impl Method {
             Method::Styleforge => "styleforge",
             Method::MultiStyleforge => "multi-styleforge",
             Method::Dreambooth => "dreambooth",
+            Method::Lora => "lora",
+            Method::TextualInversion => "textual-inversion",
+            Method::CustomDiffusion => "custom-diffusion",
         }
     }
+
+    /// Whether the method trains adapters over a frozen base ([`crate::adapters`]).
+    pub fn is_adapter(self) -> bool {
+        matches!(
+            self,
+            Method::Lora | Method::TextualInversion | Method::CustomDiffusion
+        )
+    }
+}
+
+/// Settings of the adapter methods (LoRA, Textual Inversion, Custom Diffusion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct AdapterSettings {
+    /// LoRA rank (default 4).
+    pub lora_rank: usize,
+    /// LoRA alpha (default: the rank).
+    pub lora_alpha: f64,
+    /// Textual Inversion vectors per token (default 1).
+    pub num_vectors: usize,
+    /// Initializer word per token (Textual Inversion, Custom Diffusion modifiers).
+    pub initializer_tokens: Vec<String>,
 }
 
 /// Learning-rate schedule after warm-up.
@@ -120,6 +150,19 @@ pub struct TrainingSection {
     /// Denoising steps when generating Aux images (default 30).
     #[serde(default)]
     pub aux_steps: Option<usize>,
+    /// LoRA rank (default 4, as diffusers' LoRA scripts).
+    #[serde(default)]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha (default: the rank, scale 1).
+    #[serde(default)]
+    pub lora_alpha: Option<f64>,
+    /// Textual Inversion vectors per token (default 1).
+    #[serde(default)]
+    pub num_vectors: Option<usize>,
+    /// Initializer word per new token (Textual Inversion default `style`; Custom
+    /// Diffusion `ktn`, `pll`); each must be a single existing token.
+    #[serde(default)]
+    pub initializer_tokens: Option<Vec<String>>,
 }
 
 /// `[optim]`: optimizer and schedule.
@@ -278,6 +321,9 @@ pub struct ResolvedConfig {
     pub validation_prompts: Vec<String>,
     /// Validation denoising steps.
     pub validation_steps: usize,
+    /// LoRA / Textual Inversion / Custom Diffusion settings (unused by the others).
+    #[serde(default)]
+    pub adapter: AdapterSettings,
 }
 
 /// Default tokens: rare single tokens of the CLIP vocabulary.
@@ -337,7 +383,8 @@ impl TrainConfig {
         let m = self.method;
         let dreambooth = m == Method::Dreambooth;
         let want_concepts = if m == Method::MultiStyleforge { 2 } else { 1 };
-        if self.data.concepts.len() != want_concepts {
+        let cd_two = m == Method::CustomDiffusion && self.data.concepts.len() == 2;
+        if self.data.concepts.len() != want_concepts && !cd_two {
             return Err(Error::msg(format!(
                 "method `{}` needs {want_concepts} [[data.concepts]] (found {}){}",
                 m.name(),
@@ -359,20 +406,49 @@ impl TrainConfig {
             .to_string()
         });
         let aux_prompt = t.aux_prompt.clone().unwrap_or_else(|| "style".to_string());
+        let lora_rank = t.lora_rank.unwrap_or(4);
+        let adapter = AdapterSettings {
+            lora_rank,
+            lora_alpha: t.lora_alpha.unwrap_or(lora_rank as f64),
+            num_vectors: t.num_vectors.unwrap_or(1),
+            initializer_tokens: t.initializer_tokens.clone().unwrap_or_else(|| {
+                let words: &[&str] = match m {
+                    Method::CustomDiffusion => &["ktn", "pll"],
+                    _ => &["style"],
+                };
+                words.iter().map(|w| w.to_string()).collect()
+            }),
+        };
+        // Textual Inversion's multi-vector placeholders are written as all their tokens.
+        let spelled = |token: &str| {
+            if m == Method::TextualInversion {
+                crate::adapters::textual_inversion::placeholder_tokens(
+                    token,
+                    adapter.num_vectors.max(1),
+                )
+                .join(" ")
+            } else {
+                token.to_string()
+            }
+        };
         let concepts: Vec<Concept> = self
             .data
             .concepts
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let token = c
-                    .token
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_TOKENS[i].to_string());
+                let token = c.token.clone().unwrap_or_else(|| {
+                    match m {
+                        Method::TextualInversion => "<ohwx>",
+                        Method::CustomDiffusion => ["<new1>", "<new2>"][i],
+                        _ => DEFAULT_TOKENS[i],
+                    }
+                    .to_string()
+                });
                 Concept {
                     style_dir: c.style_dir.clone(),
                     aux_dir: c.aux_dir.clone(),
-                    instance_prompt: template.replace("{token}", &token),
+                    instance_prompt: template.replace("{token}", &spelled(&token)),
                     aux_prompt: aux_prompt.clone(),
                     token,
                 }
@@ -383,8 +459,18 @@ impl TrainConfig {
         }
         let o = &self.optim;
         let d = crate::optim::AdamWConfig::default();
+        // diffusers' example scripts: train_dreambooth_lora.py (lr 1e-4 as in its README,
+        // rank 4, no prior preservation), textual_inversion.py (lr 5e-4, 3000 steps, no
+        // clipping), train_custom_diffusion.py (lr 1e-5, 250 steps, 200 class images).
+        let (method_lr, method_steps, method_prior, method_aux) = match m {
+            Method::Dreambooth => (5e-6, 800, 1.0, 100),
+            Method::Lora => (1e-4, 500, 0.0, 1),
+            Method::TextualInversion => (5e-4, 3000, 0.0, 1),
+            Method::CustomDiffusion => (1e-5, 250, 1.0, 200),
+            _ => (1e-6, 1000, 1.0, 20),
+        };
         let adamw = crate::optim::AdamWConfig {
-            lr: o.lr.unwrap_or(if dreambooth { 5e-6 } else { 1e-6 }),
+            lr: o.lr.unwrap_or(method_lr),
             beta1: o.beta1.unwrap_or(d.beta1),
             beta2: o.beta2.unwrap_or(d.beta2),
             eps: o.eps.unwrap_or(d.eps),
@@ -402,7 +488,7 @@ impl TrainConfig {
                 ]
             })
             .into_iter()
-            .map(|p| p.replace("{token}", token))
+            .map(|p| p.replace("{token}", &spelled(token)))
             .collect();
         let r = ResolvedConfig {
             method: m,
@@ -415,16 +501,20 @@ impl TrainConfig {
             flip: self.data.flip.unwrap_or(false),
             allow_upscale: self.data.allow_upscale.unwrap_or(false),
             min_images: self.data.min_images.unwrap_or(2),
-            prior_loss_weight: t.prior_loss_weight.unwrap_or(1.0),
-            train_text_encoder: t.train_text_encoder.unwrap_or(!dreambooth),
-            num_aux_images: t
-                .num_aux_images
-                .unwrap_or(if dreambooth { 100 } else { 20 }),
+            prior_loss_weight: t.prior_loss_weight.unwrap_or(method_prior),
+            train_text_encoder: t
+                .train_text_encoder
+                .unwrap_or(!dreambooth && m != Method::Lora),
+            num_aux_images: t.num_aux_images.unwrap_or(method_aux),
             aux_steps: t.aux_steps.unwrap_or(30),
-            steps: o.steps.unwrap_or(if dreambooth { 800 } else { 1000 }),
+            steps: o.steps.unwrap_or(method_steps),
             adamw,
             gradient_accumulation: o.gradient_accumulation.unwrap_or(1),
-            max_grad_norm: o.max_grad_norm.unwrap_or(1.0),
+            max_grad_norm: o.max_grad_norm.unwrap_or(if m == Method::TextualInversion {
+                0.0
+            } else {
+                1.0
+            }),
             lr_schedule: o.lr_schedule.unwrap_or_default(),
             warmup_steps: o.warmup_steps.unwrap_or(0),
             output_dir: self
@@ -437,6 +527,7 @@ impl TrainConfig {
             validate_every: self.output.validate_every.unwrap_or(250),
             validation_prompts,
             validation_steps: self.output.validation_steps.unwrap_or(25),
+            adapter,
         };
         r.validate()?;
         Ok(r)

@@ -21,6 +21,9 @@ use styleforge_schedulers::{DdpmScheduler, SchedulerConfig, SeededNoise};
 
 use super::checkpoint::{self, TrainState};
 use super::config::ResolvedConfig;
+use crate::adapters::training::AdapterState;
+use crate::adapters::BaseWeights;
+
 use super::step::{clip_grad_norm, compute_loss, NoiseSchedule, StepBatch, StepModels};
 use crate::data::{CacheSource, EpochSampler, ImageFolder, LatentCache, Preprocess, RngState};
 use crate::error::{Error, Result};
@@ -151,6 +154,9 @@ struct Models {
     scheduler_config: SchedulerConfig,
     unet_vars: VarMap,
     te_vars: Option<VarMap>,
+    /// Adapter methods: the frozen base and the adapter; the UNet and text encoder above
+    /// are rebuilt from them after every update, `unet_vars` holds the adapter's variables.
+    adapter: Option<(BaseWeights, AdapterState)>,
 }
 
 fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
@@ -162,6 +168,27 @@ fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
         trainable: None,
     };
     let unet_vars = VarMap::new();
+    if cfg.method.is_adapter() {
+        let weights = BaseWeights::load(&cfg.base, DType::F32, device)?;
+        let mut tokenizer = folder.tokenizer()?;
+        let adapter = AdapterState::from_config(cfg, &weights, &mut tokenizer)?;
+        unet_vars
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .extend(adapter.named_vars());
+        let (unet, text_encoder) = adapter.build(&weights)?;
+        return Ok(Models {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae: folder.vae(&base)?.model,
+            scheduler_config: SchedulerConfig::from_model_dir(&cfg.base)?,
+            unet_vars,
+            te_vars: None,
+            adapter: Some((weights, adapter)),
+        });
+    }
     let unet = folder.unet(&base.trainable_in(&unet_vars))?.model;
     let te_vars = cfg.train_text_encoder.then(VarMap::new);
     let te_opts = match &te_vars {
@@ -180,10 +207,29 @@ fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
         scheduler_config,
         unet_vars,
         te_vars,
+        adapter: None,
     })
 }
 
 impl Models {
+    /// Adapter methods: rebuilds the UNet and text encoder from the current variables.
+    fn refresh(&mut self) -> Result<()> {
+        if let Some((base, adapter)) = &self.adapter {
+            let (unet, te) = adapter.build(base)?;
+            self.unet = unet;
+            self.text_encoder = te;
+        }
+        Ok(())
+    }
+
+    /// Whether gradients flow through the text encoder.
+    fn trains_text_encoder(&self, cfg: &ResolvedConfig) -> bool {
+        match &self.adapter {
+            Some((_, a)) => a.trains_text_encoder(),
+            None => cfg.train_text_encoder,
+        }
+    }
+
     /// A sampling pipeline sharing the (possibly partly trained) weights.
     fn pipeline(&self, source: &Path, device: &Device) -> StableDiffusion {
         StableDiffusion::from_parts(
@@ -482,7 +528,7 @@ impl Loop<'_> {
             let models = StepModels {
                 unet: &self.models.unet,
                 text_encoder: &self.models.text_encoder,
-                train_text_encoder: self.cfg.train_text_encoder,
+                train_text_encoder: self.models.trains_text_encoder(self.cfg),
             };
             let loss = compute_loss(&models, &self.schedule, &batch, self.cfg.prior_loss_weight)?;
             let value = loss.total.to_scalar::<f32>()? as f64;
@@ -518,14 +564,18 @@ impl Loop<'_> {
             });
         }
         let mut grads = grads_sum.expect("at least one micro-batch");
-        let grad_norm = if self.cfg.max_grad_norm > 0.0 {
-            clip_grad_norm(&mut grads, &self.vars, self.cfg.max_grad_norm)?
+        // With clipping off (max_grad_norm 0) the norm is still measured for the log (a
+        // NaN would not survive the JSON log).
+        let max_norm = if self.cfg.max_grad_norm > 0.0 {
+            self.cfg.max_grad_norm
         } else {
-            f64::NAN
+            f64::INFINITY
         };
+        let grad_norm = clip_grad_norm(&mut grads, &self.vars, max_norm)?;
         let lr = self.cfg.lr_at(self.step + 1);
         self.optimizer.set_lr(lr);
         self.optimizer.step(&grads)?;
+        self.models.refresh()?;
         self.step += 1;
         let n = accum as f64;
         Ok(LogEntry {
@@ -598,6 +648,13 @@ impl Loop<'_> {
             std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         let result = (|| -> Result<()> {
+            if let Some((weights, adapter)) = &self.models.adapter {
+                adapter.save(weights, &tmp)?;
+                if out.exists() {
+                    std::fs::remove_dir_all(&out).map_err(io(&out))?;
+                }
+                return std::fs::rename(&tmp, &out).map_err(io(&out));
+            }
             let base = &self.cfg.base;
             copy_file(
                 &base.join("model_index.json"),
@@ -746,6 +803,7 @@ pub fn train(
             }
         }
         run.optimizer.load_state(&loaded.optimizer)?;
+        run.models.refresh()?;
         run.rng = loaded.state.rng.restore();
         run.style_sampler = EpochSampler::from_state(loaded.state.style_sampler)?;
         run.aux_samplers = loaded

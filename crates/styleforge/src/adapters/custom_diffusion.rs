@@ -1,0 +1,211 @@
+//! Custom Diffusion (Kumari et al. 2023): the UNet's cross-attention key and value
+//! projections (`attn2.to_k`, `attn2.to_v`) and the embeddings of new modifier tokens
+//! (`<new1>`, `<new2>`, …) train, with prior preservation; everything else is frozen.
+//! The paper's style baseline binds `<new1> style` to people and `<new2> style` to
+//! backgrounds.
+//!
+//! Only the trained parts are saved, as deltas: `unet.<weight>` = trained − base for each
+//! `attn2.to_k/to_v` weight, and `token.<modifier>` = the modifier's embedding `[hidden]`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor, Var};
+use styleforge_models::clip_text::ClipTextModel;
+use styleforge_models::unet::UNet2DConditionModel;
+use styleforge_tokenizer::ClipTokenizer;
+
+use super::textual_inversion::{add_tokens, EmbeddingFile};
+use super::{BaseWeights, TOKEN_TABLE};
+use crate::error::{Error, Result};
+
+/// Whether a UNet weight is one Custom Diffusion trains.
+pub fn is_trained_weight(name: &str) -> bool {
+    name.ends_with("attn2.to_k.weight") || name.ends_with("attn2.to_v.weight")
+}
+
+/// Custom Diffusion's trainable state.
+#[derive(Debug, Clone)]
+pub struct CustomDiffusion {
+    /// `attn2.to_k` / `attn2.to_v` weights, by name, as variables.
+    pub kv: Vec<(String, Var)>,
+    /// The modifier tokens.
+    pub tokens: Vec<String>,
+    /// Their ids (the rows after the frozen table).
+    pub token_ids: Vec<u32>,
+    /// One variable per modifier token, `[1, hidden]`.
+    pub embeds: Vec<Var>,
+}
+
+impl CustomDiffusion {
+    /// Adds the modifier tokens to `tokenizer`, each initialised from its initializer word
+    /// (a single existing token), and makes every cross-attention key/value weight
+    /// trainable. Fails, naming the token, if a modifier already exists.
+    pub fn new(
+        base: &BaseWeights,
+        tokenizer: &mut ClipTokenizer,
+        modifiers: &[&str],
+        initializers: &[&str],
+    ) -> Result<Self> {
+        if modifiers.is_empty() || modifiers.len() != initializers.len() {
+            return Err(Error::InvalidRequest(format!(
+                "Custom Diffusion needs one initializer per modifier token: {} modifiers, {} initializers",
+                modifiers.len(),
+                initializers.len()
+            )));
+        }
+        let table = &base.text_encoder[TOKEN_TABLE];
+        let mut init_rows = Vec::new();
+        for word in initializers {
+            let ids = tokenizer.encode_content(word);
+            let [id] = ids[..] else {
+                return Err(Error::InvalidRequest(format!(
+                    "the initializer `{word}` must be a single token, it is {} tokens",
+                    ids.len()
+                )));
+            };
+            init_rows.push(table.narrow(0, id as usize, 1)?);
+        }
+        let tokens: Vec<String> = modifiers.iter().map(|s| s.to_string()).collect();
+        let token_ids = add_tokens(tokenizer, &tokens, table.dim(0)?)?;
+        let embeds = init_rows
+            .iter()
+            .map(Var::from_tensor)
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let mut names: Vec<&String> = base.unet.keys().filter(|k| is_trained_weight(k)).collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(Error::msg(
+                "the UNet has no cross-attention to_k / to_v weights",
+            ));
+        }
+        let kv = names
+            .into_iter()
+            .map(|n| Ok((n.clone(), Var::from_tensor(&base.unet[n].copy()?)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            kv,
+            tokens,
+            token_ids,
+            embeds,
+        })
+    }
+
+    /// Every trainable variable, named.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let mut out: Vec<(String, Var)> = self
+            .kv
+            .iter()
+            .map(|(n, v)| (format!("unet.{n}"), v.clone()))
+            .collect();
+        for (t, v) in self.tokens.iter().zip(&self.embeds) {
+            out.push((format!("token.{t}"), v.clone()));
+        }
+        out
+    }
+
+    /// The UNet and text encoder with the current trainable weights.
+    pub fn build(&self, base: &BaseWeights) -> Result<(UNet2DConditionModel, ClipTextModel)> {
+        let unet: HashMap<String, Tensor> = self
+            .kv
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        let table = &base.text_encoder[TOKEN_TABLE];
+        let mut rows = vec![table.clone()];
+        rows.extend(self.embeds.iter().map(|v| v.as_tensor().clone()));
+        let te = HashMap::from([(TOKEN_TABLE.to_string(), Tensor::cat(&rows, 0)?)]);
+        Ok((base.build_unet(&unet)?, base.build_text_encoder(&te)?))
+    }
+
+    /// The saved deltas: `unet.<weight>` = trained − base, `token.<modifier>` = embedding.
+    pub fn delta_tensors(&self, base: &BaseWeights) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (n, v) in &self.kv {
+            let delta = (v.as_tensor() - &base.unet[n])?.to_dtype(DType::F32)?;
+            out.insert(format!("unet.{n}"), delta);
+        }
+        for (t, v) in self.tokens.iter().zip(&self.embeds) {
+            out.insert(
+                format!("token.{t}"),
+                v.as_tensor().squeeze(0)?.to_dtype(DType::F32)?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes [`Self::delta_tensors`] to a safetensors file.
+    pub fn save(&self, base: &BaseWeights, path: &Path) -> Result<()> {
+        styleforge_models::weights::save_safetensors_atomic(&self.delta_tensors(base)?, path)?;
+        Ok(())
+    }
+}
+
+/// A saved Custom Diffusion delta file: UNet weight deltas and modifier embeddings.
+#[derive(Debug, Clone)]
+pub struct CustomDiffusionFile {
+    /// `(UNet weight name, delta)`.
+    pub deltas: Vec<(String, Tensor)>,
+    /// The modifier tokens' embeddings, in file order (sorted by token).
+    pub embeddings: Vec<EmbeddingFile>,
+}
+
+impl CustomDiffusionFile {
+    /// Reads a file written by [`CustomDiffusion::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)?;
+        Self::from_tensors(tensors).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Splits the tensors of a delta file; an unknown key is an error.
+    pub fn from_tensors(tensors: HashMap<String, Tensor>) -> Result<Self> {
+        let mut deltas = Vec::new();
+        let mut embeddings = Vec::new();
+        let mut keys: Vec<String> = tensors.keys().cloned().collect();
+        keys.sort();
+        for k in keys {
+            let t = tensors[&k].clone();
+            if let Some(n) = k.strip_prefix("unet.") {
+                deltas.push((n.to_string(), t));
+            } else if let Some(tok) = k.strip_prefix("token.") {
+                embeddings.push(EmbeddingFile {
+                    token: tok.to_string(),
+                    vectors: t.reshape((1, t.elem_count()))?.to_dtype(DType::F32)?,
+                });
+            } else {
+                return Err(Error::msg(format!(
+                    "Custom Diffusion key `{k}` is neither `unet.<weight>` nor `token.<modifier>`"
+                )));
+            }
+        }
+        Ok(Self { deltas, embeddings })
+    }
+
+    /// The UNet replacement weights `base + delta`; fails, naming the key, on a delta for a
+    /// weight the UNet lacks or of the wrong shape.
+    pub fn unet_overrides(&self, base: &BaseWeights) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (n, d) in &self.deltas {
+            let Some(w) = base.unet.get(n) else {
+                return Err(Error::msg(format!(
+                    "Custom Diffusion key `unet.{n}` matches no UNet weight"
+                )));
+            };
+            if w.dims() != d.dims() {
+                return Err(Error::msg(format!(
+                    "Custom Diffusion key `unet.{n}` has shape {:?}, the UNet's weight {:?}",
+                    d.dims(),
+                    w.dims()
+                )));
+            }
+            out.insert(
+                n.clone(),
+                (w + d.to_dtype(w.dtype())?.to_device(w.device())?)?,
+            );
+        }
+        Ok(out)
+    }
+}
