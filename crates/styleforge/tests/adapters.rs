@@ -165,11 +165,14 @@ fn check_lora(model: &str, text_encoder: bool) {
                     // gradient), so it must match to f32 rounding. B is all Adam update:
                     // step 1 is ~lr·g/(|g|+eps), which for the few gradient elements near
                     // eps turns their f32 summation-order noise (~1e-5 of the gradient's
-                    // norm) into percent-level differences of that element's update.
+                    // norm) into percent-level differences of that element's update. The
+                    // fused CPU attention sums in another order than PyTorch's SDPA, which
+                    // moved the worst B from 3.2e-5 to 1.1e-4; losses and grad norms stay
+                    // within 1e-5 above.
                     let (slot, tol) = if which == "lora_A" {
                         (&mut worst[0], 1e-5)
                     } else {
-                        (&mut worst[1], 1e-4)
+                        (&mut worst[1], 5e-4)
                     };
                     *slot = slot.max(e);
                     assert!(e < tol, "{key}.{which}: relative difference {e:e}");

@@ -4,7 +4,7 @@ use crate::nn::Conv2d;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::nn::{conv2d, Attention, GroupNorm, LayerNorm};
+use crate::nn::{conv2d, kernels, Attention, GroupNorm, LayerNorm};
 
 /// GEGLU feed-forward (`ff.net.0.proj` to twice the inner width, exact-erf GELU gate,
 /// `ff.net.2` back). diffusers uses the exact GELU here; the tanh form is off by ~1e-4.
@@ -25,6 +25,9 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let projected = self.proj_in.forward(x)?;
+        if kernels::use_cpu_kernels(&projected) {
+            return self.proj_out.forward(&kernels::geglu::geglu(&projected)?);
+        }
         let chunks = projected.chunk(2, candle_core::D::Minus1)?;
         let gated = (&chunks[0] * chunks[1].gelu_erf()?)?;
         self.proj_out.forward(&gated)

@@ -15,7 +15,7 @@ pub use config::{Activation, ClipTextConfig};
 
 use crate::error::{ModelError, Result};
 use crate::nn::attention::{merge_heads, scaled_dot_product_attention, split_heads};
-use crate::nn::LayerNorm;
+use crate::nn::{kernels, LayerNorm};
 
 #[derive(Debug, Clone)]
 struct ClipAttention {
@@ -41,6 +41,21 @@ impl ClipAttention {
     }
 
     fn forward(&self, x: &Tensor, causal_mask: &Tensor) -> candle_core::Result<Tensor> {
+        if kernels::use_cpu_kernels(x) {
+            // The fused kernel applies the causal mask itself and reads heads in place.
+            let q = self.q_proj.forward(x)?;
+            let k = self.k_proj.forward(x)?;
+            let v = self.v_proj.forward(x)?;
+            let out = kernels::attention::attention_heads(
+                &q,
+                &k,
+                &v,
+                self.heads,
+                self.scale as f32,
+                true,
+            )?;
+            return self.out_proj.forward(&out);
+        }
         let q = split_heads(&self.q_proj.forward(x)?, self.heads)?;
         let k = split_heads(&self.k_proj.forward(x)?, self.heads)?;
         let v = split_heads(&self.v_proj.forward(x)?, self.heads)?;

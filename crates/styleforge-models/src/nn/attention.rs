@@ -114,6 +114,21 @@ impl Attention {
     /// `x` `[b, n, query_dim]`, `context` `[b, m, context_dim]` → `[b, n, query_dim]`.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let context = context.unwrap_or(x);
+        if kernels::use_cpu_kernels(x) {
+            // Heads read and written in place: no split/merge transposes.
+            let q = self.to_q.forward(x)?;
+            let k = self.to_k.forward(context)?;
+            let v = self.to_v.forward(context)?;
+            let out = kernels::attention::attention_heads(
+                &q,
+                &k,
+                &v,
+                self.heads,
+                self.scale as f32,
+                false,
+            )?;
+            return self.to_out.forward(&out);
+        }
         let q = split_heads(&self.to_q.forward(x)?, self.heads)?;
         let k = split_heads(&self.to_k.forward(context)?, self.heads)?;
         let v = split_heads(&self.to_v.forward(context)?, self.heads)?;

@@ -8,7 +8,9 @@ use rayon::prelude::*;
 
 use super::{matmul, num_threads, simd, slice_f32, uninit, Mat, SendPtr};
 
-/// `[bh, n, d]` queries against `[bh, m, d]` keys/values.
+/// `[bh, n, d]` queries against `[bh, m, d]` keys/values (`heads == 1`), or, with
+/// `heads > 1`, `[b, n, heads·d]` queries against `[b, m, heads·d]` keys/values whose heads
+/// are read in place (head `hh` is batch `hh / heads`, columns `(hh % heads)·d..`).
 #[derive(Debug, Clone, Copy)]
 struct Geom {
     bh: usize,
@@ -16,10 +18,34 @@ struct Geom {
     m: usize,
     d: usize,
     dv: usize,
+    heads: usize,
+    /// Query `i` sees keys `j ≤ i` only (CLIP's causal mask).
+    causal: bool,
 }
 
 impl Geom {
-    fn new(q: &[usize], k: &[usize], v: &[usize]) -> Result<Self> {
+    fn new(q: &[usize], k: &[usize], v: &[usize], heads: usize) -> Result<Self> {
+        if heads > 1 {
+            let (Ok(&[b, n, qd]), Ok(&[kb, m, kd]), Ok(&[vb, vm, vd])) = (
+                <&[usize; 3]>::try_from(q),
+                <&[usize; 3]>::try_from(k),
+                <&[usize; 3]>::try_from(v),
+            ) else {
+                candle_core::bail!("attention: q {q:?}, k {k:?}, v {v:?} must be rank 3")
+            };
+            if b != kb || b != vb || m != vm || qd != kd || qd % heads != 0 || vd % heads != 0 {
+                candle_core::bail!("attention: q {q:?}, k {k:?}, v {v:?} do not fit {heads} heads")
+            }
+            return Ok(Self {
+                bh: b * heads,
+                n,
+                m,
+                d: qd / heads,
+                dv: vd / heads,
+                heads,
+                causal: false,
+            });
+        }
         let (Some((&d, qlead)), Some((&dk, klead)), Some((&dv, vlead))) =
             (q.split_last(), k.split_last(), v.split_last())
         else {
@@ -39,7 +65,19 @@ impl Geom {
             m: m[0],
             d,
             dv,
+            heads: 1,
+            causal: false,
         })
+    }
+
+    /// Offset of head `hh`'s first row in a `len`-row tensor of `w`-wide heads.
+    fn off(&self, hh: usize, len: usize, w: usize) -> usize {
+        (hh / self.heads) * len * self.heads * w + (hh % self.heads) * w
+    }
+
+    /// Row stride of a tensor of `w`-wide heads.
+    fn rs(&self, w: usize) -> usize {
+        self.heads * w
     }
 
     /// Query rows per block: the block's `[rows, m]` scores stay within ~256 KiB.
@@ -75,11 +113,20 @@ fn mat(ptr: *const f32, rs: usize, cs: usize) -> Mat {
     }
 }
 
-/// `scores[rows, m] = q_blk · kᵀ` then softmax.
+/// `scores[rows, m] = q_blk · kᵀ` (query rows from `r0` on) then softmax.
 ///
 /// # Safety
-/// `qb` points at `rows·d` values, `kh` at `m·d`, `scores` holds `rows·m`.
-unsafe fn probs(g: &Geom, qb: *const f32, kh: *const f32, rows: usize, scale: f32, s: &mut [f32]) {
+/// `qb` points at `rows` rows of `d` values, `kh` at `m` (row stride `g.rs(d)`),
+/// `scores` holds `rows·m`.
+unsafe fn probs(
+    g: &Geom,
+    qb: *const f32,
+    kh: *const f32,
+    r0: usize,
+    rows: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
     let (m, d) = (g.m, g.d);
     matmul(
         rows,
@@ -88,11 +135,18 @@ unsafe fn probs(g: &Geom, qb: *const f32, kh: *const f32, rows: usize, scale: f3
         s.as_mut_ptr(),
         m as isize,
         1,
-        mat(qb, d, 1),
-        mat(kh, 1, d),
+        mat(qb, g.rs(d), 1),
+        mat(kh, 1, g.rs(d)),
         false,
         false,
     );
+    if g.causal {
+        for (r, row) in s[..rows * m].chunks_mut(m).enumerate() {
+            row.iter_mut()
+                .skip(r0 + r + 1)
+                .for_each(|v| *v = f32::NEG_INFINITY);
+        }
+    }
     softmax_rows(&mut s[..rows * m], m, scale);
 }
 
@@ -110,17 +164,17 @@ fn forward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], scale: f32) -> Vec<f32> {
             let nb = rows.min(n - r0);
             // SAFETY: in-bounds blocks; each item writes its own rows of `out`.
             unsafe {
-                let qb = q.as_ptr().add((h * n + r0) * d);
-                probs(g, qb, k.as_ptr().add(h * m * d), nb, scale, s);
+                let qb = q.as_ptr().add(g.off(h, n, d) + r0 * g.rs(d));
+                probs(g, qb, k.as_ptr().add(g.off(h, m, d)), r0, nb, scale, s);
                 matmul(
                     nb,
                     dv,
                     m,
-                    out_ptr.get().add((h * n + r0) * dv),
-                    dv as isize,
+                    out_ptr.get().add(g.off(h, n, dv) + r0 * g.rs(dv)),
+                    g.rs(dv) as isize,
                     1,
                     mat(s.as_ptr(), m, 1),
-                    mat(v.as_ptr().add(h * m * dv), dv, 1),
+                    mat(v.as_ptr().add(g.off(h, m, dv)), g.rs(dv), 1),
                     false,
                     false,
                 );
@@ -131,7 +185,7 @@ fn forward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], scale: f32) -> Vec<f32> {
 }
 
 /// `[dq, dk, dv]` for one head `h`, blocks `r0s`, accumulating `dk`/`dv` (zeroed by the
-/// caller) and writing `dq` rows.
+/// caller) and writing `dq` rows (all with the inputs' row strides).
 ///
 /// # Safety
 /// The output pointers address this head's `dq` `[n, d]`, `dk` `[m, d]`, `dv` `[m, dv]`,
@@ -153,24 +207,25 @@ unsafe fn backward_blocks(
     dp: &mut [f32],
 ) {
     let (n, m, d, dv) = (g.n, g.m, g.d, g.dv);
+    let (rd, rdv) = (g.rs(d), g.rs(dv));
     let rows = g.rows();
-    let kh = k.as_ptr().add(h * m * d);
-    let vh = v.as_ptr().add(h * m * dv);
+    let kh = k.as_ptr().add(g.off(h, m, d));
+    let vh = v.as_ptr().add(g.off(h, m, dv));
     for &r0 in r0s {
         let nb = rows.min(n - r0);
-        let qb = q.as_ptr().add((h * n + r0) * d);
-        let gob = go.as_ptr().add((h * n + r0) * dv);
-        probs(g, qb, kh, nb, scale, s);
+        let qb = q.as_ptr().add(g.off(h, n, d) + r0 * rd);
+        let gob = go.as_ptr().add(g.off(h, n, dv) + r0 * rdv);
+        probs(g, qb, kh, r0, nb, scale, s);
         // dV += Pᵀ · dO
         matmul(
             m,
             dv,
             nb,
             dvv,
-            dv as isize,
+            rdv as isize,
             1,
             mat(s.as_ptr(), 1, m),
-            mat(gob, dv, 1),
+            mat(gob, rdv, 1),
             true,
             false,
         );
@@ -182,8 +237,8 @@ unsafe fn backward_blocks(
             dp.as_mut_ptr(),
             m as isize,
             1,
-            mat(gob, dv, 1),
-            mat(vh, 1, dv),
+            mat(gob, rdv, 1),
+            mat(vh, 1, rdv),
             false,
             false,
         );
@@ -193,11 +248,11 @@ unsafe fn backward_blocks(
             nb,
             d,
             m,
-            dq.add(r0 * d),
-            d as isize,
+            dq.add(r0 * rd),
+            rd as isize,
             1,
             mat(dp.as_ptr(), m, 1),
-            mat(kh, d, 1),
+            mat(kh, rd, 1),
             false,
             false,
         );
@@ -207,10 +262,10 @@ unsafe fn backward_blocks(
             d,
             nb,
             dk,
-            d as isize,
+            rd as isize,
             1,
             mat(dp.as_ptr(), 1, m),
-            mat(qb, d, 1),
+            mat(qb, rd, 1),
             true,
             false,
         );
@@ -230,14 +285,19 @@ fn backward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], go: &[f32], scale: f32) -
     let scratch = || (uninit(rows * m), uninit(rows * m));
     if g.bh >= num_threads() || blocks.len() == 1 {
         // One task per head: its dK/dV accumulate without sharing.
-        dq.par_chunks_mut(n * d)
-            .zip(dk.par_chunks_mut(m * d))
-            .zip(dvv.par_chunks_mut(m * dv))
-            .enumerate()
-            .for_each_init(scratch, |(s, dp), (h, ((dqh, dkh), dvh))| {
-                // SAFETY: this task owns head `h`'s gradients.
+        let (dq_ptr, dk_ptr, dv_ptr) = (
+            SendPtr(dq.as_mut_ptr()),
+            SendPtr(dk.as_mut_ptr()),
+            SendPtr(dvv.as_mut_ptr()),
+        );
+        (0..g.bh)
+            .into_par_iter()
+            .for_each_init(scratch, |(s, dp), h| {
+                // SAFETY: this task owns head `h`'s gradients (disjoint elements).
                 unsafe {
-                    let (dq, dk, dv) = (dqh.as_mut_ptr(), dkh.as_mut_ptr(), dvh.as_mut_ptr());
+                    let dq = dq_ptr.get().add(g.off(h, n, d));
+                    let dk = dk_ptr.get().add(g.off(h, m, d));
+                    let dv = dv_ptr.get().add(g.off(h, m, dv));
                     backward_blocks(g, h, &blocks, q, k, v, go, scale, dq, dk, dv, s, dp);
                 }
             });
@@ -263,9 +323,9 @@ fn backward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], go: &[f32], scale: f32) -
                             v,
                             go,
                             scale,
-                            dq_ptr.get().add(h * n * d),
-                            dk.as_mut_ptr().add(h * m * d),
-                            dvv.as_mut_ptr().add(h * m * dv),
+                            dq_ptr.get().add(g.off(h, n, d)),
+                            dk.as_mut_ptr().add(g.off(h, m, d)),
+                            dvv.as_mut_ptr().add(g.off(h, m, dv)),
                             &mut s,
                             &mut dp,
                         );
@@ -291,6 +351,8 @@ fn backward(g: &Geom, q: &[f32], k: &[f32], v: &[f32], go: &[f32], scale: f32) -
 #[derive(Debug, Clone, Copy)]
 struct AttentionOp {
     scale: f32,
+    heads: usize,
+    causal: bool,
 }
 
 impl CustomOp3 for AttentionOp {
@@ -307,13 +369,16 @@ impl CustomOp3 for AttentionOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), l3.dims())?;
+        let g = Geom {
+            causal: self.causal,
+            ..Geom::new(l1.dims(), l2.dims(), l3.dims(), self.heads)?
+        };
         let q = slice_f32(s1, l1, "attention")?;
         let k = slice_f32(s2, l2, "attention")?;
         let v = slice_f32(s3, l3, "attention")?;
         let out = forward(&g, q, k, v, self.scale);
         let mut dims = l1.dims().to_vec();
-        *dims.last_mut().expect("rank checked") = g.dv;
+        *dims.last_mut().expect("rank checked") = g.dv * g.heads;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 
@@ -331,6 +396,8 @@ impl CustomOp3 for AttentionOp {
             &grad.contiguous()?,
             &AttentionBackward {
                 scale: self.scale,
+                heads: self.heads,
+                causal: self.causal,
                 k_shape: k.dims().to_vec(),
                 v_shape: v.dims().to_vec(),
             },
@@ -346,6 +413,8 @@ impl CustomOp3 for AttentionOp {
 /// `(q, [k | v] flattened, grad_out)` → `[dq | dk | dv]` flattened.
 struct AttentionBackward {
     scale: f32,
+    heads: usize,
+    causal: bool,
     k_shape: Vec<usize>,
     v_shape: Vec<usize>,
 }
@@ -364,7 +433,10 @@ impl CustomOp3 for AttentionBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), &self.k_shape, &self.v_shape)?;
+        let g = Geom {
+            causal: self.causal,
+            ..Geom::new(l1.dims(), &self.k_shape, &self.v_shape, self.heads)?
+        };
         let q = slice_f32(s1, l1, "attention backward")?;
         let kv = slice_f32(s2, l2, "attention backward")?;
         let go = slice_f32(s3, l3, "attention backward")?;
@@ -382,8 +454,38 @@ impl CustomOp3 for AttentionBackward {
 /// `softmax(scale·q·kᵀ)·v` for CPU `f32` `q` `[..., n, d]`, `k` `[..., m, d]`, `v`
 /// `[..., m, dv]`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
-    q.contiguous()?
-        .apply_op3(&k.contiguous()?, &v.contiguous()?, AttentionOp { scale })
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        AttentionOp {
+            scale,
+            heads: 1,
+            causal: false,
+        },
+    )
+}
+
+/// [`attention`] on un-split heads: `q` `[b, n, heads·d]`, `k` `[b, m, heads·d]`, `v`
+/// `[b, m, heads·dv]` → `[b, n, heads·dv]`, i.e. `merge(attention(split(q), split(k),
+/// split(v)))` without the head transposes (forward or backward). `causal`: query `i`
+/// attends to keys `j ≤ i` only (the additive `-inf` mask above the diagonal).
+pub fn attention_heads(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scale: f32,
+    causal: bool,
+) -> Result<Tensor> {
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        AttentionOp {
+            scale,
+            heads: heads.max(1),
+            causal,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -416,6 +518,69 @@ mod tests {
             let diff = rel_diff(g1.get(t).expect("grad"), g2.get(t).expect("grad"))?;
             assert!(diff < 1e-5, "{what}: grad {name} diff {diff}");
         }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_heads(
+        b: usize,
+        h: usize,
+        n: usize,
+        m: usize,
+        d: usize,
+        dv: usize,
+        causal: bool,
+    ) -> Result<()> {
+        let q = Var::from_tensor(&rand(&[b, n, h * d], 1, 1.5)?)?;
+        let k = Var::from_tensor(&rand(&[b, m, h * d], 2, 1.5)?)?;
+        let v = Var::from_tensor(&rand(&[b, m, h * dv], 3, 1.0)?)?;
+        let scale = (d as f64).powf(-0.5);
+        let ours = attention_heads(&q, &k, &v, h, scale as f32, causal)?;
+        let split = |t: &Tensor, w: usize| {
+            t.reshape((b, t.dim(1)?, h, w))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (qs, ks, vs) = (split(&q, d)?, split(&k, d)?, split(&v, dv)?);
+        let theirs = if causal {
+            let mask: Vec<f32> = (0..n)
+                .flat_map(|i| (0..m).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+                .collect();
+            let mask = Tensor::from_vec(mask, (n, m), q.device())?;
+            crate::nn::attention::scaled_dot_product_attention_plain(
+                &qs,
+                &ks,
+                &vs,
+                scale,
+                Some(&mask),
+            )?
+        } else {
+            plain(&qs, &ks, &vs, scale)?
+        };
+        let theirs = theirs.transpose(1, 2)?.reshape((b, n, h * dv))?;
+        let what = format!("heads: b{b} h{h} n{n} m{m} d{d} dv{dv} causal {causal}");
+        let diff = rel_diff(&ours, &theirs)?;
+        assert!(diff < 1e-5, "{what}: value diff {diff}");
+        let gy = rand(ours.dims(), 4, 1.0)?;
+        let g1 = (&ours * &gy)?.sum_all()?.backward()?;
+        let g2 = (&theirs * &gy)?.sum_all()?.backward()?;
+        for (name, t) in [("q", &q), ("k", &k), ("v", &v)] {
+            let diff = rel_diff(g1.get(t).expect("grad"), g2.get(t).expect("grad"))?;
+            assert!(diff < 1e-5, "{what}: grad {name} diff {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn heads_in_place_match_plain_ops() -> Result<()> {
+        check_heads(2, 3, 7, 5, 4, 4, false)?;
+        check_heads(1, 2, 300, 11, 6, 3, false)?; // many query blocks, few heads
+        check_heads(2, 5, 33, 77, 8, 8, false)?;
+        check_heads(3, 2, 1, 1, 2, 2, false)?;
+        check_heads(1, 1, 9, 4, 3, 5, false)?;
+        check_heads(2, 3, 77, 77, 8, 8, true)?; // CLIP's causal self-attention
+        check_heads(1, 2, 300, 300, 4, 4, true)?; // several query blocks
+        check_heads(1, 1, 9, 9, 3, 5, true)?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod geglu;
 pub mod norm;
 pub mod runtime;
 pub mod simd;
