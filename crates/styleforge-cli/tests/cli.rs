@@ -270,3 +270,48 @@ fn train_dry_run_prints_the_effective_config_with_overrides() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("bogus"), "{}", stderr(&o));
 }
+
+#[test]
+fn hub_models_offline_without_cache_fail_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o.png");
+    let o = bin()
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_HUB_OFFLINE", "1")
+        .args([
+            "generate",
+            "--model",
+            "nobody/nothing",
+            "--prompt",
+            "x",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("nobody/nothing"), "{err}");
+    assert!(err.contains("not in the Hugging Face cache"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn train_save_format_flag_reaches_the_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        "method = \"styleforge\"\n[model]\nbase = \"m.safetensors\"\nconfig = \"c\"\n[[data.concepts]]\nstyle_dir = \"s\"\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let o = run(&["train", "--config", c, "--save-format", "both", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("save_format = \"both\""), "{text}");
+    assert!(text.contains("base_config = \"c\""), "{text}");
+    let o = run(&["train", "--config", c, "--save-format", "zip", "--dry-run"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("save_format"), "{}", stderr(&o));
+}

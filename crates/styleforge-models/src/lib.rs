@@ -16,6 +16,7 @@ pub mod clip_text;
 pub mod config;
 pub mod error;
 pub mod folder;
+pub mod hub;
 pub mod init;
 pub mod nn;
 pub mod single_file;

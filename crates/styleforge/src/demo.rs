@@ -117,6 +117,7 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         model: ModelSection {
             base: base.clone(),
             variant: None,
+            config: None,
         },
         data: DataSection {
             concepts: vec![ConceptConfig {

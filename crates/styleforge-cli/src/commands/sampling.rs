@@ -9,6 +9,7 @@ use styleforge::adapters::lora::parse_lora_arg;
 use styleforge::image_io::{save_png_with_parameters, tensor_to_rgb};
 use styleforge::models::candle::Tensor;
 use styleforge::models::folder::LoadOptions;
+use styleforge::models::hub;
 use styleforge::pipelines::{
     GenerationParameters, SamplingOptions, SchedulerChoice, StableDiffusion,
 };
@@ -16,9 +17,14 @@ use styleforge::pipelines::{
 /// Model, prompt and sampler options.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Model folder (diffusers layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    /// Model folder (diffusers layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/),
+    /// a single-file `.safetensors` checkpoint, or a Hugging Face Hub model `owner/name[@revision]`
+    /// (downloaded into the Hugging Face cache; honours HF_HOME, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE).
     #[arg(long)]
     pub model: PathBuf,
+    /// Weights variant, e.g. `fp16` (`*.fp16.safetensors`): loaded, and fetched from the Hub.
+    #[arg(long)]
+    pub variant: Option<String>,
     /// What to draw.
     #[arg(long)]
     pub prompt: String,
@@ -128,14 +134,19 @@ impl SamplingArgs {
             embeddings: self.embedding.clone(),
             custom_diffusion: self.custom_diffusion.clone(),
         };
+        let model = self.model_path()?;
         let mut sd = if adapters.is_empty() {
-            StableDiffusion::load(&self.model, &LoadOptions::default())
-                .with_context(|| format!("cannot load the model in {}", self.model.display()))?
+            let load = LoadOptions {
+                variant: self.variant.clone(),
+                ..LoadOptions::default()
+            };
+            StableDiffusion::load(&model, &load)
+                .with_context(|| format!("cannot load the model in {}", model.display()))?
         } else {
-            let a = load_pipeline(&self.model, &adapters).with_context(|| {
+            let a = load_pipeline(&model, &adapters).with_context(|| {
                 format!(
                     "cannot load the model in {} with its adapters",
-                    self.model.display()
+                    model.display()
                 )
             })?;
             options.prompt = expand_placeholders(&options.prompt, &a.placeholders);
@@ -146,6 +157,22 @@ impl SamplingArgs {
         };
         sd.clip_skip = self.clip_skip;
         Ok((sd, options))
+    }
+
+    /// `--model` as a local path: itself when it exists or is no `owner/name[@revision]`,
+    /// else the Hub model's snapshot folder in the Hugging Face cache (downloaded if needed).
+    pub fn model_path(&self) -> Result<PathBuf> {
+        let opts = hub::HubOptions {
+            variant: self.variant.clone(),
+            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ..hub::HubOptions::from_env()
+        };
+        match hub::resolve_arg(&self.model, &opts) {
+            Some(found) => {
+                found.with_context(|| format!("cannot get the Hub model {}", self.model.display()))
+            }
+            None => Ok(self.model.clone()),
+        }
     }
 
     /// Loads the model (with its adapters; see [`Self::load_with_options`]).

@@ -11,13 +11,15 @@ use crate::progress::Bar;
 
 /// Arguments of `styleforge train`.
 ///
-/// The config file has sections `[model]` (base, variant), `[[data.concepts]]` (style_dir,
+/// The config file has sections `[model]` (base: a diffusers folder or a single-file
+/// `.safetensors`, converted once into <run>/base-model/; variant; config: configs for a
+/// single-file base, as `convert --config`), `[[data.concepts]]` (style_dir,
 /// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images),
 /// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,
 /// num_aux_images, aux_steps), `[optim]` (steps, lr, beta1, beta2, weight_decay, eps,
 /// gradient_accumulation, max_grad_norm, lr_schedule, warmup_steps) and `[output]` (dir,
 /// checkpoint_every, keep_checkpoints, validate_every, validation_prompts,
-/// validation_steps), plus top-level `method` and `seed`. See examples/train/*.toml.
+/// validation_steps, save_format), plus top-level `method` and `seed`. See examples/train/*.toml.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct TrainArgs {
@@ -42,6 +44,10 @@ pub struct TrainArgs {
     /// Shortcut for `--set seed=N`.
     #[arg(long)]
     seed: Option<u64>,
+    /// Shortcut for `--set output.save_format=...`: `diffusers` (default, `<run>/model/`),
+    /// `single-file` (`<run>/model.safetensors`) or `both`.
+    #[arg(long, value_name = "FORMAT")]
+    save_format: Option<String>,
     /// Continue from the newest checkpoint in the run folder.
     #[arg(long)]
     resume: bool,
@@ -68,6 +74,9 @@ pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     }
     if let Some(s) = args.seed {
         overrides.push(format!("seed={s}"));
+    }
+    if let Some(f) = &args.save_format {
+        overrides.push(format!("output.save_format={f:?}"));
     }
     let resolved = config
         .with_overrides(&overrides)?

@@ -94,11 +94,40 @@ pub struct ConceptConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// A diffusers folder; never written to.
+    /// A diffusers folder or a single-file checkpoint (`*.safetensors`, converted once into
+    /// `<run>/base-model/`); never written to.
     pub base: PathBuf,
     /// Weights variant (`fp16`), up-cast to f32 for training.
     #[serde(default)]
     pub variant: Option<String>,
+    /// For a single-file base: a diffusers folder or JSON file whose configs replace the
+    /// inferred ones (as `styleforge convert --config`).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+}
+
+/// How the trained model is written (`[output] save_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SaveFormat {
+    /// A diffusers folder `<run>/model`.
+    #[default]
+    Diffusers,
+    /// One LDM-layout file `<run>/model.safetensors`.
+    SingleFile,
+    /// Both.
+    Both,
+}
+
+impl SaveFormat {
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaveFormat::Diffusers => "diffusers",
+            SaveFormat::SingleFile => "single-file",
+            SaveFormat::Both => "both",
+        }
+    }
 }
 
 /// `[data]`: images and preprocessing.
@@ -223,6 +252,9 @@ pub struct OutputSection {
     /// Denoising steps of validation samples (default 25).
     #[serde(default)]
     pub validation_steps: Option<usize>,
+    /// `diffusers` (default), `single-file` or `both`.
+    #[serde(default)]
+    pub save_format: Option<SaveFormat>,
 }
 
 /// A training run's configuration as written in TOML.
@@ -277,6 +309,12 @@ pub struct ResolvedConfig {
     pub base: PathBuf,
     /// Weights variant.
     pub variant: Option<String>,
+    /// Config override for a single-file base.
+    #[serde(default)]
+    pub base_config: Option<PathBuf>,
+    /// How the trained model is written.
+    #[serde(default)]
+    pub save_format: SaveFormat,
     /// Concepts.
     pub concepts: Vec<Concept>,
     /// Resolution in pixels.
@@ -495,6 +533,8 @@ impl TrainConfig {
             seed: self.seed.unwrap_or(1337),
             base: self.model.base.clone(),
             variant: self.model.variant.clone(),
+            base_config: self.model.config.clone(),
+            save_format: self.output.save_format.unwrap_or_default(),
             concepts,
             resolution: self.data.resolution.unwrap_or(512),
             crop: self.data.crop.unwrap_or(CropMode::Center),
@@ -539,6 +579,13 @@ impl ResolvedConfig {
         let bad = |m: String| Err(Error::msg(m));
         if self.steps == 0 {
             return bad("optim.steps must be at least 1".into());
+        }
+        if self.method.is_adapter() && self.save_format != SaveFormat::Diffusers {
+            return bad(format!(
+                "output.save_format = \"{}\" applies to fine-tuned models; {} saves adapter weights",
+                self.save_format.name(),
+                self.method.name()
+            ));
         }
         if self.gradient_accumulation == 0 {
             return bad("optim.gradient_accumulation must be at least 1".into());

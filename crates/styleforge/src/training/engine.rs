@@ -20,7 +20,7 @@ use styleforge_models::weights::save_safetensors_atomic;
 use styleforge_schedulers::{DdpmScheduler, SchedulerConfig, SeededNoise};
 
 use super::checkpoint::{self, TrainState};
-use super::config::ResolvedConfig;
+use super::config::{ResolvedConfig, SaveFormat};
 use crate::adapters::training::AdapterState;
 use crate::adapters::BaseWeights;
 
@@ -51,7 +51,8 @@ pub struct TrainSummary {
     pub steps: usize,
     /// Loss of the last step.
     pub last_loss: f64,
-    /// The fine-tuned diffusers folder (when the run reached its last step).
+    /// The fine-tuned model (when the run reached its last step): the diffusers folder, or
+    /// `<run>/model.safetensors` with `save_format = "single-file"`.
     pub model_dir: Option<PathBuf>,
     /// The run folder.
     pub run_dir: PathBuf,
@@ -661,7 +662,10 @@ impl Loop<'_> {
                 &tmp.join("model_index.json"),
             )?;
             for part in ["scheduler", "tokenizer", "vae"] {
-                copy_dir(&base.join(part), &tmp.join(part))?;
+                // A folder converted from a single file may have no tokenizer.
+                if part != "tokenizer" || base.join(part).is_dir() {
+                    copy_dir(&base.join(part), &tmp.join(part))?;
+                }
             }
             copy_file(
                 &base.join("unet/config.json"),
@@ -692,7 +696,17 @@ impl Loop<'_> {
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
-        result.map(|_| out)
+        result?;
+        if self.models.adapter.is_some() || self.cfg.save_format == SaveFormat::Diffusers {
+            return Ok(out);
+        }
+        let file = self.cfg.output_dir.join("model.safetensors");
+        styleforge_models::single_file::folder_to_single_file(&out, &file)?;
+        if self.cfg.save_format == SaveFormat::SingleFile {
+            std::fs::remove_dir_all(&out).map_err(io(&out))?;
+            return Ok(file);
+        }
+        Ok(out)
     }
 }
 
@@ -718,6 +732,33 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// For a single-file base: converts it once into `<run>/base-model/` (atomically; reused by
+/// later runs and `--resume`) and returns the config with that folder as its base. The base
+/// file itself is only read.
+fn folder_base(cfg: &ResolvedConfig) -> Result<Option<ResolvedConfig>> {
+    if !styleforge_models::single_file::is_single_file(&cfg.base) {
+        return Ok(None);
+    }
+    let dir = cfg.output_dir.join("base-model");
+    if !dir.join("model_index.json").is_file() {
+        tracing::info!(
+            "converting the single-file base {} into {}",
+            cfg.base.display(),
+            dir.display()
+        );
+        let opts = styleforge_models::single_file::SingleFileOptions {
+            config: cfg.base_config.clone(),
+            prediction_type: None,
+        };
+        styleforge_models::single_file::single_file_to_folder(&cfg.base, &dir, &opts)?;
+    }
+    let mut out = cfg.clone();
+    out.base = dir;
+    // The converted folder holds the file's weights under the standard names.
+    out.variant = None;
+    Ok(Some(out))
+}
+
 /// Runs a training job from its resolved config.
 pub fn train(
     cfg: &ResolvedConfig,
@@ -729,6 +770,14 @@ pub fn train(
     std::fs::create_dir_all(&cfg.output_dir).map_err(io(&cfg.output_dir))?;
     let config_path = cfg.output_dir.join("config.toml");
     std::fs::write(&config_path, cfg.to_toml()?).map_err(io(&config_path))?;
+    let folder_cfg;
+    let cfg = match folder_base(cfg)? {
+        Some(c) => {
+            folder_cfg = c;
+            &folder_cfg
+        }
+        None => cfg,
+    };
 
     let models = load_models(cfg, &device)?;
     let concepts = load_concepts(cfg, &models, &device, progress)?;

@@ -1,0 +1,342 @@
+//! Hugging Face Hub models: `owner/name[@revision]` resolved to a diffusers folder in the
+//! standard Hugging Face cache (`$HF_HOME/hub/models--owner--name/{blobs,snapshots,refs}`),
+//! the layout Python's `huggingface_hub` uses, so the files are shared with diffusers.
+//!
+//! Only what a pipeline needs is fetched: `model_index.json` and the `unet`, `vae`,
+//! `text_encoder`, `tokenizer` and `scheduler` folders, weights as `.safetensors` only
+//! (the `fp16` variant's files with [`HubOptions::variant`]). Downloads go to
+//! `blobs/<etag>.part` and are renamed when complete; an interrupted one resumes from its
+//! `.part` file. Environment: `HF_HOME` (cache), `HF_ENDPOINT` (server), `HF_TOKEN` (else the
+//! cache's `token` file), `HF_HUB_OFFLINE` (only the cache is used).
+
+use std::path::{Path, PathBuf};
+
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
+
+use crate::error::{ModelError, Result};
+
+/// The component folders a Stable Diffusion pipeline reads.
+const COMPONENTS: [&str; 5] = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+
+/// A Hub model reference: `owner/name` and an optional `@revision`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubModel {
+    /// `owner/name`.
+    pub repo: String,
+    /// Branch, tag or commit (`main` when not given).
+    pub revision: String,
+}
+
+impl HubModel {
+    /// Parses `owner/name[@revision]`; `None` for anything else (paths with more parts,
+    /// absolute or relative paths, empty parts).
+    pub fn parse(arg: &str) -> Option<Self> {
+        let (repo, revision) = match arg.split_once('@') {
+            Some((r, rev)) if !rev.is_empty() => (r, rev),
+            Some(_) => return None,
+            None => (arg, "main"),
+        };
+        let (owner, name) = repo.split_once('/')?;
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !ok(owner) || !ok(name) || name.ends_with(".safetensors") {
+            return None;
+        }
+        Some(Self {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+        })
+    }
+
+    fn hf_repo(&self) -> Repo {
+        Repo::with_revision(self.repo.clone(), RepoType::Model, self.revision.clone())
+    }
+}
+
+impl std::fmt::Display for HubModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.repo, self.revision)
+    }
+}
+
+/// Where and how to fetch.
+#[derive(Debug, Clone, Default)]
+pub struct HubOptions {
+    /// Weights variant (`fp16`): its files are fetched where the repo has them.
+    pub variant: Option<String>,
+    /// Cache root (the folder holding `hub/`); `HF_HOME`, else `~/.cache/huggingface`.
+    pub home: Option<PathBuf>,
+    /// Server; `HF_ENDPOINT`, else `https://huggingface.co`.
+    pub endpoint: Option<String>,
+    /// Use the cache only; also set by `HF_HUB_OFFLINE=1`.
+    pub offline: bool,
+    /// Show download progress bars.
+    pub progress: bool,
+}
+
+impl HubOptions {
+    /// Options from the environment (`HF_HUB_OFFLINE`; the rest is read when resolving).
+    pub fn from_env() -> Self {
+        Self {
+            offline: env_flag("HF_HUB_OFFLINE"),
+            ..Self::default()
+        }
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+fn cache(opts: &HubOptions) -> Cache {
+    match &opts.home {
+        Some(home) => Cache::new(home.join("hub")),
+        None => Cache::from_env(),
+    }
+}
+
+fn snapshot_dir(cache: &Cache, model: &HubModel, commit: &str) -> PathBuf {
+    cache
+        .path()
+        .join(model.hf_repo().folder_name())
+        .join("snapshots")
+        .join(commit)
+}
+
+/// Whether a repo file is needed: `model_index.json` and the components' configs,
+/// tokenizer files and `.safetensors` weights (of `variant` where the component has it).
+pub fn wanted_files(files: &[String], variant: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = files
+        .iter()
+        .filter(|f| f.as_str() == "model_index.json")
+        .cloned()
+        .collect();
+    for comp in COMPONENTS {
+        let prefix = format!("{comp}/");
+        let inside: Vec<&String> = files
+            .iter()
+            .filter(|f| f.starts_with(&prefix) && !f[prefix.len()..].contains('/'))
+            .collect();
+        let name = |f: &String| f[prefix.len()..].to_string();
+        let is_weights = |n: &str| n.ends_with(".safetensors");
+        let is_index = |n: &str| n.contains(".safetensors.index.");
+        // The variant tag of `stem.<v>.safetensors`, `stem.<v>-00001-of-00002.safetensors`,
+        // `stem.<v>.safetensors.index.json` or `stem.safetensors.index.<v>.json`.
+        let tag = |n: &str| -> Option<String> {
+            let core = match n.split_once(".safetensors.index.") {
+                Some((before, after)) => match after.strip_suffix(".json") {
+                    Some(v) if !v.is_empty() => return Some(v.to_string()),
+                    _ => before,
+                },
+                None => n.strip_suffix(".safetensors")?,
+            };
+            let (_, v) = core.rsplit_once('.')?;
+            Some(v.split('-').next().unwrap_or(v).to_string())
+        };
+        let has_variant = variant.is_some_and(|v| {
+            inside
+                .iter()
+                .any(|f| is_weights(&name(f)) && tag(&name(f)).as_deref() == Some(v))
+        });
+        let want_tag = if has_variant { variant } else { None };
+        for f in inside {
+            let n = name(f);
+            let keep = if is_weights(&n) || is_index(&n) {
+                tag(&n).as_deref() == want_tag
+            } else {
+                // Configs and tokenizer files; never pickled or other-framework weights.
+                [".json", ".txt", ".model"].iter().any(|e| n.ends_with(e))
+            };
+            if keep {
+                out.push(f.clone());
+            }
+        }
+    }
+    out
+}
+
+fn http_error(model: &HubModel, endpoint: &str, e: ApiError) -> ModelError {
+    if let ApiError::RequestError(inner) = &e {
+        if let ureq::Error::Status(code, _) = inner.as_ref() {
+            let hint = match code {
+                401 | 403 => "; for a gated or private model set HF_TOKEN",
+                404 => "; check the owner/name and revision",
+                _ => "",
+            };
+            return ModelError::BadInput(format!(
+                "model {model} not found on {endpoint} (HTTP {code}){hint}"
+            ));
+        }
+    }
+    ModelError::BadInput(format!("downloading {model} from {endpoint}: {e}"))
+}
+
+/// Resolves a Hub model to its snapshot folder in the cache, downloading what is missing
+/// (or, offline, finding it in the cache).
+pub fn resolve(model: &HubModel, opts: &HubOptions) -> Result<PathBuf> {
+    let cache = cache(opts);
+    let offline = opts.offline || env_flag("HF_HUB_OFFLINE");
+    if offline {
+        let found = cache
+            .repo(model.hf_repo())
+            .get("model_index.json")
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .filter(|dir| dir.join("unet").is_dir());
+        return found.ok_or_else(|| {
+            ModelError::BadInput(format!(
+                "model {model} is not in the Hugging Face cache {} and offline mode \
+                 (HF_HUB_OFFLINE) is on; download it once online",
+                cache.path().display()
+            ))
+        });
+    }
+    let endpoint = opts
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("HF_ENDPOINT").ok())
+        .unwrap_or_else(|| "https://huggingface.co".to_string());
+    let endpoint = endpoint.trim_end_matches('/').to_string();
+    let token = std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| cache.token());
+    let api = ApiBuilder::from_cache(cache.clone())
+        .with_endpoint(endpoint.clone())
+        .with_token(token)
+        .with_progress(opts.progress)
+        .build()
+        .map_err(|e| http_error(model, &endpoint, e))?;
+    let repo = api.repo(model.hf_repo());
+    let info = repo.info().map_err(|e| http_error(model, &endpoint, e))?;
+    let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let wanted = wanted_files(&files, opts.variant.as_deref());
+    if !wanted.iter().any(|f| f == "model_index.json")
+        || !wanted.iter().any(|f| f.starts_with("unet/"))
+    {
+        return Err(ModelError::BadInput(format!(
+            "{model} is not a diffusers Stable Diffusion model (no model_index.json and unet/)"
+        )));
+    }
+    if !wanted
+        .iter()
+        .any(|f| f.starts_with("unet/") && f.ends_with(".safetensors"))
+    {
+        return Err(ModelError::BadInput(format!(
+            "{model} has no .safetensors UNet weights (pickled weights are not downloaded)"
+        )));
+    }
+    let snapshot = snapshot_dir(&cache, model, &info.sha);
+    for file in &wanted {
+        if snapshot.join(file).exists() {
+            continue;
+        }
+        tracing::info!("downloading {file} of {model}");
+        repo.download(file)
+            .map_err(|e| http_error(model, &endpoint, e))?;
+    }
+    // The lock files hf-hub leaves beside the blobs.
+    let blobs = cache
+        .path()
+        .join(model.hf_repo().folder_name())
+        .join("blobs");
+    if let Ok(entries) = std::fs::read_dir(&blobs) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "lock") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    // The downloads wrote `refs/<revision>`; write it also when every file was cached.
+    cache
+        .repo(model.hf_repo())
+        .create_ref(&info.sha)
+        .map_err(|source| ModelError::Io {
+            path: cache.path().join(model.hf_repo().folder_name()),
+            source,
+        })?;
+    Ok(snapshot)
+}
+
+/// For a `--model` argument: `Some(folder)` when it is not an existing path but looks like
+/// `owner/name[@revision]` (resolved through the Hub cache), `None` otherwise.
+pub fn resolve_arg(arg: &Path, opts: &HubOptions) -> Option<Result<PathBuf>> {
+    if arg.exists() {
+        return None;
+    }
+    let model = HubModel::parse(arg.to_str()?)?;
+    Some(resolve(&model, opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references() {
+        let m = HubModel::parse("runwayml/stable-diffusion-v1-5").unwrap();
+        assert_eq!(m.repo, "runwayml/stable-diffusion-v1-5");
+        assert_eq!(m.revision, "main");
+        let m = HubModel::parse("a/b@fp16").unwrap();
+        assert_eq!(m.revision, "fp16");
+        for bad in [
+            "a",
+            "/a/b",
+            "a/b/c",
+            "./x",
+            "a/",
+            "a/b@",
+            "../x",
+            "a/m.safetensors",
+        ] {
+            assert!(HubModel::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn picks_safetensors_and_the_variant() {
+        let files: Vec<String> = [
+            "model_index.json",
+            "README.md",
+            "v1-5.ckpt",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.bin",
+            "unet/diffusion_pytorch_model.safetensors",
+            "unet/diffusion_pytorch_model.fp16.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "text_encoder/config.json",
+            "text_encoder/model.fp16.safetensors",
+            "text_encoder/model.safetensors",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "scheduler/scheduler_config.json",
+            "safety_checker/model.safetensors",
+        ]
+        .map(String::from)
+        .to_vec();
+        let plain = wanted_files(&files, None);
+        assert!(plain.contains(&"unet/diffusion_pytorch_model.safetensors".into()));
+        assert!(!plain
+            .iter()
+            .any(|f| f.contains("fp16") || f.ends_with(".bin")));
+        assert!(!plain.iter().any(|f| f.starts_with("safety_checker")));
+        assert_eq!(plain.len(), 10);
+        let half = wanted_files(&files, Some("fp16"));
+        assert!(half.contains(&"unet/diffusion_pytorch_model.fp16.safetensors".into()));
+        assert!(half.contains(&"text_encoder/model.fp16.safetensors".into()));
+        // No fp16 VAE in the repo: the plain one.
+        assert!(half.contains(&"vae/diffusion_pytorch_model.safetensors".into()));
+        assert!(!half.contains(&"unet/diffusion_pytorch_model.safetensors".into()));
+    }
+}
