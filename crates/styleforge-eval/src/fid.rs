@@ -1,0 +1,288 @@
+//! Fréchet Inception Distance.
+//!
+//! `FID = ‖μ₁−μ₂‖² + Tr(Σ₁) + Tr(Σ₂) − 2 Tr((Σ₁Σ₂)^½)`, the squared 2-Wasserstein
+//! distance between two Gaussians fitted to feature sets.
+//!
+//! pytorch-fid takes `scipy.linalg.sqrtm(Σ₁Σ₂)`, a non-symmetric square root that breaks
+//! down (complex parts, NaN) when the covariances are singular, which they are whenever a
+//! set has no more images than feature dimensions. Here the trace is computed from the
+//! symmetric positive semi-definite matrix `Σ₁^½ Σ₂ Σ₁^½`: it has the same eigenvalues as
+//! `Σ₁Σ₂`, so `Tr((Σ₁Σ₂)^½) = Σᵢ √λᵢ(Σ₁^½ Σ₂ Σ₁^½)`, with both eigen-decompositions symmetric
+//! and eigenvalues at the rounding-noise level (`≤ d·ε·λ_max`) or negative set to 0.
+//!
+//! Covariances use the unbiased `n − 1` normaliser, as `numpy.cov` (and so pytorch-fid).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{EvalError, Result};
+use crate::features::{FeatureMatrix, FeatureScalar};
+
+/// Below this many samples per set FID is noticeably biased upwards (the estimate of
+/// `Tr((Σ₁Σ₂)^½)` is biased for small sets), and [`frechet_distance`] logs a warning.
+/// Scores are only comparable between runs that use the same set sizes.
+pub const FID_RECOMMENDED_MIN_SAMPLES: usize = 2048;
+
+/// Rows per block when accumulating the covariance (bounds the `f64` copy of the features).
+const COV_BLOCK_ROWS: usize = 1024;
+
+/// Name of the mean tensor in a statistics file.
+const MEAN_KEY: &str = "mu";
+/// Name of the covariance tensor in a statistics file.
+const COV_KEY: &str = "sigma";
+/// Metadata key holding the sample count.
+const COUNT_KEY: &str = "count";
+/// Metadata key identifying the file format.
+const FORMAT_KEY: &str = "format";
+/// Value of [`FORMAT_KEY`].
+const FORMAT_VALUE: &str = "styleforge-feature-stats-v1";
+
+/// Gaussian statistics of a feature set: mean and covariance in `f64`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureStats {
+    /// Mean feature, `dim` values.
+    pub mean: Vec<f64>,
+    /// Covariance, `dim × dim` row-major (symmetric), unbiased (`n − 1`) normaliser.
+    pub cov: Vec<f64>,
+    /// Feature dimension.
+    pub dim: usize,
+    /// Number of samples the statistics were computed from.
+    pub count: usize,
+}
+
+impl FeatureStats {
+    /// Mean and covariance (`numpy.cov(x, rowvar=False)`) of a feature matrix with at
+    /// least two rows. Computed in `f64` in two passes (mean, then centred products).
+    pub fn from_features<T: FeatureScalar>(features: &FeatureMatrix<'_, T>) -> Result<Self> {
+        let (n, d) = (features.rows(), features.dim());
+        if n < 2 {
+            return Err(EvalError::TooFewSamples { needed: 2, got: n });
+        }
+        let mut mean = vec![0.0f64; d];
+        for i in 0..n {
+            for (m, v) in mean.iter_mut().zip(features.row(i)) {
+                *m += v.to_f64();
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+
+        // Each block is a `d × rows` column-major matrix: one centred sample per column,
+        // so `C Cᵀ` adds the block's outer products.
+        let mut cov = DMatrix::<f64>::zeros(d, d);
+        let mut start = 0;
+        while start < n {
+            let rows = COV_BLOCK_ROWS.min(n - start);
+            let block = DMatrix::from_fn(d, rows, |j, r| {
+                features.row(start + r)[j].to_f64() - mean[j]
+            });
+            cov.gemm(1.0, &block, &block.transpose(), 1.0);
+            start += rows;
+        }
+        let scale = 1.0 / (n - 1) as f64;
+        let mut out = vec![0.0f64; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                // Symmetrise exactly; the column-major `cov` is read as row-major output.
+                out[i * d + j] = 0.5 * (cov[(i, j)] + cov[(j, i)]) * scale;
+            }
+        }
+        Ok(Self {
+            mean,
+            cov: out,
+            dim: d,
+            count: n,
+        })
+    }
+
+    /// Builds statistics from a mean and a row-major covariance (e.g. loaded from
+    /// elsewhere); checks the sizes.
+    pub fn new(mean: Vec<f64>, cov: Vec<f64>, count: usize) -> Result<Self> {
+        let dim = mean.len();
+        if cov.len() != dim * dim {
+            return Err(EvalError::Format(format!(
+                "covariance has {} values, expected {dim}² = {}",
+                cov.len(),
+                dim * dim
+            )));
+        }
+        Ok(Self {
+            mean,
+            cov,
+            dim,
+            count,
+        })
+    }
+
+    /// Serialises to safetensors bytes: `mu` (F64 `[d]`), `sigma` (F64 `[d, d]`) and the
+    /// sample count in the metadata.
+    pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>> {
+        let mean_bytes: Vec<u8> = self.mean.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let cov_bytes: Vec<u8> = self.cov.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let tensors = vec![
+            (
+                MEAN_KEY,
+                safetensors::tensor::TensorView::new(Dtype::F64, vec![self.dim], &mean_bytes)?,
+            ),
+            (
+                COV_KEY,
+                safetensors::tensor::TensorView::new(
+                    Dtype::F64,
+                    vec![self.dim, self.dim],
+                    &cov_bytes,
+                )?,
+            ),
+        ];
+        let metadata = HashMap::from([
+            (COUNT_KEY.to_string(), self.count.to_string()),
+            (FORMAT_KEY.to_string(), FORMAT_VALUE.to_string()),
+        ]);
+        Ok(safetensors::serialize(tensors, Some(metadata))?)
+    }
+
+    /// Parses bytes written by [`FeatureStats::to_safetensors_bytes`]. The count is
+    /// optional in the metadata (0 when absent, e.g. for statistics from another tool
+    /// that stores `mu` and `sigma` as F64).
+    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self> {
+        let (_, meta) = SafeTensors::read_metadata(bytes)?;
+        let count = match meta.metadata().as_ref().and_then(|m| m.get(COUNT_KEY)) {
+            Some(c) => c
+                .parse::<usize>()
+                .map_err(|e| EvalError::Format(format!("bad count {c:?}: {e}")))?,
+            None => 0,
+        };
+        let st = SafeTensors::deserialize(bytes)?;
+        let read = |name: &str| -> Result<(Vec<usize>, Vec<f64>)> {
+            let t = st.tensor(name)?;
+            if t.dtype() != Dtype::F64 {
+                return Err(EvalError::Format(format!(
+                    "{name} has dtype {:?}, expected F64",
+                    t.dtype()
+                )));
+            }
+            let values = t
+                .data()
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+                .collect();
+            Ok((t.shape().to_vec(), values))
+        };
+        let (mean_shape, mean) = read(MEAN_KEY)?;
+        let (cov_shape, cov) = read(COV_KEY)?;
+        let dim = mean.len();
+        if mean_shape != [dim] || cov_shape != [dim, dim] {
+            return Err(EvalError::Format(format!(
+                "shapes {mean_shape:?} and {cov_shape:?} do not describe a [d] mean and a [d, d] covariance"
+            )));
+        }
+        Self::new(mean, cov, count)
+    }
+
+    /// Writes the statistics to a safetensors file (see
+    /// [`FeatureStats::to_safetensors_bytes`]).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        std::fs::write(path, self.to_safetensors_bytes()?)?;
+        Ok(())
+    }
+
+    /// Reads statistics written by [`FeatureStats::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_safetensors_bytes(&std::fs::read(path)?)
+    }
+
+    /// Trace of the covariance.
+    pub fn cov_trace(&self) -> f64 {
+        (0..self.dim).map(|i| self.cov[i * self.dim + i]).sum()
+    }
+
+    fn cov_matrix(&self) -> DMatrix<f64> {
+        // Row-major symmetric data read column-major is its transpose, i.e. itself.
+        DMatrix::from_row_slice(self.dim, self.dim, &self.cov)
+    }
+}
+
+/// `Tr((Σ₁Σ₂)^½)` for symmetric positive semi-definite `Σ₁`, `Σ₂`, through the symmetric
+/// `Σ₁^½ Σ₂ Σ₁^½`. With `Σ₁ = V Λ Vᵀ` and `B = V Λ^½`, `Bᵀ Σ₂ B` is orthogonally similar
+/// to `Σ₁^½ Σ₂ Σ₁^½`, so its eigenvalues are used (one product fewer).
+///
+/// Eigenvalues below `d · ε · λ_max` are rounding noise of a singular matrix (rank
+/// `n − 1 < d`); they are set to 0 rather than only clamped, since `√` would turn noise of
+/// order `ε λ_max` into terms of order `√ε` in the trace.
+fn trace_sqrt_product(s1: DMatrix<f64>, s2: &DMatrix<f64>) -> f64 {
+    let d = s1.nrows();
+    let eig = SymmetricEigen::new(s1);
+    let floor1 = noise_floor(eig.eigenvalues.as_slice(), d);
+    let mut b = eig.eigenvectors;
+    for (j, &l) in eig.eigenvalues.iter().enumerate() {
+        let s = if l > floor1 { l.sqrt() } else { 0.0 };
+        b.column_mut(j).scale_mut(s);
+    }
+    let m = b.transpose() * (s2 * &b);
+    let m = (&m + m.transpose()) * 0.5;
+    let eigenvalues = m.symmetric_eigenvalues();
+    let floor2 = noise_floor(eigenvalues.as_slice(), d);
+    eigenvalues
+        .iter()
+        .filter(|&&l| l > floor2)
+        .map(|&l| l.sqrt())
+        .sum()
+}
+
+/// Threshold under which an eigenvalue of a symmetric PSD matrix is rounding noise.
+fn noise_floor(eigenvalues: &[f64], d: usize) -> f64 {
+    let max = eigenvalues.iter().fold(0.0f64, |a, &l| a.max(l.abs()));
+    max * d as f64 * f64::EPSILON
+}
+
+/// Fréchet distance between two Gaussian feature statistics (pytorch-fid's
+/// `calculate_frechet_distance`, computed stably; see the module docs). The result is
+/// clamped at 0 (it is non-negative in exact arithmetic).
+///
+/// Logs a `tracing` warning when a set has fewer than [`FID_RECOMMENDED_MIN_SAMPLES`]
+/// samples (small sets bias FID upwards) or no more samples than dimensions (singular
+/// covariance).
+pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
+    if a.dim != b.dim {
+        return Err(EvalError::DimensionMismatch(a.dim, b.dim));
+    }
+    for (name, s) in [("first", a), ("second", b)] {
+        if s.count <= s.dim {
+            tracing::warn!(
+                set = name,
+                count = s.count,
+                dim = s.dim,
+                "FID: fewer samples than feature dimensions, the covariance is singular and \
+                 the score is strongly biased; compare only scores from equal set sizes"
+            );
+        } else if s.count < FID_RECOMMENDED_MIN_SAMPLES {
+            tracing::warn!(
+                set = name,
+                count = s.count,
+                recommended = FID_RECOMMENDED_MIN_SAMPLES,
+                "FID: small sample set, the score is biased upwards; compare only scores \
+                 from equal set sizes"
+            );
+        }
+    }
+    let diff = DVector::from_iterator(a.dim, a.mean.iter().zip(&b.mean).map(|(x, y)| x - y));
+    let mean_term = diff.dot(&diff);
+    let tr_sqrt = trace_sqrt_product(a.cov_matrix(), &b.cov_matrix());
+    let value = mean_term + a.cov_trace() + b.cov_trace() - 2.0 * tr_sqrt;
+    Ok(value.max(0.0))
+}
+
+/// FID between two feature matrices `[n₁, d]` and `[n₂, d]` (each with `n ≥ 2`).
+pub fn fid<T: FeatureScalar, U: FeatureScalar>(
+    x: &FeatureMatrix<'_, T>,
+    y: &FeatureMatrix<'_, U>,
+) -> Result<f64> {
+    if x.dim() != y.dim() {
+        return Err(EvalError::DimensionMismatch(x.dim(), y.dim()));
+    }
+    frechet_distance(
+        &FeatureStats::from_features(x)?,
+        &FeatureStats::from_features(y)?,
+    )
+}
