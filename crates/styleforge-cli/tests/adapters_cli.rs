@@ -86,3 +86,48 @@ fn generate_applies_lora_and_embedding_and_refuses_bad_files() {
     let err = String::from_utf8_lossy(&twice.stderr);
     assert!(err.contains("a1111_embedding"), "{err}");
 }
+
+#[test]
+fn stylize_applies_embeddings_as_generate_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |out: &std::path::Path, prompt: &str, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_styleforge"));
+        c.env("RAYON_NUM_THREADS", "2").args([
+            "stylize",
+            "--model",
+            fixtures().join("tiny-sd1").to_str().unwrap(),
+            "--image",
+            fixtures()
+                .join("pipelines/img2img_input.png")
+                .to_str()
+                .unwrap(),
+            "--prompt",
+            prompt,
+            "--strength",
+            "0.8",
+            "--steps",
+            "4",
+            "--seed",
+            "3",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let o = c.args(extra).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        image::open(out).unwrap().to_rgb8()
+    };
+    let emb = fixtures().join("adapters/a1111_embedding.safetensors");
+    let prompt = "a a1111_embedding style";
+    let plain = run(&tmp.path().join("plain.png"), prompt, &[]);
+    let with = run(
+        &tmp.path().join("with.png"),
+        prompt,
+        &["--embedding", emb.to_str().unwrap()],
+    );
+    assert_eq!(plain.dimensions(), with.dimensions());
+    assert_ne!(
+        plain, with,
+        "the embedding did not change the stylized image"
+    );
+}

@@ -174,11 +174,6 @@ impl SamplingArgs {
             None => Ok(self.model.clone()),
         }
     }
-
-    /// Loads the model (with its adapters; see [`Self::load_with_options`]).
-    pub fn load(&self) -> Result<StableDiffusion> {
-        Ok(self.load_with_options()?.0)
-    }
 }
 
 /// Where image `i` of `n` goes: `out` itself for a single `.png`, `stem-i.png` beside a

@@ -45,12 +45,13 @@ pub fn run(args: &StylizeArgs, quiet: bool) -> Result<()> {
             bail!("{what} {v} is not a positive multiple of 8 (set --{what})");
         }
     }
-    let sd = s.load()?;
+    // Adapters applied, and Textual Inversion placeholders spelled out as in `generate`.
+    let (sd, sampling) = s.load_with_options()?;
     let resized = resize_exact(&rgb, width as u32, height as u32);
     let image = rgb_to_tensor(&resized, sd.device())?;
     let seed = s.seed();
     let req = Img2ImgRequest {
-        sampling: s.options(),
+        sampling,
         image,
         strength: args.strength,
     };
