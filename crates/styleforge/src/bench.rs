@@ -124,19 +124,11 @@ impl Timing {
     }
 }
 
-fn seeded_normal(shape: &[usize], seed: u64, device: &Device) -> candle_core::Result<Tensor> {
-    use rand::SeedableRng;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|_| standard_normal(&mut rng)).collect();
-    Tensor::from_vec(values, shape, device)
-}
-
-fn standard_normal(rng: &mut rand_chacha::ChaCha8Rng) -> f32 {
-    use rand::Rng;
-    let u1: f32 = rng.gen_range(f32::EPSILON..1.0);
-    let u2: f32 = rng.gen();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+/// Seeded standard normal inputs, from the same generator the pipelines use.
+fn seeded_normal(shape: &[usize], seed: u64, device: &Device) -> crate::Result<Tensor> {
+    use styleforge_schedulers::NoiseSource;
+    let shape = candle_core::Shape::from_dims(shape);
+    Ok(styleforge_schedulers::SeededNoise::new(seed).sample(&shape, DType::F32, device)?)
 }
 
 /// Builds the workload's model with fresh weights and returns a closure running one
