@@ -590,6 +590,29 @@ fn custom_diffusion_matches_diffusers_update_and_saves_deltas() {
     for (i, v) in cd.embeds.iter().enumerate() {
         assert_eq!(rel(&t.narrow(0, n + i, 1).unwrap(), v.as_tensor()), 0.0);
     }
+    // diffusers' layout (save_attn_procs' key names) loads back to the same weights,
+    // the modifier embeddings found beside it
+    let ddir = tmp.path().join("diffusers");
+    std::fs::create_dir_all(&ddir).unwrap();
+    cd.save_diffusers(&ddir).unwrap();
+    let dfile = CustomDiffusionFile::load(
+        &ddir.join(styleforge::adapters::custom_diffusion::DIFFUSERS_WEIGHTS_FILE),
+    )
+    .unwrap();
+    let saved = candle_core::safetensors::load(
+        ddir.join(styleforge::adapters::custom_diffusion::DIFFUSERS_WEIGHTS_FILE),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(saved.contains_key(
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor.to_k_custom_diffusion.weight"
+    ));
+    let tokens: Vec<&str> = dfile.embeddings.iter().map(|e| e.token.as_str()).collect();
+    assert_eq!(tokens, ["<new1>", "<new2>"]);
+    let dover = dfile.unet_overrides(&base).unwrap();
+    for (n, v) in &cd.kv {
+        assert_eq!(rel(&dover[n], v.as_tensor()), 0.0, "{n}");
+    }
     let bad = CustomDiffusionFile::from_tensors(HashMap::from([(
         "unet.no.such.weight".to_string(),
         Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),

@@ -65,7 +65,9 @@ pub struct SamplingArgs {
     /// emb_params; the token is the file's key or stem; repeatable).
     #[arg(long = "embedding", value_name = "FILE")]
     pub embedding: Vec<PathBuf>,
-    /// Custom Diffusion deltas (the `custom_diffusion.safetensors` of a training run).
+    /// Custom Diffusion weights: the `custom_diffusion.safetensors` deltas of a training run,
+    /// or diffusers' `pytorch_custom_diffusion_weights.safetensors` (its `<token>.safetensors`
+    /// embeddings are read from the same folder).
     #[arg(long, value_name = "FILE")]
     pub custom_diffusion: Option<PathBuf>,
 }

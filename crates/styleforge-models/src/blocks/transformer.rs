@@ -72,6 +72,11 @@ impl BasicTransformerBlock {
         })
     }
 
+    /// The cross-attention to the prompt (`attn2`).
+    pub fn cross_attention_mut(&mut self) -> &mut Attention {
+        &mut self.attn2
+    }
+
     /// `x` `[b, n, dim]`, `context` `[b, m, context_dim]` → `[b, n, dim]`.
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
@@ -153,6 +158,11 @@ impl Transformer2DModel {
             transformer_blocks,
             proj_out: projection("proj_out")?,
         })
+    }
+
+    /// The stacked transformer blocks, for adjusting their attention.
+    pub fn blocks_mut(&mut self) -> impl Iterator<Item = &mut BasicTransformerBlock> {
+        self.transformer_blocks.iter_mut()
     }
 
     /// `x` `[b, c, h, w]`, `context` `[b, m, context_dim]` → `[b, c, h, w]`.

@@ -80,6 +80,16 @@ pub struct Attention {
     to_out: Linear,
     heads: usize,
     scale: f64,
+    detach_first_context_token: bool,
+}
+
+/// `kv` `[b, m, c]` with row 0 of every batch item cut off from the gradient graph.
+fn detach_first_token(kv: &Tensor) -> Result<Tensor> {
+    let m = kv.dim(1)?;
+    if m < 2 {
+        return Ok(kv.detach());
+    }
+    Tensor::cat(&[kv.narrow(1, 0, 1)?.detach(), kv.narrow(1, 1, m - 1)?], 1)
 }
 
 impl Attention {
@@ -108,17 +118,34 @@ impl Attention {
             to_out: candle_nn::linear(inner, query_dim, vb.pp("to_out").pp("0"))?,
             heads,
             scale: (head_dim as f64).powf(-0.5),
+            detach_first_context_token: false,
         })
+    }
+
+    /// Custom Diffusion's training rule (diffusers' `CustomDiffusionAttnProcessor`): the
+    /// key and value of the context's first token (the prompt's BOS) pass no gradient back.
+    /// Values are unchanged; only cross-attention (a `context` given) is affected.
+    pub fn set_detach_first_context_token(&mut self, on: bool) {
+        self.detach_first_context_token = on;
+    }
+
+    fn key_value(&self, context: &Tensor, cross: bool) -> Result<(Tensor, Tensor)> {
+        let k = self.to_k.forward(context)?;
+        let v = self.to_v.forward(context)?;
+        if cross && self.detach_first_context_token {
+            return Ok((detach_first_token(&k)?, detach_first_token(&v)?));
+        }
+        Ok((k, v))
     }
 
     /// `x` `[b, n, query_dim]`, `context` `[b, m, context_dim]` → `[b, n, query_dim]`.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let cross = context.is_some();
         let context = context.unwrap_or(x);
+        let (k, v) = self.key_value(context, cross)?;
         if kernels::use_cpu_kernels(x) {
             // Heads read and written in place: no split/merge transposes.
             let q = self.to_q.forward(x)?;
-            let k = self.to_k.forward(context)?;
-            let v = self.to_v.forward(context)?;
             let out = kernels::attention::attention_heads(
                 &q,
                 &k,
@@ -130,8 +157,8 @@ impl Attention {
             return self.to_out.forward(&out);
         }
         let q = split_heads(&self.to_q.forward(x)?, self.heads)?;
-        let k = split_heads(&self.to_k.forward(context)?, self.heads)?;
-        let v = split_heads(&self.to_v.forward(context)?, self.heads)?;
+        let k = split_heads(&k, self.heads)?;
+        let v = split_heads(&v, self.heads)?;
         let out = scaled_dot_product_attention(&q, &k, &v, self.scale, None)?;
         self.to_out.forward(&merge_heads(&out)?)
     }

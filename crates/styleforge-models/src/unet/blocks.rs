@@ -76,6 +76,11 @@ pub struct DownBlock {
 }
 
 impl DownBlock {
+    /// The block's spatial transformers (none for a plain block).
+    pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut Transformer2DModel> {
+        self.attentions.iter_mut()
+    }
+
     /// Loads `resnets.{i}`, `attentions.{i}` and `downsamplers.0`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -139,6 +144,11 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
+    /// The block's spatial transformers (none for a plain block).
+    pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut Transformer2DModel> {
+        self.attentions.iter_mut()
+    }
+
     /// Loads `resnets.0`, `attentions.0` and `resnets.1`.
     pub fn new(
         channels: usize,
@@ -193,6 +203,11 @@ pub struct UpChannels {
 }
 
 impl UpBlock {
+    /// The block's spatial transformers (none for a plain block).
+    pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut Transformer2DModel> {
+        self.attentions.iter_mut()
+    }
+
     /// Loads `resnets.{i}`, `attentions.{i}` and `upsamplers.0`.
     pub fn new(
         ch: UpChannels,

@@ -15,7 +15,7 @@ use crate::nn::Conv2d;
 pub use config::{DownBlockType, UNetConfig, UpBlockType};
 
 use crate::error::{ModelError, Result};
-use crate::nn::{conv2d, norm_silu, GroupNorm};
+use crate::nn::{conv2d, norm_silu, Attention, GroupNorm};
 use blocks::{AttentionSettings, BlockSettings, DownBlock, MidBlock, UpBlock, UpChannels};
 use embeddings::{timestep_features, TimestepEmbedding};
 
@@ -144,6 +144,20 @@ impl UNet2DConditionModel {
     /// The config the model was built from.
     pub fn config(&self) -> &UNetConfig {
         &self.config
+    }
+
+    /// Every cross-attention (`attn2`) layer, down, mid and up, in that order.
+    pub fn cross_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
+        let down = self
+            .down_blocks
+            .iter_mut()
+            .flat_map(|b| b.transformers_mut());
+        let mid = self.mid_block.transformers_mut();
+        let up = self.up_blocks.iter_mut().flat_map(|b| b.transformers_mut());
+        down.chain(mid)
+            .chain(up)
+            .flat_map(|t| t.blocks_mut())
+            .map(|b| b.cross_attention_mut())
     }
 
     /// Predicts the model output for noisy latents.

@@ -4,8 +4,16 @@
 //! The paper's style baseline binds `<new1> style` to people and `<new2> style` to
 //! backgrounds.
 //!
-//! Only the trained parts are saved, as deltas: `unet.<weight>` = trained − base for each
-//! `attn2.to_k/to_v` weight, and `token.<modifier>` = the modifier's embedding `[hidden]`.
+//! Only the trained parts are saved, in two layouts:
+//! - ours, as deltas (small to compress, meaningful on any copy of the base):
+//!   `unet.<weight>` = trained − base for each `attn2.to_k/to_v` weight, and
+//!   `token.<modifier>` = the modifier's embedding `[hidden]`;
+//! - diffusers' (what `train_custom_diffusion.py` writes and `load_attn_procs` reads):
+//!   `pytorch_custom_diffusion_weights.safetensors` with the full trained weights under
+//!   `<layer>.processor.to_k_custom_diffusion.weight` / `to_v_custom_diffusion`, plus one
+//!   `<modifier>.safetensors` per token holding `{<modifier>: [hidden]}`.
+//!
+//! [`CustomDiffusionFile::load`] reads either layout.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -104,7 +112,9 @@ impl CustomDiffusion {
         out
     }
 
-    /// The UNet and text encoder with the current trainable weights.
+    /// The UNet and text encoder with the current trainable weights, the UNet's
+    /// cross-attention set to Custom Diffusion's training rule: the BOS token's key and
+    /// value pass no gradient (diffusers' `CustomDiffusionAttnProcessor`).
     pub fn build(&self, base: &BaseWeights) -> Result<(UNet2DConditionModel, ClipTextModel)> {
         let unet: HashMap<String, Tensor> = self
             .kv
@@ -115,7 +125,11 @@ impl CustomDiffusion {
         let mut rows = vec![table.clone()];
         rows.extend(self.embeds.iter().map(|v| v.as_tensor().clone()));
         let te = HashMap::from([(TOKEN_TABLE.to_string(), Tensor::cat(&rows, 0)?)]);
-        Ok((base.build_unet(&unet)?, base.build_text_encoder(&te)?))
+        let mut unet = base.build_unet(&unet)?;
+        for attn in unet.cross_attentions_mut() {
+            attn.set_detach_first_context_token(true);
+        }
+        Ok((unet, base.build_text_encoder(&te)?))
     }
 
     /// The saved deltas: `unet.<weight>` = trained − base, `token.<modifier>` = embedding.
@@ -139,28 +153,119 @@ impl CustomDiffusion {
         styleforge_models::weights::save_safetensors_atomic(&self.delta_tensors(base)?, path)?;
         Ok(())
     }
+
+    /// diffusers' processor layout: `<layer>.processor.to_{k,v}_custom_diffusion.weight`
+    /// holding the full trained weights.
+    pub fn diffusers_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (n, v) in &self.kv {
+            let key = to_processor_key(n)
+                .ok_or_else(|| Error::msg(format!("`{n}` is not an attn2 to_k/to_v weight")))?;
+            out.insert(key, v.as_tensor().to_dtype(DType::F32)?);
+        }
+        Ok(out)
+    }
+
+    /// Writes diffusers' layout into `dir`: [`DIFFUSERS_WEIGHTS_FILE`] and one
+    /// `<modifier>.safetensors` per token (`<modifier>` → its embedding), file names with
+    /// anything but letters, digits, `-` and `_` replaced by `_`.
+    pub fn save_diffusers(&self, dir: &Path) -> Result<()> {
+        use styleforge_models::weights::save_safetensors_atomic;
+        save_safetensors_atomic(
+            &self.diffusers_tensors()?,
+            &dir.join(DIFFUSERS_WEIGHTS_FILE),
+        )?;
+        for (t, v) in self.tokens.iter().zip(&self.embeds) {
+            let stem: String = t
+                .chars()
+                .map(|c| {
+                    if c.is_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let tensors =
+                HashMap::from([(t.clone(), v.as_tensor().squeeze(0)?.to_dtype(DType::F32)?)]);
+            save_safetensors_atomic(&tensors, &dir.join(format!("{stem}.safetensors")))?;
+        }
+        Ok(())
+    }
 }
 
-/// A saved Custom Diffusion delta file: UNet weight deltas and modifier embeddings.
+/// The file name diffusers gives Custom Diffusion's attention-processor weights.
+pub const DIFFUSERS_WEIGHTS_FILE: &str = "pytorch_custom_diffusion_weights.safetensors";
+
+const PROCESSOR_SUFFIXES: [(&str, &str); 2] = [
+    (".to_k.weight", ".processor.to_k_custom_diffusion.weight"),
+    (".to_v.weight", ".processor.to_v_custom_diffusion.weight"),
+];
+
+/// `…attn2.to_k.weight` → `…attn2.processor.to_k_custom_diffusion.weight` (and `to_v`).
+fn to_processor_key(name: &str) -> Option<String> {
+    PROCESSOR_SUFFIXES
+        .iter()
+        .find_map(|(ours, theirs)| name.strip_suffix(ours).map(|l| format!("{l}{theirs}")))
+}
+
+/// The inverse of [`to_processor_key`].
+fn from_processor_key(key: &str) -> Option<String> {
+    PROCESSOR_SUFFIXES
+        .iter()
+        .find_map(|(ours, theirs)| key.strip_suffix(theirs).map(|l| format!("{l}{ours}")))
+}
+
+/// How a Custom Diffusion file gives a UNet weight.
+#[derive(Debug, Clone)]
+pub enum WeightChange {
+    /// Added to the base weight (our layout).
+    Delta(Tensor),
+    /// Replaces the base weight (diffusers' layout).
+    Replace(Tensor),
+}
+
+impl WeightChange {
+    fn tensor(&self) -> &Tensor {
+        match self {
+            Self::Delta(t) | Self::Replace(t) => t,
+        }
+    }
+}
+
+/// A saved Custom Diffusion file, either layout: UNet weight changes and modifier
+/// embeddings.
 #[derive(Debug, Clone)]
 pub struct CustomDiffusionFile {
-    /// `(UNet weight name, delta)`.
-    pub deltas: Vec<(String, Tensor)>,
+    /// `(UNet weight name, change)`.
+    pub deltas: Vec<(String, WeightChange)>,
     /// The modifier tokens' embeddings, in file order (sorted by token).
     pub embeddings: Vec<EmbeddingFile>,
 }
 
 impl CustomDiffusionFile {
-    /// Reads a file written by [`CustomDiffusion::save`].
+    /// Reads a file written by [`CustomDiffusion::save`], or diffusers'
+    /// `pytorch_custom_diffusion_weights.safetensors` together with the `<token>.safetensors`
+    /// embedding files beside it (every `*.safetensors` there holding exactly one
+    /// `<…>`-style token key).
     pub fn load(path: &Path) -> Result<Self> {
         let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)?;
-        Self::from_tensors(tensors).map_err(|e| Error::Config {
+        let mut file = Self::from_tensors(tensors).map_err(|e| Error::Config {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        let diffusers = file
+            .deltas
+            .iter()
+            .any(|(_, c)| matches!(c, WeightChange::Replace(_)));
+        if diffusers && file.embeddings.is_empty() {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            file.embeddings = sibling_token_embeddings(dir, path)?;
+        }
+        Ok(file)
     }
 
-    /// Splits the tensors of a delta file; an unknown key is an error.
+    /// Splits the tensors of a file of either layout; an unknown key is an error.
     pub fn from_tensors(tensors: HashMap<String, Tensor>) -> Result<Self> {
         let mut deltas = Vec::new();
         let mut embeddings = Vec::new();
@@ -169,7 +274,9 @@ impl CustomDiffusionFile {
         for k in keys {
             let t = tensors[&k].clone();
             if let Some(n) = k.strip_prefix("unet.") {
-                deltas.push((n.to_string(), t));
+                deltas.push((n.to_string(), WeightChange::Delta(t)));
+            } else if let Some(n) = from_processor_key(&k) {
+                deltas.push((n, WeightChange::Replace(t)));
             } else if let Some(tok) = k.strip_prefix("token.") {
                 embeddings.push(EmbeddingFile {
                     token: tok.to_string(),
@@ -177,7 +284,8 @@ impl CustomDiffusionFile {
                 });
             } else {
                 return Err(Error::msg(format!(
-                    "Custom Diffusion key `{k}` is neither `unet.<weight>` nor `token.<modifier>`"
+                    "Custom Diffusion key `{k}` is neither `unet.<weight>`, `token.<modifier>` \
+                     nor diffusers' `<layer>.processor.to_{{k,v}}_custom_diffusion.weight`"
                 )));
             }
         }
@@ -188,7 +296,8 @@ impl CustomDiffusionFile {
     /// weight the UNet lacks or of the wrong shape.
     pub fn unet_overrides(&self, base: &BaseWeights) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
-        for (n, d) in &self.deltas {
+        for (n, change) in &self.deltas {
+            let d = change.tensor();
             let Some(w) = base.unet.get(n) else {
                 return Err(Error::msg(format!(
                     "Custom Diffusion key `unet.{n}` matches no UNet weight"
@@ -201,11 +310,45 @@ impl CustomDiffusionFile {
                     w.dims()
                 )));
             }
-            out.insert(
-                n.clone(),
-                (w + d.to_dtype(w.dtype())?.to_device(w.device())?)?,
-            );
+            let d = d.to_dtype(w.dtype())?.to_device(w.device())?;
+            let weight = match change {
+                WeightChange::Delta(_) => (w + d)?,
+                WeightChange::Replace(_) => d,
+            };
+            out.insert(n.clone(), weight);
         }
         Ok(out)
     }
+}
+
+/// The modifier embeddings diffusers saves beside its processor weights: every other
+/// `*.safetensors` in `dir` whose only key looks like a token (`<new1>`), sorted by token.
+fn sibling_token_embeddings(dir: &Path, weights: &Path) -> Result<Vec<EmbeddingFile>> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p == weights || p.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            continue;
+        }
+        let Ok(tensors) = candle_core::safetensors::load(&p, &candle_core::Device::Cpu) else {
+            continue;
+        };
+        if tensors.len() != 1 {
+            continue;
+        }
+        let (token, t) = tensors.into_iter().next().expect("one tensor");
+        if !(token.starts_with('<') && token.ends_with('>')) {
+            continue;
+        }
+        out.push(EmbeddingFile {
+            token,
+            vectors: t.reshape((1, t.elem_count()))?.to_dtype(DType::F32)?,
+        });
+    }
+    out.sort_by(|a, b| a.token.cmp(&b.token));
+    Ok(out)
 }

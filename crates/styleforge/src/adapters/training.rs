@@ -123,7 +123,7 @@ impl AdapterState {
 
     /// Writes the trained adapter into `dir`: LoRA in both layouts, Textual Inversion as
     /// diffusers' `learned_embeds.safetensors` and an AUTOMATIC1111 embedding named after
-    /// the token, Custom Diffusion's deltas.
+    /// the token, Custom Diffusion's deltas and diffusers' processor weights + token files.
     pub fn save(&self, base: &BaseWeights, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
@@ -154,7 +154,10 @@ impl AdapterState {
                 let stem = if stem.is_empty() { "embedding" } else { stem };
                 save(&t.a1111_tensors()?, &format!("{stem}.safetensors"))?;
             }
-            Self::CustomDiffusion(c) => c.save(base, &dir.join(files::CUSTOM_DIFFUSION))?,
+            Self::CustomDiffusion(c) => {
+                c.save(base, &dir.join(files::CUSTOM_DIFFUSION))?;
+                c.save_diffusers(dir)?;
+            }
         }
         Ok(())
     }
