@@ -294,6 +294,43 @@ fn hub_models_offline_without_cache_fail_clearly() {
     assert!(err.contains("nobody/nothing"), "{err}");
     assert!(err.contains("not in the Hugging Face cache"), "{err}");
     assert!(!out.exists());
+
+    // tokenize and train take Hub names too, with the same answer offline
+    let o = bin()
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["tokenize", "--model", "nobody/nothing", "a cat"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not in the Hugging Face cache"),
+        "{}",
+        stderr(&o)
+    );
+    let cfg = tmp.path().join("run.toml");
+    let run_dir = tmp.path().join("run");
+    std::fs::write(
+        &cfg,
+        format!(
+            "method = \"styleforge\"\n[model]\nbase = \"nobody/nothing\"\n[[data.concepts]]\nstyle_dir = \"s\"\n[output]\ndir = {:?}\n",
+            run_dir.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["train", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("nobody/nothing") && err.contains("not in the Hugging Face cache"),
+        "{err}"
+    );
+    assert!(!run_dir.exists(), "a failed Hub lookup left a run folder");
 }
 
 #[test]

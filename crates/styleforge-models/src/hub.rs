@@ -78,6 +78,9 @@ pub struct HubOptions {
     pub offline: bool,
     /// Show download progress bars.
     pub progress: bool,
+    /// Fetch only these component folders (e.g. `["tokenizer"]` to tokenize without the
+    /// weights); `None` fetches a whole pipeline (a UNet required).
+    pub components: Option<Vec<String>>,
 }
 
 impl HubOptions {
@@ -86,6 +89,14 @@ impl HubOptions {
         Self {
             offline: env_flag("HF_HUB_OFFLINE"),
             ..Self::default()
+        }
+    }
+
+    /// The component folder that must be there for a snapshot to count as fetched.
+    fn key_component(&self) -> &str {
+        match &self.components {
+            Some(c) if !c.iter().any(|c| c == "unet") => c.first().map_or("unet", |s| s),
+            _ => "unet",
         }
     }
 }
@@ -192,7 +203,7 @@ pub fn resolve(model: &HubModel, opts: &HubOptions) -> Result<PathBuf> {
             .repo(model.hf_repo())
             .get("model_index.json")
             .and_then(|p| p.parent().map(Path::to_path_buf))
-            .filter(|dir| dir.join("unet").is_dir());
+            .filter(|dir| dir.join(opts.key_component()).is_dir());
         return found.ok_or_else(|| {
             ModelError::BadInput(format!(
                 "model {model} is not in the Hugging Face cache {} and offline mode \
@@ -220,17 +231,28 @@ pub fn resolve(model: &HubModel, opts: &HubOptions) -> Result<PathBuf> {
     let repo = api.repo(model.hf_repo());
     let info = repo.info().map_err(|e| http_error(model, &endpoint, e))?;
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    let wanted = wanted_files(&files, opts.variant.as_deref());
-    if !wanted.iter().any(|f| f == "model_index.json")
+    let mut wanted = wanted_files(&files, opts.variant.as_deref());
+    if let Some(only) = &opts.components {
+        wanted.retain(|f| {
+            f == "model_index.json" || only.iter().any(|c| f.starts_with(&format!("{c}/")))
+        });
+        let key = opts.key_component();
+        if !wanted.iter().any(|f| f.starts_with(&format!("{key}/"))) {
+            return Err(ModelError::BadInput(format!(
+                "{model} has no {key}/ folder (a diffusers model repo was expected)"
+            )));
+        }
+    } else if !wanted.iter().any(|f| f == "model_index.json")
         || !wanted.iter().any(|f| f.starts_with("unet/"))
     {
         return Err(ModelError::BadInput(format!(
             "{model} is not a diffusers Stable Diffusion model (no model_index.json and unet/)"
         )));
     }
-    if !wanted
-        .iter()
-        .any(|f| f.starts_with("unet/") && f.ends_with(".safetensors"))
+    if opts.key_component() == "unet"
+        && !wanted
+            .iter()
+            .any(|f| f.starts_with("unet/") && f.ends_with(".safetensors"))
     {
         return Err(ModelError::BadInput(format!(
             "{model} has no .safetensors UNet weights (pickled weights are not downloaded)"

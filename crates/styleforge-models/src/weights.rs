@@ -233,31 +233,52 @@ impl candle_nn::var_builder::SimpleBackend for SharedStore {
 ///
 /// Looks for `<stem>.safetensors` (or the `<stem>.<variant>.safetensors` variant, e.g. `fp16`),
 /// for a sharded `<stem>.safetensors.index.json`, and for the `model.safetensors` /
-/// `diffusion_pytorch_model.safetensors` stems transformers and diffusers use.
+/// `diffusion_pytorch_model.safetensors` stems transformers and diffusers use. A component
+/// without files of the asked variant falls back to its plain files (with a warning), as
+/// diffusers does for repos whose variant covers only some components.
 pub fn component_weight_files(dir: &Path, variant: Option<&str>) -> Result<Vec<PathBuf>> {
-    const STEMS: [&str; 2] = ["diffusion_pytorch_model", "model"];
     let mut tried = Vec::new();
-    let suffixes: Vec<String> = match variant {
-        Some(v) => vec![format!(".{v}.safetensors")],
-        None => vec![".safetensors".to_string()],
-    };
-    for stem in STEMS {
-        for suffix in &suffixes {
-            let single = dir.join(format!("{stem}{suffix}"));
-            if single.is_file() {
-                return Ok(vec![single]);
-            }
-            tried.push(format!("{stem}{suffix}"));
-            let index = dir.join(format!("{stem}{suffix}.index.json"));
-            if index.is_file() {
-                return sharded_files(&index);
-            }
+    if let Some(v) = variant {
+        if let Some(files) = find_weight_files(dir, &format!(".{v}.safetensors"), &mut tried)? {
+            return Ok(files);
         }
+    }
+    if let Some(files) = find_weight_files(dir, ".safetensors", &mut tried)? {
+        if let Some(v) = variant {
+            tracing::warn!(
+                "{}: no `{v}` variant weights, using the plain ones ({})",
+                dir.display(),
+                files[0].display()
+            );
+        }
+        return Ok(files);
     }
     Err(ModelError::NoWeights {
         dir: dir.to_path_buf(),
         expected: tried.join(" or "),
     })
+}
+
+/// The single or sharded weight files of `dir` whose names end in `suffix`, if any; the
+/// names looked for are added to `tried`.
+fn find_weight_files(
+    dir: &Path,
+    suffix: &str,
+    tried: &mut Vec<String>,
+) -> Result<Option<Vec<PathBuf>>> {
+    const STEMS: [&str; 2] = ["diffusion_pytorch_model", "model"];
+    for stem in STEMS {
+        let single = dir.join(format!("{stem}{suffix}"));
+        if single.is_file() {
+            return Ok(Some(vec![single]));
+        }
+        tried.push(format!("{stem}{suffix}"));
+        let index = dir.join(format!("{stem}{suffix}.index.json"));
+        if index.is_file() {
+            return sharded_files(&index).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// The shard files named by a `*.safetensors.index.json` (its `weight_map`).

@@ -373,3 +373,29 @@ fn offline_without_cache_and_unknown_repos_fail_clearly() {
     assert!(resolve_arg(&fixture(), &opts(&server, home.path())).is_none());
     assert!(resolve_arg(Path::new("./missing"), &opts(&server, home.path())).is_none());
 }
+
+#[test]
+fn a_component_subset_fetches_only_those_folders() {
+    let server = serve();
+    let home = tempfile::tempdir().unwrap();
+    let only = HubOptions {
+        components: Some(vec!["tokenizer".into()]),
+        ..opts(&server, home.path())
+    };
+    let snapshot = resolve(&HubModel::parse(REPO).unwrap(), &only).unwrap();
+    assert!(snapshot.join("tokenizer/vocab.json").is_file());
+    assert!(snapshot.join("model_index.json").is_file());
+    assert!(!snapshot.join("unet").exists());
+    assert!(!snapshot.join("text_encoder").exists());
+    styleforge_models::tokenizer::ClipTokenizer::from_folder(&snapshot).unwrap();
+    // and offline, the tokenizer alone is enough
+    let offline = HubOptions {
+        offline: true,
+        endpoint: Some("http://127.0.0.1:9".into()),
+        ..only
+    };
+    assert_eq!(
+        resolve(&HubModel::parse(REPO).unwrap(), &offline).unwrap(),
+        snapshot
+    );
+}

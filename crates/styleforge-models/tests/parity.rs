@@ -101,6 +101,27 @@ fn unet_fp16_variant_is_upcast_and_close_to_fp32() {
     assert_close("unet_out (fp16 weights)", &out, &r["unet_out"], 2e-2);
 }
 
+#[test]
+fn components_without_the_variant_fall_back_to_their_plain_weights() {
+    // tiny-sd2 ships `fp16` weights for the UNet only, as many hub repos do for a subset.
+    let folder = ModelFolder::open(fixture("tiny-sd2")).unwrap();
+    let opts = LoadOptions {
+        variant: Some("fp16".into()),
+        ..Default::default()
+    };
+    let vae = folder.vae(&opts).unwrap();
+    assert!(vae.unused_tensors.is_empty());
+    let r = reference("tiny-sd2");
+    let te = folder.text_encoder(&opts).unwrap().model;
+    let out = te.forward(&ids(&r["input_ids"])).unwrap();
+    assert_close(
+        "text_last_hidden (plain fallback)",
+        &out,
+        &r["text_last_hidden"],
+        TOL,
+    );
+}
+
 fn check_vae(model: &str) {
     let folder = ModelFolder::open(fixture(model)).unwrap();
     let loaded = folder.vae(&LoadOptions::default()).unwrap();

@@ -8,8 +8,9 @@ use styleforge::tokenizer::{ClipTokenizer, Encoding};
 /// Arguments of `styleforge tokenize`.
 #[derive(clap::Args, Debug)]
 pub struct TokenizeArgs {
-    /// Model folder (diffusers layout: DIR/tokenizer/) or a tokenizer folder itself;
-    /// without it, the standard CLIP tokenizer of Stable Diffusion 1.x is used.
+    /// Model folder (diffusers layout: DIR/tokenizer/), a tokenizer folder itself, or a
+    /// Hub model `owner/name[@revision]` (only its tokenizer is fetched); without it, the
+    /// standard CLIP tokenizer of Stable Diffusion 1.x is used.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Print a JSON object (ids padded to the maximum length, length, truncated, tokens)
@@ -23,11 +24,24 @@ pub struct TokenizeArgs {
 /// Runs `styleforge tokenize`.
 pub fn run(args: &TokenizeArgs) -> anyhow::Result<()> {
     let (tokenizer, source) = match &args.model {
-        Some(dir) => (
-            ClipTokenizer::from_folder(dir)
-                .with_context(|| format!("cannot load the tokenizer of {}", dir.display()))?,
-            dir.display().to_string(),
-        ),
+        Some(arg) => {
+            let opts = styleforge::models::hub::HubOptions {
+                components: Some(vec!["tokenizer".into()]),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ..styleforge::models::hub::HubOptions::from_env()
+            };
+            let dir = match styleforge::models::hub::resolve_arg(arg, &opts) {
+                Some(found) => {
+                    found.with_context(|| format!("cannot get the Hub model {}", arg.display()))?
+                }
+                None => arg.clone(),
+            };
+            (
+                ClipTokenizer::from_folder(&dir)
+                    .with_context(|| format!("cannot load the tokenizer of {}", arg.display()))?,
+                arg.display().to_string(),
+            )
+        }
         None => (
             ClipTokenizer::standard().context("cannot build the standard CLIP tokenizer")?,
             "standard CLIP tokenizer".to_string(),

@@ -11,8 +11,9 @@ use crate::progress::Bar;
 
 /// Arguments of `styleforge train`.
 ///
-/// The config file has sections `[model]` (base: a diffusers folder or a single-file
-/// `.safetensors`, converted once into <run>/base-model/; variant; config: configs for a
+/// The config file has sections `[model]` (base: a diffusers folder, a single-file
+/// `.safetensors` converted once into <run>/base-model/, or a Hub model owner/name[@rev]
+/// fetched into the Hugging Face cache; variant; config: configs for a
 /// single-file base, as `convert --config`), `[[data.concepts]]` (style_dir,
 /// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images),
 /// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,

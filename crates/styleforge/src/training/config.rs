@@ -94,8 +94,9 @@ pub struct ConceptConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// A diffusers folder or a single-file checkpoint (`*.safetensors`, converted once into
-    /// `<run>/base-model/`); never written to.
+    /// A diffusers folder, a single-file checkpoint (`*.safetensors`, converted once into
+    /// `<run>/base-model/`) or a Hub model `owner/name[@revision]` (fetched into the Hugging
+    /// Face cache); never written to.
     pub base: PathBuf,
     /// Weights variant (`fp16`), up-cast to f32 for training.
     #[serde(default)]

@@ -759,6 +759,23 @@ fn folder_base(cfg: &ResolvedConfig) -> Result<Option<ResolvedConfig>> {
     Ok(Some(out))
 }
 
+/// For a Hub base (`owner/name[@revision]` that is no local path): the config with the
+/// model's snapshot folder in the Hugging Face cache as its base, downloaded if needed.
+fn hub_base(cfg: &ResolvedConfig) -> Result<Option<ResolvedConfig>> {
+    use styleforge_models::hub;
+    let opts = hub::HubOptions {
+        variant: cfg.variant.clone(),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..hub::HubOptions::from_env()
+    };
+    let Some(found) = hub::resolve_arg(&cfg.base, &opts) else {
+        return Ok(None);
+    };
+    let mut out = cfg.clone();
+    out.base = found?;
+    Ok(Some(out))
+}
+
 /// Runs a training job from its resolved config.
 pub fn train(
     cfg: &ResolvedConfig,
@@ -766,10 +783,19 @@ pub fn train(
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
     let device = Device::Cpu;
+    let hub_cfg;
+    let (cfg, as_named) = match hub_base(cfg)? {
+        Some(c) => {
+            hub_cfg = c;
+            (&hub_cfg, cfg)
+        }
+        None => (cfg, cfg),
+    };
     check_output_dir(&cfg.base, &cfg.output_dir)?;
     std::fs::create_dir_all(&cfg.output_dir).map_err(io(&cfg.output_dir))?;
     let config_path = cfg.output_dir.join("config.toml");
-    std::fs::write(&config_path, cfg.to_toml()?).map_err(io(&config_path))?;
+    // The run records the base as the user named it (a Hub name stays a Hub name).
+    std::fs::write(&config_path, as_named.to_toml()?).map_err(io(&config_path))?;
     let folder_cfg;
     let cfg = match folder_base(cfg)? {
         Some(c) => {
