@@ -7,16 +7,21 @@
 //! - [`unet`]: `UNet2DConditionModel`, the noise predictor.
 //! - [`vae`]: `AutoencoderKL`, image ⇄ latent.
 //! - [`clip_text`]: `CLIPTextModel`, prompt ids → conditioning.
+//! - [`clip_vision`]: `CLIPVisionModel`, `CLIPModel` (both towers + projections), the CLIP
+//!   image processor and CLIP-T / CLIP-I scores for evaluation.
+//! - [`inception`]: the FID InceptionV3 (pytorch-fid's), images → 2048-d pool3 features.
 //! - [`nn`]: the layers these share (norms, attention, resampling), each with a backward.
 //! - [`weights`]: strict safetensors loading with clear errors, frozen or trainable.
 //! - [`folder`]: a diffusers model folder (`model_index.json`, `unet/`, `vae/`, ...).
 
 pub mod blocks;
 pub mod clip_text;
+pub mod clip_vision;
 pub mod config;
 pub mod error;
 pub mod folder;
 pub mod hub;
+pub mod inception;
 pub mod init;
 pub mod nn;
 pub mod single_file;

@@ -17,6 +17,28 @@ use crate::error::{ModelError, Result};
 use crate::nn::attention::{merge_heads, scaled_dot_product_attention, split_heads};
 use crate::nn::{kernels, LayerNorm};
 
+/// The shape of one CLIP encoder layer; the text and vision towers share the layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerDims {
+    pub(crate) hidden_size: usize,
+    pub(crate) intermediate_size: usize,
+    pub(crate) num_attention_heads: usize,
+    pub(crate) hidden_act: Activation,
+    pub(crate) layer_norm_eps: f64,
+}
+
+impl From<&ClipTextConfig> for LayerDims {
+    fn from(cfg: &ClipTextConfig) -> Self {
+        Self {
+            hidden_size: cfg.hidden_size,
+            intermediate_size: cfg.intermediate_size,
+            num_attention_heads: cfg.num_attention_heads,
+            hidden_act: cfg.hidden_act,
+            layer_norm_eps: cfg.layer_norm_eps,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ClipAttention {
     q_proj: Linear,
@@ -28,7 +50,7 @@ struct ClipAttention {
 }
 
 impl ClipAttention {
-    fn new(cfg: &ClipTextConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &LayerDims, vb: VarBuilder) -> candle_core::Result<Self> {
         let d = cfg.hidden_size;
         Ok(Self {
             q_proj: candle_nn::linear(d, d, vb.pp("q_proj"))?,
@@ -40,7 +62,9 @@ impl ClipAttention {
         })
     }
 
-    fn forward(&self, x: &Tensor, causal_mask: &Tensor) -> candle_core::Result<Tensor> {
+    /// `causal_mask`: the text tower's `[n, n]` mask; `None` (the vision tower) attends
+    /// everywhere.
+    fn forward(&self, x: &Tensor, causal_mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
         if kernels::use_cpu_kernels(x) {
             // The fused kernel applies the causal mask itself and reads heads in place.
             let q = self.q_proj.forward(x)?;
@@ -52,14 +76,14 @@ impl ClipAttention {
                 &v,
                 self.heads,
                 self.scale as f32,
-                true,
+                causal_mask.is_some(),
             )?;
             return self.out_proj.forward(&out);
         }
         let q = split_heads(&self.q_proj.forward(x)?, self.heads)?;
         let k = split_heads(&self.k_proj.forward(x)?, self.heads)?;
         let v = split_heads(&self.v_proj.forward(x)?, self.heads)?;
-        let out = scaled_dot_product_attention(&q, &k, &v, self.scale, Some(causal_mask))?;
+        let out = scaled_dot_product_attention(&q, &k, &v, self.scale, causal_mask)?;
         self.out_proj.forward(&merge_heads(&out)?)
     }
 }
@@ -72,7 +96,7 @@ struct ClipMlp {
 }
 
 impl ClipMlp {
-    fn new(cfg: &ClipTextConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(cfg: &LayerDims, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(Self {
             fc1: candle_nn::linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
             fc2: candle_nn::linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
@@ -91,8 +115,10 @@ impl ClipMlp {
     }
 }
 
+/// One pre-norm transformer layer (`layer_norm1`, `self_attn`, `layer_norm2`, `mlp`), as
+/// transformers' `CLIPEncoderLayer`; shared with the vision tower.
 #[derive(Debug, Clone)]
-struct ClipEncoderLayer {
+pub(crate) struct ClipEncoderLayer {
     layer_norm1: LayerNorm,
     self_attn: ClipAttention,
     layer_norm2: LayerNorm,
@@ -100,7 +126,7 @@ struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    fn new(cfg: &ClipTextConfig, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub(crate) fn new(cfg: &LayerDims, vb: VarBuilder) -> candle_core::Result<Self> {
         let (d, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
         Ok(Self {
             layer_norm1: LayerNorm::new(d, eps, vb.pp("layer_norm1"))?,
@@ -110,7 +136,12 @@ impl ClipEncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, causal_mask: &Tensor) -> candle_core::Result<Tensor> {
+    /// `x` `[b, n, hidden]`; `causal_mask` as in `ClipAttention::forward`.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        causal_mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let h = (self
             .self_attn
             .forward(&self.layer_norm1.forward(x)?, causal_mask)?
@@ -155,7 +186,7 @@ impl ClipTextModel {
             .pp("position_embedding")
             .get((config.max_position_embeddings, d), "weight")?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| ClipEncoderLayer::new(config, vb.pp("encoder").pp("layers").pp(i)))
+            .map(|i| ClipEncoderLayer::new(&config.into(), vb.pp("encoder").pp("layers").pp(i)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let final_layer_norm = LayerNorm::new(d, config.layer_norm_eps, vb.pp("final_layer_norm"))?;
         Ok(Self {
@@ -227,7 +258,7 @@ impl ClipTextModel {
             .broadcast_add(&positions)?;
         let mask = causal_mask(n, h.dtype(), h.device())?;
         for layer in &self.layers[..self.layers.len() - clip_skip] {
-            h = layer.forward(&h, &mask)?;
+            h = layer.forward(&h, Some(&mask))?;
         }
         let hidden_state = self.final_layer_norm.forward(&h)?;
         let eos: Vec<u32> = ids_host
