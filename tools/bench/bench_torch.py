@@ -152,6 +152,21 @@ def current_rss_mb():
         return None
 
 
+def gemm_peak(size=2048, repeats=5):
+    """GFLOP/s of the best of `repeats` square f32 products (torch.mm, MKL on x86)."""
+    import torch
+
+    a = torch.randn(size, size)
+    b = torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best / 1e9
+
+
 def child_main(args):
     import resource
 
@@ -159,6 +174,9 @@ def child_main(args):
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
+    if args.child == "gemm-peak":
+        print("RESULT " + json.dumps({"gflops": gemm_peak()}), flush=True)
+        return
     import diffusers
     import transformers
 
@@ -284,6 +302,9 @@ def main():
     import diffusers
     import torch
 
+    peak = run_child("gemm-peak", args, 1).get("gflops")
+    if peak is not None:
+        print(f"f32 gemm peak (2048^3): {peak:.1f} GFLOP/s", file=sys.stderr, flush=True)
     results = {}
     for name in names:
         reps = args.repeats if args.repeats is not None else WORKLOADS[name][3]
@@ -309,6 +330,7 @@ def main():
         "python": sys.version.split()[0],
         "warmup": args.warmup,
         "latent_hw": list(LATENT_HW),
+        "gemm_peak_gflops": peak,
         "workloads": results,
     }
     print_table(results)

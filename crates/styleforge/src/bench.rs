@@ -104,6 +104,18 @@ pub struct Timing {
     pub max_ms: f64,
     /// Number of timed repeats.
     pub repeats: usize,
+    /// Conv / matmul / attention-product FLOPs of one repetition, in GFLOP (a training
+    /// step counts its forward pass three times: the backward of each product is two
+    /// products of the same size).
+    #[serde(default)]
+    pub gflop: f64,
+}
+
+impl Timing {
+    /// Achieved GFLOP/s at the median time.
+    pub fn gflops(&self) -> f64 {
+        self.gflop / (self.median_ms / 1e3)
+    }
 }
 
 impl Timing {
@@ -120,6 +132,7 @@ impl Timing {
             min_ms: ms[0],
             max_ms: ms[n - 1],
             repeats: n,
+            gflop: 0.0,
         }
     }
 }
@@ -202,7 +215,10 @@ fn prepare(w: &Workload, device: &Device) -> crate::Result<Box<dyn FnMut() -> cr
 /// Runs `warmup` untimed and `repeats` timed repetitions of a workload.
 pub fn run(w: &Workload, warmup: usize, repeats: usize, device: &Device) -> crate::Result<Timing> {
     let mut once = prepare(w, device)?;
-    for _ in 0..warmup {
+    // The first warm-up (or one extra untimed run) counts the work.
+    let (first, flop) = styleforge_models::nn::flops::measure(&mut once);
+    first?;
+    for _ in 1..warmup {
         once()?;
     }
     let mut samples = Vec::with_capacity(repeats.max(1));
@@ -211,5 +227,12 @@ pub fn run(w: &Workload, warmup: usize, repeats: usize, device: &Device) -> crat
         once()?;
         samples.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(Timing::from_samples(samples))
+    let passes = match w.kind {
+        BenchKind::Forward => 1.0,
+        BenchKind::TrainStep => 3.0,
+    };
+    Ok(Timing {
+        gflop: flop as f64 * passes / 1e9,
+        ..Timing::from_samples(samples)
+    })
 }

@@ -2,7 +2,7 @@
 //! memory is per workload, and optionally PyTorch's timings of the same workloads in the
 //! same run for a ratio.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -51,7 +51,15 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The square size of the gemm peak measurement.
+const PEAK_SIZE: usize = 2048;
+
 fn run_child(name: &str, args: &BenchArgs) -> Result<()> {
+    if name == "gemm-peak" {
+        let gflops = styleforge::models::nn::kernels::gemm_peak_gflops(PEAK_SIZE, 5);
+        println!("{}", json!({ "gflops": gflops, "size": PEAK_SIZE }));
+        return Ok(());
+    }
     let w = bench::workload(name).with_context(|| format!("unknown workload `{name}`"))?;
     let timing = bench::run(&w, args.warmup, args.repeats, &candle_core_device())?;
     let out = json!({ "timing": timing, "peak_rss_mb": peak_rss_mb() });
@@ -108,6 +116,26 @@ fn torch_results(python: &PathBuf, args: &BenchArgs, names: &[&str]) -> Result<V
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Runs `name` (a workload or `gemm-peak`) in a fresh process and reads its JSON line.
+fn child_json(exe: &Path, name: &str, args: &BenchArgs) -> Result<Value> {
+    let output = Command::new(exe)
+        .args(["bench", "--child", name])
+        .args(["--repeats", &args.repeats.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .env("RAYON_NUM_THREADS", args.threads.to_string())
+        .output()
+        .context("cannot start a benchmark process")?;
+    if !output.status.success() {
+        bail!(
+            "workload {name} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(line.trim())
+        .with_context(|| format!("unreadable result from {name}: {line}"))
+}
+
 /// Runs `styleforge bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(name) = &args.child {
@@ -125,34 +153,37 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let names = selected(&args.workloads)?;
     let exe = std::env::current_exe().context("cannot find the styleforge executable")?;
     let mut ours = serde_json::Map::new();
+    eprintln!("measuring the f32 gemm peak ({PEAK_SIZE}³) ...");
+    let peak = child_json(&exe, "gemm-peak", args)?;
+    let peak_gflops = peak["gflops"].as_f64().unwrap_or(f64::NAN);
     for name in &names {
         eprintln!("timing {name} ...");
-        let output = Command::new(&exe)
-            .args(["bench", "--child", name])
-            .args(["--repeats", &args.repeats.to_string()])
-            .args(["--warmup", &args.warmup.to_string()])
-            .env("RAYON_NUM_THREADS", args.threads.to_string())
-            .output()
-            .context("cannot start a benchmark process")?;
-        if !output.status.success() {
-            bail!(
-                "workload {name} failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        let line = String::from_utf8_lossy(&output.stdout);
-        let value: Value = serde_json::from_str(line.trim())
-            .with_context(|| format!("unreadable result from {name}: {line}"))?;
-        ours.insert(name.to_string(), value);
+        ours.insert(name.to_string(), child_json(&exe, name, args)?);
     }
     let torch = match &args.torch {
         Some(python) => Some(torch_results(python, args, &names)?),
         None => None,
     };
 
+    let torch_peak = torch.as_ref().and_then(|t| t["gemm_peak_gflops"].as_f64());
+    let fmt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |x| format!("{x:.p$}"));
     println!(
-        "{:<22} {:>11} {:>17} {:>9} {:>11} {:>9} {:>7}",
-        "workload", "ours ms", "(min-max)", "ours MiB", "torch ms", "torch MiB", "ratio"
+        "f32 gemm peak ({PEAK_SIZE}³, {} threads): ours {peak_gflops:.1} GFLOP/s, PyTorch {} GFLOP/s",
+        args.threads,
+        fmt(torch_peak, 1)
+    );
+    println!(
+        "{:<22} {:>11} {:>17} {:>9} {:>11} {:>9} {:>7} {:>8} {:>6} {:>8}",
+        "workload",
+        "ours ms",
+        "(min-max)",
+        "ours MiB",
+        "torch ms",
+        "torch MiB",
+        "ratio",
+        "GFLOP/s",
+        "%peak",
+        "torch GF"
     );
     for name in &names {
         let v = &ours[*name];
@@ -161,9 +192,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let tw = torch.as_ref().map(|t| &t["workloads"][*name]);
         let tms = tw.and_then(|w| w["median_ms"].as_f64());
         let tmem = tw.and_then(|w| w["peak_rss_mb"].as_f64());
-        let fmt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |x| format!("{x:.p$}"));
         println!(
-            "{:<22} {:>11.1} {:>17} {:>9.0} {:>11} {:>9} {:>7}",
+            "{:<22} {:>11.1} {:>17} {:>9.0} {:>11} {:>9} {:>7} {:>8.1} {:>6.0} {:>8}",
             name,
             t.median_ms,
             format!("({:.1}-{:.1})", t.min_ms, t.max_ms),
@@ -171,11 +201,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             fmt(tms, 1),
             fmt(tmem, 0),
             fmt(tms.map(|x| t.median_ms / x), 2),
+            t.gflops(),
+            100.0 * t.gflops() / peak_gflops,
+            fmt(tms.map(|x| t.gflop / (x / 1e3)), 1),
         );
     }
     if let Some(path) = &args.json {
         let all = json!({
             "threads": args.threads,
+            "gemm_peak_gflops": { "styleforge": peak_gflops, "pytorch": torch_peak },
             "styleforge": ours,
             "pytorch": torch,
         });

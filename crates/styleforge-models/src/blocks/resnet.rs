@@ -1,8 +1,9 @@
 //! `ResnetBlock2D`: two norm → SiLU → conv stages with an optional time embedding.
 
 use crate::nn::Conv2d;
+use crate::nn::Linear;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::nn::{conv2d, norm_silu, GroupNorm};
 
@@ -41,7 +42,7 @@ impl ResnetBlock2D {
         let (cin, cout) = (cfg.in_channels, cfg.out_channels);
         let time_emb_proj = cfg
             .temb_channels
-            .map(|t| candle_nn::linear(t, cout, vb.pp("time_emb_proj")))
+            .map(|t| crate::nn::linear(t, cout, vb.pp("time_emb_proj")))
             .transpose()?;
         let conv_shortcut = if cin != cout {
             Some(conv2d(cin, cout, 1, 1, 0, vb.pp("conv_shortcut"))?)

@@ -1,8 +1,9 @@
 //! `Transformer2DModel`: the spatial transformer that lets the UNet attend to the prompt.
 
 use crate::nn::Conv2d;
+use crate::nn::Linear;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::nn::{conv2d, kernels, Attention, GroupNorm, LayerNorm};
 
@@ -18,8 +19,8 @@ impl FeedForward {
     fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
         let inner = dim * 4;
         Ok(Self {
-            proj_in: candle_nn::linear(dim, inner * 2, vb.pp("net").pp("0").pp("proj"))?,
-            proj_out: candle_nn::linear(inner, dim, vb.pp("net").pp("2"))?,
+            proj_in: crate::nn::linear(dim, inner * 2, vb.pp("net").pp("0").pp("proj"))?,
+            proj_out: crate::nn::linear(inner, dim, vb.pp("net").pp("2"))?,
         })
     }
 
@@ -136,7 +137,7 @@ impl Transformer2DModel {
         }
         let projection = |name: &str| -> Result<Projection> {
             Ok(if cfg.use_linear_projection {
-                Projection::Linear(candle_nn::linear(c, c, vb.pp(name))?)
+                Projection::Linear(crate::nn::linear(c, c, vb.pp(name))?)
             } else {
                 Projection::Conv(conv2d(c, c, 1, 1, 0, vb.pp(name))?)
             })

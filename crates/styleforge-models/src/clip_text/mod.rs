@@ -8,8 +8,9 @@ pub mod config;
 
 use std::path::Path;
 
+use crate::nn::Linear;
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 pub use config::{Activation, ClipTextConfig};
 
@@ -53,10 +54,10 @@ impl ClipAttention {
     fn new(cfg: &LayerDims, vb: VarBuilder) -> candle_core::Result<Self> {
         let d = cfg.hidden_size;
         Ok(Self {
-            q_proj: candle_nn::linear(d, d, vb.pp("q_proj"))?,
-            k_proj: candle_nn::linear(d, d, vb.pp("k_proj"))?,
-            v_proj: candle_nn::linear(d, d, vb.pp("v_proj"))?,
-            out_proj: candle_nn::linear(d, d, vb.pp("out_proj"))?,
+            q_proj: crate::nn::linear(d, d, vb.pp("q_proj"))?,
+            k_proj: crate::nn::linear(d, d, vb.pp("k_proj"))?,
+            v_proj: crate::nn::linear(d, d, vb.pp("v_proj"))?,
+            out_proj: crate::nn::linear(d, d, vb.pp("out_proj"))?,
             heads: cfg.num_attention_heads,
             scale: ((d / cfg.num_attention_heads) as f64).powf(-0.5),
         })
@@ -98,8 +99,8 @@ struct ClipMlp {
 impl ClipMlp {
     fn new(cfg: &LayerDims, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(Self {
-            fc1: candle_nn::linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: crate::nn::linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
+            fc2: crate::nn::linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
             act: cfg.hidden_act,
         })
     }

@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::nn::Linear;
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -207,8 +208,8 @@ impl ClipModel {
         let vision_model = ClipVisionModel::new(&config.vision_config, vb.clone())?;
         let p = config.projection_dim;
         let text_projection =
-            candle_nn::linear_no_bias(config.text_config.hidden_size, p, vb.pp("text_projection"))?;
-        let visual_projection = candle_nn::linear_no_bias(
+            crate::nn::linear_no_bias(config.text_config.hidden_size, p, vb.pp("text_projection"))?;
+        let visual_projection = crate::nn::linear_no_bias(
             config.vision_config.hidden_size,
             p,
             vb.pp("visual_projection"),

@@ -1,7 +1,8 @@
 //! Multi-head attention (diffusers' `Attention`) and a softmax that has a backward pass.
 
+use crate::nn::Linear;
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::kernels;
 
@@ -33,6 +34,9 @@ pub fn scaled_dot_product_attention(
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
+    if let (Ok((b, h, n, d)), Ok(m)) = (q.dims4(), k.dim(2)) {
+        super::flops::add(4 * (b * h * n * m * d) as u64);
+    }
     if mask.is_none() && kernels::use_cpu_kernels(q) {
         return kernels::attention::attention(q, k, v, scale as f32);
     }
@@ -106,16 +110,16 @@ impl Attention {
         let context_dim = context_dim.unwrap_or(query_dim);
         let proj = |i, o, name| {
             if qkv_bias {
-                candle_nn::linear(i, o, vb.pp(name))
+                crate::nn::linear(i, o, vb.pp(name))
             } else {
-                candle_nn::linear_no_bias(i, o, vb.pp(name))
+                crate::nn::linear_no_bias(i, o, vb.pp(name))
             }
         };
         Ok(Self {
             to_q: proj(query_dim, inner, "to_q")?,
             to_k: proj(context_dim, inner, "to_k")?,
             to_v: proj(context_dim, inner, "to_v")?,
-            to_out: candle_nn::linear(inner, query_dim, vb.pp("to_out").pp("0"))?,
+            to_out: crate::nn::linear(inner, query_dim, vb.pp("to_out").pp("0"))?,
             heads,
             scale: (head_dim as f64).powf(-0.5),
             detach_first_context_token: false,

@@ -58,6 +58,11 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let (Ok((n, _, h, w)), Ok((cout, cin, kh, kw))) = (x.dims4(), self.weight.dims4()) {
+            let out =
+                |len: usize, k: usize| (len + 2 * self.padding).saturating_sub(k) / self.stride + 1;
+            super::flops::add_matmul(n * out(h, kh) * out(w, kw), cin * kh * kw, cout);
+        }
         if kernels::use_cpu_kernels(x) && self.weight.dtype() == x.dtype() {
             let bias = self.bias.as_ref();
             return kernels::conv::conv2d(x, &self.weight, bias, self.stride, self.padding);

@@ -6,12 +6,15 @@
 
 pub mod attention;
 pub mod conv;
+pub mod flops;
 pub mod kernels;
+pub mod linear;
 pub mod norm;
 pub mod resample;
 
 pub use attention::{softmax_last_dim, Attention};
 pub use conv::Conv2d;
+pub use linear::{linear, linear_no_bias, Linear};
 pub use norm::{GroupNorm, LayerNorm};
 pub use resample::upsample_nearest;
 

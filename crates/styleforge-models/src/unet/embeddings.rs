@@ -1,7 +1,8 @@
 //! Sinusoidal timestep embedding and the MLP that widens it (`time_embedding`).
 
+use crate::nn::Linear;
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 /// Sinusoidal features of one timestep per sample: `timesteps` `[b]` → `[b, dim]`.
 ///
@@ -49,8 +50,8 @@ impl TimestepEmbedding {
     /// Loads `linear_1` `[time_dim, in_dim]` and `linear_2` `[time_dim, time_dim]`.
     pub fn new(in_dim: usize, time_dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(in_dim, time_dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(time_dim, time_dim, vb.pp("linear_2"))?,
+            linear_1: crate::nn::linear(in_dim, time_dim, vb.pp("linear_1"))?,
+            linear_2: crate::nn::linear(time_dim, time_dim, vb.pp("linear_2"))?,
         })
     }
 }

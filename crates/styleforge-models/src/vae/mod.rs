@@ -6,8 +6,9 @@ pub mod config;
 use std::path::Path;
 
 use crate::nn::Conv2d;
+use crate::nn::Linear;
 use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 pub use config::VaeConfig;
 
@@ -54,10 +55,10 @@ impl SpatialSelfAttention {
     fn new(channels: usize, groups: usize, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(Self {
             group_norm: GroupNorm::new(groups, channels, EPS, vb.pp("group_norm"))?,
-            to_q: candle_nn::linear(channels, channels, vb.pp("to_q"))?,
-            to_k: candle_nn::linear(channels, channels, vb.pp("to_k"))?,
-            to_v: candle_nn::linear(channels, channels, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(channels, channels, vb.pp("to_out").pp("0"))?,
+            to_q: crate::nn::linear(channels, channels, vb.pp("to_q"))?,
+            to_k: crate::nn::linear(channels, channels, vb.pp("to_k"))?,
+            to_v: crate::nn::linear(channels, channels, vb.pp("to_v"))?,
+            to_out: crate::nn::linear(channels, channels, vb.pp("to_out").pp("0"))?,
             channels,
         })
     }

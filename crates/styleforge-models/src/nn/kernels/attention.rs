@@ -477,6 +477,10 @@ pub fn attention_heads(
     scale: f32,
     causal: bool,
 ) -> Result<Tensor> {
+    if let (Ok((b, n, inner)), Ok(m)) = (q.dims3(), k.dim(1)) {
+        // scores q·kᵀ and output p·v, each 2·b·n·m·inner
+        crate::nn::flops::add(4 * (b * n * m * inner) as u64);
+    }
     q.contiguous()?.apply_op3(
         &k.contiguous()?,
         &v.contiguous()?,

@@ -10,12 +10,14 @@ pub mod attention;
 pub mod conv;
 pub mod geglu;
 pub mod norm;
+pub mod peak;
 pub mod runtime;
 pub mod simd;
 pub mod softmax;
 #[cfg(test)]
 mod timing;
 
+pub use peak::gemm_peak_gflops;
 pub use runtime::configure_cpu_runtime;
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};

@@ -14,9 +14,20 @@
 ///   op, so each new tensor page-faults its memory in (a quarter of a train step's time in
 ///   the kernel). Raising the mmap and trim thresholds keeps freed tensor memory for reuse.
 ///
+/// - `RAYON_NUM_THREADS` (unless set) to the CPUs this process may use: candle sizes its
+///   matmul threads by the *physical* core count, which some virtual machines report as 1
+///   (every matmul then ran on one thread of two: a 2-core VM's text encoder took 1.2×
+///   longer), while rayon's pool, which our kernels use, takes every CPU.
+///
 /// Returns a short description of what it changed, for logs.
 pub fn configure_cpu_runtime() -> String {
     let mut done = Vec::new();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        if let Ok(n) = std::thread::available_parallelism() {
+            std::env::set_var("RAYON_NUM_THREADS", n.get().to_string());
+            done.push("RAYON_NUM_THREADS = available CPUs");
+        }
+    }
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
         done.push("CANDLE_NUM_THREADS=1");
