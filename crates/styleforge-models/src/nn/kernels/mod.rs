@@ -11,6 +11,7 @@ pub mod conv;
 pub mod geglu;
 pub mod norm;
 pub mod peak;
+pub mod quick_gelu;
 pub mod runtime;
 pub mod simd;
 pub mod softmax;

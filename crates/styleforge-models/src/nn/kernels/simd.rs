@@ -91,14 +91,39 @@ pub fn softmax_rows_inplace(s: &mut [f32], m: usize, scale: f32) {
     if m == 0 {
         return;
     }
+    if m < 4 * LANES {
+        for row in s.chunks_mut(m) {
+            let mx = max(row);
+            let shift = if mx.is_finite() { mx * scale } else { 0.0 };
+            row.iter_mut().for_each(|v| *v = *v * scale - shift);
+        }
+        s.iter_mut().for_each(|v| *v = exp(*v));
+        for row in s.chunks_mut(m) {
+            let inv = 1.0 / sum(row);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+        return;
+    }
+    // Long rows: three passes (max; exponentials and their sum together; scale) instead
+    // of five.
     for row in s.chunks_mut(m) {
         let mx = max(row);
         let shift = if mx.is_finite() { mx * scale } else { 0.0 };
-        row.iter_mut().for_each(|v| *v = *v * scale - shift);
-    }
-    s.iter_mut().for_each(|v| *v = exp(*v));
-    for row in s.chunks_mut(m) {
-        let inv = 1.0 / sum(row);
+        let mut acc = [0f32; LANES];
+        let mut it = row.chunks_exact_mut(LANES);
+        for c in &mut it {
+            for i in 0..LANES {
+                let e = exp(c[i] * scale - shift);
+                c[i] = e;
+                acc[i] += e;
+            }
+        }
+        let mut total = 0f32;
+        for v in it.into_remainder() {
+            *v = exp(*v * scale - shift);
+            total += *v;
+        }
+        let inv = 1.0 / (hsum(acc) + total);
         row.iter_mut().for_each(|v| *v *= inv);
     }
 }
