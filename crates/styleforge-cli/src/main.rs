@@ -35,6 +35,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Convert a diffusers folder to a single-file checkpoint, or a single file to a folder.
     Convert(commands::convert::ConvertArgs),
+    /// Score generated images against reference images: FID, KID, CLIP-T, CLIP-I, HTML report.
+    Eval(commands::eval::EvalArgs),
 }
 
 fn init_logging(quiet: bool, verbose: bool) {
@@ -75,6 +77,7 @@ fn main() -> std::process::ExitCode {
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Convert(args) => commands::convert::run(args, cli.quiet),
+        Command::Eval(args) => commands::eval::run(args, cli.quiet),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

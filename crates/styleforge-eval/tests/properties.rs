@@ -297,3 +297,42 @@ fn fid_full_size_timing() {
     .unwrap();
     eprintln!("kid {:?}: {} ± {}", t.elapsed(), k.mean, k.std);
 }
+
+/// Small sets (`n < d`) take the `n × n` route in `fid`; it must give the `d × d` answer.
+#[test]
+fn small_set_fid_equals_the_covariance_route() {
+    use styleforge_eval::{fid, frechet_distance, FeatureMatrix, FeatureStats};
+    let features = |seed: u64, n: usize, d: usize, shift: f32| -> Vec<f32> {
+        let mut s = seed;
+        (0..n * d)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 + shift
+            })
+            .collect()
+    };
+    let d = 24;
+    for (n1, n2, shift) in [(5, 7, 0.0), (9, 4, 0.3), (2, 2, -0.5), (23, 6, 0.1), (30, 6, 0.2)] {
+        let x = features(1 + n1 as u64, n1, d, 0.0);
+        let y = features(100 + n2 as u64, n2, d, shift);
+        let (fx, fy) = (
+            FeatureMatrix::new(&x, d).unwrap(),
+            FeatureMatrix::new(&y, d).unwrap(),
+        );
+        let full = frechet_distance(
+            &FeatureStats::from_features(&fx).unwrap(),
+            &FeatureStats::from_features(&fy).unwrap(),
+        )
+        .unwrap();
+        let small = fid(&fx, &fy).unwrap();
+        assert!(
+            (full - small).abs() <= 1e-9 * full.max(1.0),
+            "n = ({n1}, {n2}): {full} vs {small}"
+        );
+    }
+    let x = features(3, 6, d, 0.0);
+    let fx = FeatureMatrix::new(&x, d).unwrap();
+    assert!(fid(&fx, &fx).unwrap().abs() < 1e-9);
+}

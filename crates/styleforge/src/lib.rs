@@ -10,6 +10,8 @@
 //! - [`image_io`]: images in and out, PNG generation metadata.
 //! - [`optim`]: in-place AdamW.
 //! - [`report`]: labelled image grids and line charts (loss curves) as PNG, with a built-in font.
+//! - [`evaluation`]: `styleforge eval`: FID, KID, CLIP-T and CLIP-I of generated images, with
+//!   a feature cache and an HTML report.
 //! - [`bench`]: named benchmark workloads shared with the PyTorch companion script.
 
 pub mod adapters;
@@ -17,6 +19,7 @@ pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod error;
+pub mod evaluation;
 pub mod image_io;
 pub mod optim;
 pub mod pipelines;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert;
 pub mod demo;
+pub mod eval;
 pub mod generate;
 pub mod sampling;
 pub mod stylize;

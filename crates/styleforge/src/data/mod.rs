@@ -17,7 +17,7 @@ pub mod latent_cache;
 pub mod preprocess;
 pub mod sampler;
 
-mod hash;
+pub(crate) mod hash;
 
 pub use folder::{is_image_file, ImageEntry, ImageFolder};
 pub use latent_cache::{CacheSource, LatentCache, LatentCacheKey};
