@@ -37,6 +37,8 @@ enum Command {
     Convert(commands::convert::ConvertArgs),
     /// Score generated images against reference images: FID, KID, CLIP-T, CLIP-I, HTML report.
     Eval(commands::eval::EvalArgs),
+    /// The paper's evaluation of trained models: generate from content prompts, score, one table.
+    Protocol(commands::protocol::ProtocolArgs),
 }
 
 fn init_logging(quiet: bool, verbose: bool) {
@@ -78,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => commands::bench::run(args),
         Command::Convert(args) => commands::convert::run(args, cli.quiet),
         Command::Eval(args) => commands::eval::run(args, cli.quiet),
+        Command::Protocol(args) => commands::protocol::run(args, cli.quiet),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -352,3 +352,31 @@ fn train_save_format_flag_reaches_the_config() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("save_format"), "{}", stderr(&o));
 }
+
+#[test]
+fn protocol_explains_what_it_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(&["protocol", "--out", tmp.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("nothing to evaluate"), "{}", stderr(&o));
+    let o = run(&[
+        "protocol",
+        "--run",
+        "r",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--reference"), "{}", stderr(&o));
+    let o = run(&[
+        "protocol",
+        "--model",
+        "base=fixtures/tiny-sd1",
+        "--reference",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        tmp.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no metric"), "{}", stderr(&o));
+}

@@ -37,6 +37,7 @@ pub mod cache;
 pub mod features;
 pub mod images;
 pub mod prompts;
+pub mod protocol;
 pub mod report;
 pub mod result;
 

@@ -1,0 +1,946 @@
+//! `styleforge protocol`: the paper's evaluation for several trained models at once.
+//!
+//! For every model (a training run folder, or a model folder with the phrase that calls
+//! its style) and every content prompt, generate `images_per_prompt` images with
+//! `"{content}, {style phrase}"`, then score each model's images against its style's
+//! reference set with [`evaluate_with`] (FID, KID, CLIP-T against the content prompt,
+//! CLIP-I), and write one comparison table shaped like the paper's main table: methods as
+//! rows, each metric × style as columns (`protocol.md`, `protocol.html`, `protocol.json`).
+//!
+//! Prompts are tagged `person:` or `scene:` ([`default_prompts`] ships 20 of each, simple
+//! subjects first, then compositional ones); Multi-StyleForge and Custom Diffusion runs,
+//! which bind people and backgrounds to two tokens, use the people token for `person:`
+//! prompts and the background token for `scene:` prompts.
+//!
+//! Generation is resumable: an image already on disk (same model, prompt index and sample
+//! index; its seed follows from them) is not made again, so a long protocol can be stopped
+//! and rerun, or extended with more models.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::report::escape_html;
+use super::{evaluate_with, EvalModels, EvalResult, EvalSettings, ImageSet, Metrics, PromptSource};
+use crate::adapters::generation::{load_pipeline, GenerationAdapters};
+use crate::adapters::training::files;
+use crate::error::{Error, Result};
+use crate::image_io::{save_png_with_parameters, tensor_to_rgb};
+use crate::pipelines::{
+    GenerationParameters, SamplingOptions, SchedulerChoice, StableDiffusion, Txt2ImgRequest,
+};
+use crate::progress::Progress;
+use crate::training::{Method, ResolvedConfig};
+
+/// What a content prompt shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptKind {
+    /// People (Multi-StyleForge's `[V]` concept).
+    Person,
+    /// Places and things without people (the `[W]` concept).
+    Scene,
+}
+
+/// A content prompt, without any style words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentPrompt {
+    /// The prompt.
+    pub text: String,
+    /// What it shows.
+    pub kind: PromptKind,
+}
+
+/// The shipped prompt list (`assets/protocol/prompts.txt`).
+pub fn default_prompts() -> Vec<ContentPrompt> {
+    parse_prompts(include_str!("../../assets/protocol/prompts.txt"))
+        .expect("the shipped prompt list parses")
+}
+
+/// Parses a prompt list: one prompt a line, `person: …` or `scene: …` (untagged lines count
+/// as scenes), blank lines and `#` comments skipped.
+pub fn parse_prompts(text: &str) -> Result<Vec<ContentPrompt>> {
+    let prompts: Vec<ContentPrompt> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (kind, text) = match l.split_once(':') {
+                Some((tag, rest)) if tag.trim().eq_ignore_ascii_case("person") => {
+                    (PromptKind::Person, rest)
+                }
+                Some((tag, rest)) if tag.trim().eq_ignore_ascii_case("scene") => {
+                    (PromptKind::Scene, rest)
+                }
+                _ => (PromptKind::Scene, l),
+            };
+            ContentPrompt {
+                text: text.trim().to_string(),
+                kind,
+            }
+        })
+        .collect();
+    if prompts.is_empty() {
+        return Err(Error::InvalidRequest(
+            "the prompt list holds no prompt".into(),
+        ));
+    }
+    Ok(prompts)
+}
+
+/// A style: its name and its reference images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProtocolStyle {
+    /// The column label (`cubism`).
+    pub name: String,
+    /// The folder of reference images of the style.
+    pub reference: PathBuf,
+}
+
+/// A model to evaluate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProtocolModel {
+    /// The row label; default: the run's method (`StyleForge`, `LoRA`, …).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The style (a [`ProtocolStyle::name`]) it was trained on; default: the only style.
+    #[serde(default)]
+    pub style: Option<String>,
+    /// A `styleforge train` run folder (its `config.toml` and `model/`).
+    #[serde(default)]
+    pub run: Option<PathBuf>,
+    /// Or a diffusers model folder with [`Self::phrase`].
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The style phrase appended to content prompts (`ohwx style`), for `path` models; a
+    /// run's comes from its config.
+    #[serde(default)]
+    pub phrase: Option<String>,
+}
+
+/// A model ready to sample from: where it is, what to apply, how to call its style.
+#[derive(Debug, Clone)]
+pub struct ResolvedModel {
+    /// Row label.
+    pub label: String,
+    /// Style name.
+    pub style: String,
+    /// The diffusers folder to load.
+    pub dir: PathBuf,
+    /// Adapters to apply over it.
+    pub adapters: GenerationAdapters,
+    /// Phrase for `person:` prompts.
+    pub person_phrase: String,
+    /// Phrase for `scene:` prompts.
+    pub scene_phrase: String,
+}
+
+impl ResolvedModel {
+    /// `"{content}, {phrase}"` for this model.
+    pub fn prompt(&self, p: &ContentPrompt) -> String {
+        let phrase = match p.kind {
+            PromptKind::Person => &self.person_phrase,
+            PromptKind::Scene => &self.scene_phrase,
+        };
+        if phrase.is_empty() {
+            p.text.clone()
+        } else {
+            format!("{}, {phrase}", p.text)
+        }
+    }
+}
+
+/// The row label of a method, as the paper names it.
+pub fn method_label(method: Method) -> &'static str {
+    match method {
+        Method::Styleforge => "Single-StyleForge",
+        Method::MultiStyleforge => "Multi-StyleForge",
+        Method::Dreambooth => "DreamBooth",
+        Method::Lora => "LoRA",
+        Method::TextualInversion => "Textual Inversion",
+        Method::CustomDiffusion => "Custom Diffusion",
+    }
+}
+
+/// Reads a run folder: its effective `config.toml` and trained `model/`.
+pub fn resolve_run(run: &Path) -> Result<(ResolvedConfig, PathBuf)> {
+    let config_path = run.join("config.toml");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Data {
+        path: config_path.clone(),
+        message: format!(
+            "cannot read the run's config ({e}); is this a `styleforge train` run folder?"
+        ),
+    })?;
+    let cfg: ResolvedConfig = toml::from_str(&text).map_err(|e| Error::Config {
+        path: config_path.clone(),
+        message: e.to_string(),
+    })?;
+    let model = run.join("model");
+    if !model.is_dir() {
+        return Err(Error::Data {
+            path: model,
+            message: "the run has no trained model yet (train it to the end first)".into(),
+        });
+    }
+    Ok((cfg, model))
+}
+
+/// Turns a [`ProtocolModel`] into what to load and how to prompt it.
+pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<ResolvedModel> {
+    let style = match (&m.style, styles) {
+        (Some(s), _) => {
+            if !styles.iter().any(|st| &st.name == s) {
+                return Err(Error::InvalidRequest(format!(
+                    "model style `{s}` is not one of the protocol's styles ({})",
+                    styles
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            s.clone()
+        }
+        (None, [only]) => only.name.clone(),
+        (None, _) => {
+            return Err(Error::InvalidRequest(
+                "with several styles, every model needs `style = …`".into(),
+            ))
+        }
+    };
+    match (&m.run, &m.path) {
+        (Some(run), None) => {
+            let (cfg, model) = resolve_run(run)?;
+            let phrases: Vec<String> =
+                cfg.concepts.iter().map(|c| style_phrase(&c.instance_prompt)).collect();
+            let (person, scene) = match phrases.as_slice() {
+                [one] => (one.to_string(), one.to_string()),
+                [people, backgrounds, ..] => (people.to_string(), backgrounds.to_string()),
+                [] => return Err(Error::msg(format!("run {} has no concept", run.display()))),
+            };
+            let mut adapters = GenerationAdapters::default();
+            let dir = if cfg.method.is_adapter() {
+                match cfg.method {
+                    Method::Lora => adapters.loras.push((model.join(files::LORA_PEFT), 1.0)),
+                    Method::TextualInversion => adapters.embeddings.push(model.join(files::TI_DIFFUSERS)),
+                    Method::CustomDiffusion => {
+                        adapters.custom_diffusion = Some(model.join(files::CUSTOM_DIFFUSION))
+                    }
+                    _ => {}
+                }
+                base_folder(&cfg, run)?
+            } else {
+                model
+            };
+            Ok(ResolvedModel {
+                label: m.label.clone().unwrap_or_else(|| method_label(cfg.method).to_string()),
+                style,
+                dir,
+                adapters,
+                person_phrase: person,
+                scene_phrase: scene,
+            })
+        }
+        (None, Some(path)) => {
+            let phrase = m.phrase.clone().unwrap_or_default();
+            Ok(ResolvedModel {
+                label: m
+                    .label
+                    .clone()
+                    .unwrap_or_else(|| path.display().to_string()),
+                style,
+                dir: path.clone(),
+                adapters: GenerationAdapters::default(),
+                person_phrase: phrase.clone(),
+                scene_phrase: phrase,
+            })
+        }
+        _ => Err(Error::InvalidRequest(
+            "a protocol model needs exactly one of `run` (a training run folder) or `path` (a model folder)"
+                .into(),
+        )),
+    }
+}
+
+/// The phrase that calls a run's style inside a content prompt: its StyleRef prompt
+/// without a leading article (DreamBooth's "a ohwx style" → "ohwx style").
+pub fn style_phrase(instance_prompt: &str) -> String {
+    let p = instance_prompt.trim();
+    for article in ["a photo of ", "an ", "a "] {
+        if let Some(rest) = p.strip_prefix(article) {
+            return rest.trim().to_string();
+        }
+    }
+    p.to_string()
+}
+
+/// An adapter run's base model as a diffusers folder: the folder it names, or the
+/// `base-model/` a single-file base was converted into.
+fn base_folder(cfg: &ResolvedConfig, run: &Path) -> Result<PathBuf> {
+    let converted = run.join("base-model");
+    if converted.join("model_index.json").is_file() {
+        return Ok(converted);
+    }
+    if cfg.base.join("model_index.json").is_file() {
+        return Ok(cfg.base.clone());
+    }
+    Err(Error::Data {
+        path: cfg.base.clone(),
+        message: "the run's base model is not a local diffusers folder (generate from a Hub \
+                  base once with `styleforge generate` to cache it, then name its folder)"
+            .into(),
+    })
+}
+
+/// A protocol file (TOML): `[[style]]` and `[[model]]` tables and optional settings;
+/// relative paths are taken from the file's folder.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolFile {
+    /// The styles.
+    #[serde(default)]
+    pub style: Vec<ProtocolStyle>,
+    /// The models.
+    #[serde(default)]
+    pub model: Vec<ProtocolModel>,
+    /// A prompts file ([`parse_prompts`]).
+    pub prompts: Option<PathBuf>,
+    /// Images per prompt and model.
+    pub images_per_prompt: Option<usize>,
+    /// Denoising steps.
+    pub steps: Option<usize>,
+    /// Guidance scale.
+    pub guidance: Option<f64>,
+    /// Sampler name.
+    pub scheduler: Option<String>,
+    /// Negative prompt.
+    pub negative_prompt: Option<String>,
+    /// Seed of the first image.
+    pub seed: Option<u64>,
+    /// Image width.
+    pub width: Option<usize>,
+    /// Image height.
+    pub height: Option<usize>,
+    /// FID Inception weights.
+    pub inception: Option<PathBuf>,
+    /// CLIP model folder.
+    pub clip: Option<PathBuf>,
+    /// Output folder.
+    pub out: Option<PathBuf>,
+}
+
+impl ProtocolFile {
+    /// Reads a protocol file, resolving its relative paths against its folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut f: ProtocolFile = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        for s in &mut f.style {
+            s.reference = rel(&s.reference);
+        }
+        for m in &mut f.model {
+            m.run = m.run.as_deref().map(rel);
+            m.path = m.path.as_deref().map(rel);
+        }
+        for p in [&mut f.prompts, &mut f.inception, &mut f.clip, &mut f.out]
+            .into_iter()
+            .flatten()
+        {
+            *p = rel(p);
+        }
+        Ok(f)
+    }
+}
+
+/// The protocol's settings.
+#[derive(Debug, Clone)]
+pub struct ProtocolSettings {
+    /// The styles (columns).
+    pub styles: Vec<ProtocolStyle>,
+    /// The models (rows).
+    pub models: Vec<ProtocolModel>,
+    /// Content prompts.
+    pub prompts: Vec<ContentPrompt>,
+    /// Images per prompt and model.
+    pub images_per_prompt: usize,
+    /// Sampling settings (prompt and count are set per image).
+    pub sampling: SamplingOptions,
+    /// Image size; `None` takes the model's native size.
+    pub size: Option<(usize, usize)>,
+    /// Seed of the first image; image `k` of prompt `p` uses `seed + p·1000 + k`.
+    pub seed: u64,
+    /// Output folder: `images/<style>/<label>/`, `evals/`, the tables.
+    pub out: PathBuf,
+    /// Metric settings (`inputs` are replaced per model).
+    pub eval: EvalSettings,
+}
+
+impl ProtocolSettings {
+    /// The paper's sampling (DDIM, 30 steps, guidance 7.5), 4 images per prompt, seed 1337.
+    pub fn new(styles: Vec<ProtocolStyle>, models: Vec<ProtocolModel>, out: PathBuf) -> Self {
+        Self {
+            styles,
+            models,
+            prompts: default_prompts(),
+            images_per_prompt: 4,
+            sampling: SamplingOptions {
+                scheduler: SchedulerChoice {
+                    name: Some("ddim".into()),
+                    karras: false,
+                },
+                ..SamplingOptions::default()
+            },
+            size: None,
+            seed: 1337,
+            out,
+            eval: EvalSettings::new(ImageSet::Files(vec![]), ImageSet::Files(vec![])),
+        }
+    }
+}
+
+/// One row × style cell of the table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProtocolCell {
+    /// Row label.
+    pub label: String,
+    /// Style.
+    pub style: String,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// Generated images scored.
+    pub images: usize,
+    /// Images made in this call (the rest were on disk already).
+    pub generated_now: usize,
+    /// The evaluation's folder (`metrics.json`, `report.html`), relative to the output.
+    pub eval_dir: PathBuf,
+}
+
+/// Everything the protocol produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProtocolResult {
+    /// Every model × style result, in model order.
+    pub cells: Vec<ProtocolCell>,
+    /// Style names, in column order.
+    pub styles: Vec<String>,
+    /// Prompts used.
+    pub prompts: Vec<ContentPrompt>,
+    /// Images per prompt.
+    pub images_per_prompt: usize,
+    /// `protocol.md`.
+    pub markdown: PathBuf,
+    /// `protocol.html`.
+    pub html: PathBuf,
+}
+
+/// File-name safe version of a label.
+fn slug(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let out = out.trim_matches('-').to_string();
+    if out.is_empty() {
+        "model".into()
+    } else {
+        out
+    }
+}
+
+/// Runs the protocol: generate what is missing, score every model, write the tables.
+pub fn run_protocol(
+    settings: &ProtocolSettings,
+    progress: &mut dyn Progress,
+) -> Result<ProtocolResult> {
+    if settings.models.is_empty() || settings.styles.is_empty() {
+        return Err(Error::InvalidRequest(
+            "the protocol needs at least one style (reference folder) and one model".into(),
+        ));
+    }
+    if settings.images_per_prompt == 0 {
+        return Err(Error::InvalidRequest(
+            "images_per_prompt must be at least 1".into(),
+        ));
+    }
+    for s in &settings.styles {
+        if !s.reference.is_dir() {
+            return Err(Error::Data {
+                path: s.reference.clone(),
+                message: format!("the reference folder of style `{}` does not exist", s.name),
+            });
+        }
+    }
+    let resolved = settings
+        .models
+        .iter()
+        .map(|m| resolve_model(m, &settings.styles))
+        .collect::<Result<Vec<_>>>()?;
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for r in &resolved {
+        let key = (r.label.clone(), r.style.clone());
+        if labels.contains(&key) {
+            return Err(Error::InvalidRequest(format!(
+                "two models are labelled `{}` for style `{}`; give them distinct labels",
+                r.label, r.style
+            )));
+        }
+        labels.push(key);
+    }
+    std::fs::create_dir_all(&settings.out).map_err(|source| Error::Io {
+        path: settings.out.clone(),
+        source,
+    })?;
+    let eval_models = EvalModels::load(&settings.eval)?;
+    let mut cells = Vec::new();
+    for model in &resolved {
+        let dir = settings
+            .out
+            .join("images")
+            .join(slug(&model.style))
+            .join(slug(&model.label));
+        let (files, made) = generate_images(settings, model, &dir, progress)?;
+        let style = settings
+            .styles
+            .iter()
+            .find(|s| s.name == model.style)
+            .expect("resolved against the styles");
+        let mut eval = settings.eval.clone();
+        eval.inputs.generated = ImageSet::Files(files.clone());
+        eval.inputs.reference = ImageSet::Folder(style.reference.clone());
+        // Image i of `files` was made from content prompt i / images_per_prompt.
+        eval.inputs.prompts = PromptSource::Lines(
+            files
+                .iter()
+                .enumerate()
+                .map(|(i, _)| {
+                    settings.prompts[i / settings.images_per_prompt]
+                        .text
+                        .clone()
+                })
+                .collect(),
+        );
+        tracing::info!("scoring {} ({})", model.label, model.style);
+        let result: EvalResult = evaluate_with(&eval, &eval_models, progress)?;
+        let eval_dir = settings
+            .out
+            .join("evals")
+            .join(slug(&model.style))
+            .join(slug(&model.label));
+        super::report::write_outputs(&eval_dir, &result, &eval.inputs)?;
+        cells.push(ProtocolCell {
+            label: model.label.clone(),
+            style: model.style.clone(),
+            metrics: result.metrics.clone(),
+            images: files.len(),
+            generated_now: made,
+            eval_dir: eval_dir
+                .strip_prefix(&settings.out)
+                .unwrap_or(&eval_dir)
+                .to_path_buf(),
+        });
+    }
+    let styles: Vec<String> = settings.styles.iter().map(|s| s.name.clone()).collect();
+    let markdown = settings.out.join("protocol.md");
+    let html = settings.out.join("protocol.html");
+    let result = ProtocolResult {
+        cells,
+        styles,
+        prompts: settings.prompts.clone(),
+        images_per_prompt: settings.images_per_prompt,
+        markdown: markdown.clone(),
+        html: html.clone(),
+    };
+    write_atomic(&markdown, &render_markdown(&result))?;
+    write_atomic(&html, &render_html(&result))?;
+    let json = serde_json::to_string_pretty(&result).map_err(|e| Error::msg(e.to_string()))?;
+    write_atomic(&settings.out.join("protocol.json"), &json)?;
+    Ok(result)
+}
+
+/// Makes the model's missing images in `dir`; returns every image path (prompt-major) and
+/// how many were made now. Loads the model only when something is missing.
+fn generate_images(
+    settings: &ProtocolSettings,
+    model: &ResolvedModel,
+    dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<(Vec<PathBuf>, usize)> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let n = settings.images_per_prompt;
+    let mut jobs = Vec::new();
+    let mut files = Vec::new();
+    for (p, prompt) in settings.prompts.iter().enumerate() {
+        for k in 0..n {
+            let seed = settings.seed + (p as u64) * 1000 + k as u64;
+            let path = dir.join(format!("p{p:04}-{k:02}-{seed}.png"));
+            if !path.is_file() {
+                jobs.push((p, prompt, seed, path.clone()));
+            }
+            files.push(path);
+        }
+    }
+    if jobs.is_empty() {
+        return Ok((files, 0));
+    }
+    let sd = load_model(model)?;
+    let native = sd
+        .unet
+        .config()
+        .sample_size
+        .as_ref()
+        .and_then(|v| v.as_u64())
+        .map_or(512, |s| s as usize * sd.vae_scale_factor());
+    let (width, height) = settings.size.unwrap_or((native, native));
+    progress.begin(
+        &format!("generating for {} ({})", model.label, model.style),
+        jobs.len(),
+    );
+    for (_, prompt, seed, path) in &jobs {
+        let text = model.prompt(prompt);
+        let req = Txt2ImgRequest {
+            sampling: SamplingOptions {
+                prompt: text.clone(),
+                num_images: 1,
+                ..settings.sampling.clone()
+            },
+            width,
+            height,
+            latents: None,
+        };
+        let mut noise = styleforge_schedulers::SeededNoise::new(*seed);
+        let images = sd.txt2img(&req, &mut noise, &mut crate::progress::NoProgress)?;
+        let params = GenerationParameters {
+            prompt: text,
+            negative_prompt: settings.sampling.negative_prompt.clone(),
+            steps: settings.sampling.steps,
+            scheduler: settings.sampling.scheduler.clone(),
+            default_sampler: sd.scheduler_config_class(),
+            guidance_scale: settings.sampling.guidance_scale,
+            seed: Some(*seed),
+            size: (width, height),
+            model: model.label.clone(),
+            denoising_strength: None,
+            batch_index: None,
+        };
+        // Written aside and renamed: a stopped run never leaves a half image that a rerun
+        // would take as done.
+        let tmp = path.with_extension("png.partial");
+        save_png_with_parameters(
+            &tensor_to_rgb(&images.get(0)?)?,
+            &params.to_a1111_text(),
+            &tmp,
+        )?;
+        std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        progress.advance(1);
+    }
+    progress.finish();
+    Ok((files, jobs.len()))
+}
+
+fn load_model(model: &ResolvedModel) -> Result<StableDiffusion> {
+    if model.adapters.is_empty() {
+        return StableDiffusion::load(&model.dir, &Default::default());
+    }
+    Ok(load_pipeline(&model.dir, &model.adapters)?.pipeline)
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The table's metric columns: name, lower-is-better, getter.
+type MetricColumn = (&'static str, bool, fn(&Metrics) -> Option<f64>);
+
+const COLUMNS: [MetricColumn; 4] = [
+    ("FID ↓", true, |m| m.fid),
+    ("KID×10³ ↓", true, |m| {
+        m.kid.as_ref().map(|k| k.mean * 1e3)
+    }),
+    ("CLIP-T ↑", false, |m| m.clip_t),
+    ("CLIP-I ↑", false, |m| m.clip_i),
+];
+
+/// The table's content: row labels, (metric, style) columns, values, best per column.
+struct Table {
+    rows: Vec<String>,
+    cols: Vec<(String, String)>,
+    values: Vec<Vec<Option<f64>>>,
+    best: Vec<Option<f64>>,
+}
+
+/// Rows (labels in first-seen order) × (metric, style) values, with the best per column.
+fn table(result: &ProtocolResult) -> Table {
+    let mut rows: Vec<String> = Vec::new();
+    for c in &result.cells {
+        if !rows.contains(&c.label) {
+            rows.push(c.label.clone());
+        }
+    }
+    let mut cols = Vec::new();
+    for (name, _, _) in COLUMNS {
+        for s in &result.styles {
+            cols.push((name.to_string(), s.clone()));
+        }
+    }
+    let values: Vec<Vec<Option<f64>>> = rows
+        .iter()
+        .map(|label| {
+            COLUMNS
+                .iter()
+                .flat_map(|(_, _, get)| {
+                    result.styles.iter().map(move |s| {
+                        result
+                            .cells
+                            .iter()
+                            .find(|c| &c.label == label && &c.style == s)
+                            .and_then(|c| get(&c.metrics))
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let best: Vec<Option<f64>> = (0..cols.len())
+        .map(|j| {
+            let lower = COLUMNS[j / result.styles.len()].1;
+            values
+                .iter()
+                .filter_map(|r| r[j])
+                .reduce(|a, b| if (b < a) == lower { b } else { a })
+        })
+        .collect();
+    Table {
+        rows,
+        cols,
+        values,
+        best,
+    }
+}
+
+/// The comparison table as markdown (best value per column in bold).
+pub fn render_markdown(result: &ProtocolResult) -> String {
+    let Table {
+        rows,
+        cols,
+        values,
+        best,
+    } = table(result);
+    let mut s = String::from("# StyleForge protocol\n\n");
+    s.push_str(&format!(
+        "{} prompts × {} images per model; FID/KID against each style's reference set, CLIP-T \
+         against the content prompt, CLIP-I against the reference images.\n\n",
+        result.prompts.len(),
+        result.images_per_prompt
+    ));
+    s.push_str("| method |");
+    for (m, st) in &cols {
+        s.push_str(&format!(" {m} {st} |"));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(cols.len()));
+    s.push('\n');
+    for (label, vals) in rows.iter().zip(&values) {
+        s.push_str(&format!("| {label} |"));
+        for (v, b) in vals.iter().zip(&best) {
+            match v {
+                Some(x) if Some(*x) == *b && rows.len() > 1 => {
+                    s.push_str(&format!(" **{x:.3}** |"))
+                }
+                Some(x) => s.push_str(&format!(" {x:.3} |")),
+                None => s.push_str(" – |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The comparison table as a self-contained HTML page.
+pub fn render_html(result: &ProtocolResult) -> String {
+    let Table {
+        rows,
+        cols,
+        values,
+        best,
+    } = table(result);
+    let mut h = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>StyleForge protocol</title><style>\
+         body{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222}\
+         table{border-collapse:collapse;background:#fff}\
+         th,td{border:1px solid #ddd;padding:.35rem .6rem;text-align:right}\
+         th:first-child,td:first-child{text-align:left}\
+         thead th{background:#f0f0f0}td.best{font-weight:700;background:#eef7ee}\
+         </style></head><body>\n<h1>StyleForge protocol</h1>\n",
+    );
+    h.push_str(&format!(
+        "<p>{} prompts × {} images per model. FID and KID against each style's reference set \
+         (lower is better); CLIP-T against the content prompt and CLIP-I against the \
+         reference images (higher is better). Best per column in bold.</p>\n",
+        result.prompts.len(),
+        result.images_per_prompt
+    ));
+    h.push_str("<table id=\"protocol\"><thead><tr><th rowspan=\"2\">method</th>");
+    for (name, _, _) in COLUMNS {
+        h.push_str(&format!(
+            "<th colspan=\"{}\">{}</th>",
+            result.styles.len(),
+            escape_html(name)
+        ));
+    }
+    h.push_str("</tr><tr>");
+    for (_, st) in &cols {
+        h.push_str(&format!("<th>{}</th>", escape_html(st)));
+    }
+    h.push_str("</tr></thead><tbody>\n");
+    for (label, vals) in rows.iter().zip(&values) {
+        h.push_str(&format!("<tr><td>{}</td>", escape_html(label)));
+        for (v, b) in vals.iter().zip(&best) {
+            match v {
+                Some(x) if Some(*x) == *b && rows.len() > 1 => {
+                    h.push_str(&format!("<td class=\"best\">{x:.3}</td>"))
+                }
+                Some(x) => h.push_str(&format!("<td>{x:.3}</td>")),
+                None => h.push_str("<td>–</td>"),
+            }
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody></table>\n<h2>Per model</h2>\n<ul>\n");
+    for c in &result.cells {
+        let rel = c.eval_dir.join("report.html");
+        h.push_str(&format!(
+            "<li>{} ({}): {} images — <a href=\"{}\">report</a></li>\n",
+            escape_html(&c.label),
+            escape_html(&c.style),
+            c.images,
+            escape_html(&rel.display().to_string())
+        ));
+    }
+    h.push_str("</ul>\n</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_prompts_mix_people_and_scenes() {
+        let p = default_prompts();
+        let people = p.iter().filter(|p| p.kind == PromptKind::Person).count();
+        assert_eq!((people, p.len() - people), (20, 20));
+        assert!(p
+            .iter()
+            .all(|p| !p.text.contains("style") && !p.text.is_empty()));
+    }
+
+    #[test]
+    fn prompt_lists_parse_tags_and_skip_comments() {
+        let p = parse_prompts("# c\n\nperson: a man\nScene : a lake\na tree\n").unwrap();
+        let got: Vec<(&str, PromptKind)> = p.iter().map(|p| (p.text.as_str(), p.kind)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a man", PromptKind::Person),
+                ("a lake", PromptKind::Scene),
+                ("a tree", PromptKind::Scene)
+            ]
+        );
+        assert!(parse_prompts("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn style_phrases_drop_the_article() {
+        assert_eq!(style_phrase("a ohwx style"), "ohwx style");
+        assert_eq!(style_phrase("ohwx style"), "ohwx style");
+        assert_eq!(style_phrase("<new1> style"), "<new1> style");
+        let m = ResolvedModel {
+            label: "x".into(),
+            style: "s".into(),
+            dir: PathBuf::new(),
+            adapters: GenerationAdapters::default(),
+            person_phrase: "ohwx style".into(),
+            scene_phrase: "phol style".into(),
+        };
+        let person = ContentPrompt {
+            text: "a man".into(),
+            kind: PromptKind::Person,
+        };
+        let scene = ContentPrompt {
+            text: "a lake".into(),
+            kind: PromptKind::Scene,
+        };
+        assert_eq!(m.prompt(&person), "a man, ohwx style");
+        assert_eq!(m.prompt(&scene), "a lake, phol style");
+    }
+
+    #[test]
+    fn tables_mark_the_best_value_per_column() {
+        let cell = |label: &str, fid: f64, clip: f64| ProtocolCell {
+            label: label.into(),
+            style: "cubism".into(),
+            metrics: Metrics {
+                fid: Some(fid),
+                kid: None,
+                clip_t: Some(clip),
+                clip_i: None,
+            },
+            images: 4,
+            generated_now: 0,
+            eval_dir: PathBuf::from("evals/cubism/x"),
+        };
+        let r = ProtocolResult {
+            cells: vec![
+                cell("LoRA", 20.0, 28.0),
+                cell("Single-StyleForge", 13.0, 27.0),
+            ],
+            styles: vec!["cubism".into()],
+            prompts: default_prompts(),
+            images_per_prompt: 4,
+            markdown: PathBuf::new(),
+            html: PathBuf::new(),
+        };
+        let md = render_markdown(&r);
+        assert!(
+            md.contains("| Single-StyleForge | **13.000** | – | 27.000 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| LoRA | 20.000 | – | **28.000** | – |"),
+            "{md}"
+        );
+        let html = render_html(&r);
+        assert!(html.contains("<td class=\"best\">13.000</td>"));
+        assert!(html.contains("<table id=\"protocol\">"));
+    }
+}

@@ -1,0 +1,169 @@
+//! `styleforge::evaluation::protocol` end to end on the tiny SD1 fixture: a LoRA training
+//! run (2 steps) and the base model as a plain folder, each generating from two content
+//! prompts, scored with the tiny CLIP and a random-weights FID Inception; the table files;
+//! a rerun that generates nothing; bad inputs.
+
+#[path = "support/eval_data.rs"]
+mod eval_data;
+
+use std::path::{Path, PathBuf};
+
+use eval_data::{clip_fixture, random_inception_weights, write_images};
+use styleforge::evaluation::protocol::{
+    parse_prompts, run_protocol, ProtocolModel, ProtocolResult, ProtocolSettings, ProtocolStyle,
+};
+use styleforge::evaluation::CacheLocation;
+use styleforge::progress::NoProgress;
+use styleforge::training::config::{ConceptConfig, TrainConfig};
+use styleforge::training::{train, RunOptions};
+
+fn base() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-sd1")
+}
+
+/// A finished 2-step LoRA run on tiny-sd1.
+fn lora_run(data: &Path, out: &Path) {
+    write_images(&data.join("style"), 7, &[None, None, None]);
+    write_images(&data.join("aux"), 8, &[None, None]);
+    let text = format!(
+        r#"
+method = "lora"
+seed = 3
+[model]
+base = {:?}
+[data]
+resolution = 16
+[training]
+num_aux_images = 2
+[optim]
+steps = 2
+[output]
+dir = {:?}
+checkpoint_every = 0
+validate_every = 0
+"#,
+        base().display().to_string(),
+        out.display().to_string()
+    );
+    let mut cfg = TrainConfig::from_toml(&text, Path::new("lora.toml")).unwrap();
+    cfg.data.concepts = vec![ConceptConfig {
+        style_dir: data.join("style"),
+        aux_dir: Some(data.join("aux")),
+        token: None,
+    }];
+    let resolved = cfg.resolve().unwrap();
+    train(&resolved, &RunOptions::default(), &mut NoProgress).unwrap();
+}
+
+fn settings(tmp: &Path, run: &Path) -> ProtocolSettings {
+    let reference = tmp.join("reference");
+    write_images(&reference, 11, &[None, None, None]);
+    let styles = vec![ProtocolStyle {
+        name: "test style".into(),
+        reference,
+    }];
+    let models = vec![
+        ProtocolModel {
+            label: None,
+            style: None,
+            run: Some(run.to_path_buf()),
+            path: None,
+            phrase: None,
+        },
+        ProtocolModel {
+            label: Some("base".into()),
+            style: None,
+            run: None,
+            path: Some(base()),
+            phrase: None,
+        },
+    ];
+    let mut s = ProtocolSettings::new(styles, models, tmp.join("protocol"));
+    s.prompts = parse_prompts("person: a man with a hat\nscene: a red house").unwrap();
+    s.images_per_prompt = 2;
+    s.sampling.steps = 2;
+    s.size = Some((16, 16));
+    s.eval.inception = Some(random_inception_weights());
+    s.eval.clip = Some(clip_fixture());
+    s.eval.cache = CacheLocation::Dir(tmp.join("cache"));
+    s.eval.kid_subsets = 5;
+    s
+}
+
+fn cell<'a>(
+    r: &'a ProtocolResult,
+    label: &str,
+) -> &'a styleforge::evaluation::protocol::ProtocolCell {
+    r.cells
+        .iter()
+        .find(|c| c.label == label)
+        .unwrap_or_else(|| panic!("no row {label}: {:?}", r.cells))
+}
+
+#[test]
+fn runs_and_folders_become_one_table_and_reruns_generate_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    lora_run(&tmp.path().join("data"), &run);
+    let s = settings(tmp.path(), &run);
+
+    let r = run_protocol(&s, &mut NoProgress).unwrap();
+    assert_eq!(r.cells.len(), 2);
+    for label in ["LoRA", "base"] {
+        let c = cell(&r, label);
+        assert_eq!((c.images, c.generated_now), (4, 4), "{label}");
+        let m = &c.metrics;
+        for v in [m.fid, m.kid.as_ref().map(|k| k.mean), m.clip_t, m.clip_i] {
+            assert!(v.is_some_and(f64::is_finite), "{label}: {m:?}");
+        }
+        assert!(s.out.join(&c.eval_dir).join("report.html").is_file());
+    }
+    // The LoRA run's images were prompted with its style phrase, the base's without one.
+    let lora_img = s.out.join("images/test-style/lora/p0000-00-1337.png");
+    let params = styleforge::image_io::read_png_parameters(&lora_img)
+        .unwrap()
+        .unwrap();
+    assert!(
+        params.starts_with("a man with a hat, ohwx style"),
+        "{params}"
+    );
+    let base_img = s.out.join("images/test-style/base/p0001-01-2338.png");
+    let params = styleforge::image_io::read_png_parameters(&base_img)
+        .unwrap()
+        .unwrap();
+    assert!(params.starts_with("a red house\n"), "{params}");
+
+    let md = std::fs::read_to_string(&r.markdown).unwrap();
+    assert!(md.contains("| LoRA |") && md.contains("| base |"), "{md}");
+    assert!(md.contains("FID ↓ test style"), "{md}");
+    let html = std::fs::read_to_string(&r.html).unwrap();
+    assert!(html.contains("<table id=\"protocol\">"));
+    assert!(s.out.join("protocol.json").is_file());
+
+    // A rerun finds every image on disk and gives the same numbers.
+    let again = run_protocol(&s, &mut NoProgress).unwrap();
+    for label in ["LoRA", "base"] {
+        assert_eq!(cell(&again, label).generated_now, 0);
+        assert_eq!(cell(&again, label).metrics, cell(&r, label).metrics);
+    }
+}
+
+#[test]
+fn bad_protocols_fail_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = settings(tmp.path(), &tmp.path().join("no-run"));
+    let err = run_protocol(&s, &mut NoProgress).unwrap_err().to_string();
+    assert!(err.contains("no-run") && err.contains("config"), "{err}");
+
+    s.models.remove(0);
+    s.styles[0].reference = tmp.path().join("missing-ref");
+    let err = run_protocol(&s, &mut NoProgress).unwrap_err().to_string();
+    assert!(err.contains("missing-ref"), "{err}");
+
+    let mut s = settings(tmp.path(), &tmp.path().join("no-run"));
+    s.models.remove(0);
+    s.models.push(s.models[0].clone());
+    let err = run_protocol(&s, &mut NoProgress).unwrap_err().to_string();
+    assert!(err.contains("distinct labels"), "{err}");
+    assert!(!s.out.join("protocol.md").exists());
+}
