@@ -42,6 +42,9 @@ WORKLOADS = {
     "sd15-forward-b2": ("unet-forward", "unet-sd15.json", 2, 5),
     "text-encoder-sd15-b2": ("text-encoder", "text-encoder-sd15.json", 2, 10),
     "vae-decode-sd15-b1": ("vae-decode", "vae-sd15.json", 1, 5),
+    "inception-fid-b16": ("inception", None, 16, 5),
+    "clip-b16-image-b16": ("clip-vision", "clip-vit-b16-vision.json", 16, 5),
+    "fid-2048": ("fid", None, 1, 5),
 }
 
 LATENT_HW = (32, 32)
@@ -66,7 +69,7 @@ def build(name, configs_dir):
     import torch.nn.functional as F
 
     kind, cfg_file, b, _ = WORKLOADS[name]
-    cfg = load_config(os.path.join(configs_dir, cfg_file))
+    cfg = load_config(os.path.join(configs_dir, cfg_file)) if cfg_file else {}
     torch.manual_seed(SEED)
     g = torch.Generator().manual_seed(SEED + 1)
     info = {"config": cfg_file, "batch": b, "kind": kind}
@@ -137,6 +140,70 @@ def build(name, configs_dir):
         def step():
             with torch.no_grad():
                 model.decode(z).sample
+
+        return step, info
+
+    if kind == "inception":
+        # pytorch-fid's FID InceptionV3 with torch's default init (its weights would be
+        # downloaded: the loader is pointed at the fresh model's own state dict instead).
+        import pytorch_fid.inception as pfi
+
+        def own_weights(*_args, **_kwargs):
+            net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+            net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
+            net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
+            net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
+            net.Mixed_6b = pfi.FIDInceptionC(768, channels_7x7=128)
+            net.Mixed_6c = pfi.FIDInceptionC(768, channels_7x7=160)
+            net.Mixed_6d = pfi.FIDInceptionC(768, channels_7x7=160)
+            net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
+            net.Mixed_7b = pfi.FIDInceptionE_1(1280)
+            net.Mixed_7c = pfi.FIDInceptionE_2(2048)
+            return net.state_dict()
+
+        pfi.load_state_dict_from_url = own_weights
+        model = pfi.InceptionV3([3], resize_input=False, normalize_input=True).eval()
+        x = torch.rand(b, 3, 299, 299, generator=g)
+        info["params"] = sum(p.numel() for p in model.parameters())
+        info["inputs"] = {"images": list(x.shape)}
+
+        def step():
+            with torch.no_grad():
+                model(x)[0]
+
+        return step, info
+
+    if kind == "clip-vision":
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        model = CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(cfg)).to(torch.float32).eval()
+        size = cfg["image_size"]
+        x = torch.randn(b, 3, size, size, generator=g)
+        info["attention"] = [str(getattr(model.config, "_attn_implementation", None))]
+        info["params"] = sum(p.numel() for p in model.parameters())
+        info["inputs"] = {"pixel_values": list(x.shape)}
+
+        def step():
+            with torch.no_grad():
+                model(pixel_values=x).image_embeds
+
+        return step, info
+
+    if kind == "fid":
+        # pytorch-fid's Fréchet distance (scipy sqrtm) of two 2048-d statistics from 2500
+        # samples each; the statistics are made once, the distance timed.
+        import numpy as np
+        from pytorch_fid.fid_score import calculate_frechet_distance
+
+        rng = np.random.default_rng(SEED)
+        a = rng.standard_normal((2500, 2048))
+        c = rng.standard_normal((2500, 2048)) * 1.1 + 0.05
+        mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
+        mu2, s2 = c.mean(0), np.cov(c, rowvar=False)
+        info["inputs"] = {"features": [2500, 2048]}
+
+        def step():
+            calculate_frechet_distance(mu1, s1, mu2, s2)
 
         return step, info
 

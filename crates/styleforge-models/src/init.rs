@@ -65,7 +65,8 @@ impl PyTorchInit {
                 None => vec![0.0; n],
             };
         }
-        if name.ends_with("weight") {
+        if name.ends_with("weight") || name.ends_with("running_var") {
+            // norm scales, and batch-norm variances as torch starts them
             return vec![1.0; n];
         }
         vec![0.0; n]

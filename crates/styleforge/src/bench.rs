@@ -26,6 +26,12 @@ pub enum BenchModel {
     TextEncoder,
     /// SD 1.5's VAE decoder.
     VaeDecode,
+    /// The FID InceptionV3 (pool3 features of 299×299 images).
+    Inception,
+    /// CLIP ViT-B/16's vision tower (image features for CLIP-T / CLIP-I).
+    ClipVision,
+    /// The Fréchet distance of two 2048-d feature statistics (the `d × d` route).
+    Fid,
 }
 
 /// What is timed.
@@ -58,6 +64,9 @@ pub fn config_text(name: &str) -> Option<&'static str> {
         "unet-sd15.json" => include_str!("../../../bench/configs/unet-sd15.json"),
         "text-encoder-sd15.json" => include_str!("../../../bench/configs/text-encoder-sd15.json"),
         "vae-sd15.json" => include_str!("../../../bench/configs/vae-sd15.json"),
+        "clip-vit-b16-vision.json" => {
+            include_str!("../../../bench/configs/clip-vit-b16-vision.json")
+        }
         _ => return None,
     })
 }
@@ -85,6 +94,9 @@ pub fn workloads() -> Vec<Workload> {
         w("sd15-forward-b2", UNet("unet-sd15.json"), Forward, 2),
         w("text-encoder-sd15-b2", TextEncoder, Forward, 2),
         w("vae-decode-sd15-b1", VaeDecode, Forward, 1),
+        w("inception-fid-b16", Inception, Forward, 16),
+        w("clip-b16-image-b16", ClipVision, Forward, 16),
+        w("fid-2048", Fid, Forward, 1),
     ]
 }
 
@@ -144,11 +156,50 @@ fn seeded_normal(shape: &[usize], seed: u64, device: &Device) -> crate::Result<T
     Ok(styleforge_schedulers::SeededNoise::new(seed).sample(&shape, DType::F32, device)?)
 }
 
+/// Weights for a forward workload: fresh values (as [`PyTorchInit`] draws them) held as
+/// plain tensors, not variables, so a forward pass records no backward graph (what
+/// `torch.no_grad()` does on the PyTorch side, and what generation does with loaded
+/// weights). Training workloads keep the variables.
+fn frozen_weights(
+    device: &Device,
+    build: impl Fn(candle_nn::VarBuilder<'static>) -> crate::Result<()>,
+) -> crate::Result<candle_nn::VarBuilder<'static>> {
+    let varmap = VarMap::new();
+    build(PyTorchInit::var_builder(&varmap, 0, DType::F32, device))?;
+    let tensors: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    Ok(candle_nn::VarBuilder::from_tensors(
+        tensors,
+        DType::F32,
+        device,
+    ))
+}
+
 /// Builds the workload's model with fresh weights and returns a closure running one
 /// repetition.
 fn prepare(w: &Workload, device: &Device) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
+    if w.kind == BenchKind::Forward && w.model != BenchModel::Fid {
+        let vb = frozen_weights(device, |vb| {
+            prepare_with(w, device, VarMap::new(), vb).map(|_| ())
+        })?;
+        return prepare_with(w, device, VarMap::new(), vb);
+    }
     let varmap = VarMap::new();
     let vb = PyTorchInit::var_builder(&varmap, 0, DType::F32, device);
+    prepare_with(w, device, varmap, vb)
+}
+
+fn prepare_with(
+    w: &Workload,
+    device: &Device,
+    varmap: VarMap,
+    vb: candle_nn::VarBuilder<'static>,
+) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
     let b = w.batch;
     match w.model {
         BenchModel::UNet(file) => {
@@ -195,6 +246,58 @@ fn prepare(w: &Workload, device: &Device) -> crate::Result<Box<dyn FnMut() -> cr
             let ids = Tensor::from_vec(ids, (b, 77), device)?;
             Ok(Box::new(move || {
                 te.forward(&ids)?;
+                Ok(())
+            }))
+        }
+        BenchModel::Inception => {
+            let net = styleforge_models::inception::FidInceptionV3::from_var_builder(vb)?;
+            let x = seeded_normal(&[b, 3, 299, 299], 5, device)?
+                .tanh()?
+                .affine(0.5, 0.5)?;
+            Ok(Box::new(move || {
+                net.features(&x)?;
+                Ok(())
+            }))
+        }
+        BenchModel::ClipVision => {
+            let path = Path::new("clip-vit-b16-vision.json");
+            let text = config_text("clip-vit-b16-vision.json").expect("embedded");
+            let cfg: styleforge_models::clip_vision::ClipVisionConfig = parse_config(text, path)?;
+            let tower =
+                styleforge_models::clip_vision::ClipVisionModel::new(&cfg, vb.pp("vision_model"))?;
+            let projection = styleforge_models::nn::linear_no_bias(
+                cfg.hidden_size,
+                512,
+                vb.pp("visual_projection"),
+            )?;
+            let x = seeded_normal(&[b, 3, cfg.image_size, cfg.image_size], 6, device)?;
+            Ok(Box::new(move || {
+                use candle_core::Module;
+                projection.forward(&tower.forward(&x)?.pooled)?;
+                Ok(())
+            }))
+        }
+        BenchModel::Fid => {
+            // Two sets of 2500 features (more rows than dimensions: the d × d route that
+            // pytorch-fid always takes); the statistics are made once, the distance timed.
+            let (n, d) = (2500, 2048);
+            let a = seeded_normal(&[n, d], 7, device)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let b2 = seeded_normal(&[n, d], 8, device)?
+                .affine(1.1, 0.05)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let stats = |v: &[f32]| -> crate::Result<styleforge_eval::FeatureStats> {
+                let m = styleforge_eval::FeatureMatrix::new(v, d)
+                    .map_err(|e| crate::Error::msg(e.to_string()))?;
+                styleforge_eval::FeatureStats::from_features(&m)
+                    .map_err(|e| crate::Error::msg(e.to_string()))
+            };
+            let (s1, s2) = (stats(&a)?, stats(&b2)?);
+            Ok(Box::new(move || {
+                styleforge_eval::frechet_distance(&s1, &s2)
+                    .map_err(|e| crate::Error::msg(e.to_string()))?;
                 Ok(())
             }))
         }

@@ -78,6 +78,10 @@ impl BasicConv2d {
             let x = x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?;
             (x, 0)
         };
+        if let (Ok((n, _, h, w)), Ok((cout, cin, kh, kw))) = (x.dims4(), self.weight.dims4()) {
+            let out = |len: usize, k: usize| (len + 2 * pad).saturating_sub(k) / self.stride + 1;
+            crate::nn::flops::add_matmul(n * out(h, kh) * out(w, kw), cin * kh * kw, cout);
+        }
         let y = if kernels::use_cpu_kernels(&x) && self.weight.dtype() == x.dtype() {
             kernels::conv::conv2d(&x, &self.weight, Some(&self.bias), self.stride, pad)?
         } else {

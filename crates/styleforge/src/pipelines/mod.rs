@@ -199,10 +199,13 @@ impl StableDiffusion {
         let len = rows.first().map_or(0, Vec::len);
         let flat: Vec<u32> = rows.into_iter().flatten().collect();
         let ids = Tensor::from_vec(flat, (n, len), &self.device)?;
+        // Sampling never back-propagates; with trainable weights (validation and Aux images
+        // during training) a kept graph would hold every intermediate alive.
         Ok(self
             .text_encoder
             .forward_with_clip_skip(&ids, self.clip_skip)?
-            .hidden_state)
+            .hidden_state
+            .detach())
     }
 
     /// The conditioning for `opts`: `[uncond × n, cond × n]` when guidance is on (the order
@@ -247,7 +250,13 @@ impl StableDiffusion {
             };
             let model_input = scheduler.scale_model_input(&model_input, t)?;
             let t_tensor = Tensor::new(&[t as f32], &self.device)?;
-            let mut pred = self.unet.forward(&model_input, &t_tensor, context)?;
+            // Detached at once: with trainable weights the graph of each step (and, through
+            // the latents and a multistep scheduler's history, of every earlier step)
+            // would stay alive.
+            let mut pred = self
+                .unet
+                .forward(&model_input, &t_tensor, context)?
+                .detach();
             if guided {
                 let halves = pred.chunk(2, 0)?;
                 let (uncond, cond) = (&halves[0], &halves[1]);
@@ -263,7 +272,7 @@ impl StableDiffusion {
     /// Latents (as the UNet sees them) → images `[n, 3, H, W]` in [0, 1].
     pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
         let z = (latents / self.vae.scaling_factor())?;
-        let image = self.vae.decode(&z)?;
+        let image = self.vae.decode(&z)?.detach();
         Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
 }
