@@ -39,6 +39,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// The paper's evaluation of trained models: generate from content prompts, score, one table.
     Protocol(commands::protocol::ProtocolArgs),
+    /// Toy-world tools: `toy probes` trains the style/content probes.
+    Toy(commands::toy::ToyArgs),
 }
 
 fn init_logging(quiet: bool, verbose: bool) {
@@ -81,6 +83,7 @@ fn main() -> std::process::ExitCode {
         Command::Convert(args) => commands::convert::run(args, cli.quiet),
         Command::Eval(args) => commands::eval::run(args, cli.quiet),
         Command::Protocol(args) => commands::protocol::run(args, cli.quiet),
+        Command::Toy(args) => commands::toy::run(args, cli.quiet),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -314,7 +314,13 @@ fn small_set_fid_equals_the_covariance_route() {
             .collect()
     };
     let d = 24;
-    for (n1, n2, shift) in [(5, 7, 0.0), (9, 4, 0.3), (2, 2, -0.5), (23, 6, 0.1), (30, 6, 0.2)] {
+    for (n1, n2, shift) in [
+        (5, 7, 0.0),
+        (9, 4, 0.3),
+        (2, 2, -0.5),
+        (23, 6, 0.1),
+        (30, 6, 0.2),
+    ] {
         let x = features(1 + n1 as u64, n1, d, 0.0);
         let y = features(100 + n2 as u64, n2, d, shift);
         let (fx, fy) = (

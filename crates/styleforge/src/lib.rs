@@ -12,6 +12,7 @@
 //! - [`report`]: labelled image grids and line charts (loss curves) as PNG, with a built-in font.
 //! - [`evaluation`]: `styleforge eval`: FID, KID, CLIP-T and CLIP-I of generated images, with
 //!   a feature cache and an HTML report.
+//! - [`toy`]: probes for the toy world (style, objects, colours, sky, ground classifiers).
 //! - [`bench`]: named benchmark workloads shared with the PyTorch companion script.
 
 pub mod adapters;
@@ -25,6 +26,7 @@ pub mod optim;
 pub mod pipelines;
 pub mod progress;
 pub mod report;
+pub mod toy;
 pub mod training;
 
 pub use error::{Error, Result};

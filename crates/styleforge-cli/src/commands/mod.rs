@@ -9,4 +9,5 @@ pub mod protocol;
 pub mod sampling;
 pub mod stylize;
 pub mod tokenize;
+pub mod toy;
 pub mod train;

@@ -1,0 +1,104 @@
+//! `styleforge toy …`: the toy world's tools (`toy probes` trains the probes).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use styleforge::toy::{train_probes, ProbeTrainOptions, CONFIG_FILE, WEIGHTS_FILE};
+
+use crate::progress::Bar;
+
+/// Arguments of `styleforge toy`.
+#[derive(Args, Debug)]
+pub struct ToyArgs {
+    #[command(subcommand)]
+    command: ToyCommand,
+}
+
+/// The `toy` subcommands.
+#[derive(Subcommand, Debug)]
+enum ToyCommand {
+    /// Train the probes (style, objects, colours, sky, ground classifiers) on renders and
+    /// measure them on held-out renders.
+    Probes(ProbesArgs),
+}
+
+/// Arguments of `styleforge toy probes`.
+#[derive(Args, Debug)]
+struct ProbesArgs {
+    /// Output folder (gets probes.safetensors and probes.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = ProbeTrainOptions::default().steps)]
+    steps: usize,
+    /// Seed of the training world, initialisation and batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Pictures per step.
+    #[arg(long, default_value_t = ProbeTrainOptions::default().batch_size)]
+    batch_size: usize,
+    /// Distinct training pictures.
+    #[arg(long, default_value_t = ProbeTrainOptions::default().train_samples)]
+    train_samples: usize,
+    /// Held-out pictures to measure accuracy on.
+    #[arg(long, default_value_t = ProbeTrainOptions::default().held_out_samples)]
+    held_out_samples: usize,
+}
+
+/// Runs `styleforge toy …`.
+pub fn run(args: &ToyArgs, quiet: bool) -> Result<()> {
+    match &args.command {
+        ToyCommand::Probes(a) => run_probes(a, quiet),
+    }
+}
+
+fn run_probes(args: &ProbesArgs, quiet: bool) -> Result<()> {
+    let command = std::iter::once("styleforge".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let opts = ProbeTrainOptions {
+        seed: args.seed,
+        steps: args.steps,
+        batch_size: args.batch_size,
+        train_samples: args.train_samples,
+        held_out_samples: args.held_out_samples,
+        command: Some(command),
+        ..ProbeTrainOptions::default()
+    };
+    let start = std::time::Instant::now();
+    let (probes, acc) = train_probes(&opts, &mut Bar::new(quiet)).context("training probes")?;
+    probes
+        .save(&args.out)
+        .with_context(|| format!("writing probes into {}", args.out.display()))?;
+    let training = probes.file().training.as_ref();
+    println!(
+        "held-out accuracy on {} renders: style {:.3}, objects exact {:.3} (macro F1 {:.3}), \
+         colours exact {:.3} (macro F1 {:.3}), pairs F1 {:.3}, sky {:.3}, ground {:.3}",
+        acc.images,
+        acc.style,
+        acc.objects_exact,
+        acc.objects_macro_f1,
+        acc.colours_exact,
+        acc.colours_macro_f1,
+        acc.pairs_micro_f1,
+        acc.sky,
+        acc.ground
+    );
+    if let Some(t) = training {
+        println!(
+            "final loss {:.4}; render {:.0} s, train {:.0} s, total {:.0} s",
+            t.final_loss,
+            t.render_seconds,
+            t.train_seconds,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "wrote {} and {}",
+        args.out.join(WEIGHTS_FILE).display(),
+        args.out.join(CONFIG_FILE).display()
+    );
+    Ok(())
+}

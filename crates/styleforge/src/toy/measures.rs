@@ -1,0 +1,167 @@
+//! Measures of generated toy-world pictures through the probes: the toy analogues of the
+//! real evaluation's metrics.
+//!
+//! | real metric | toy analogue |
+//! |---|---|
+//! | style classifier / CLIP-I to the style | [`style_accuracy`]: share the probes call the target style |
+//! | CLIP-T (does the picture show the prompt?) | [`content_scores`]: objects, colours, (object, colour) pairs, sky and ground asked by the caption and seen by the probes |
+//! | FID / KID | [`probe_frechet_distance`] / [`probe_kernel_distance`]: `styleforge_eval`'s FID and KID maths on [`probe_features`] against renders of the target style |
+//!
+//! The `*_of` functions are pure functions of probe predictions, for callers that
+//! classify once and measure several ways.
+
+use candle_core::Tensor;
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+use styleforge_eval::{FeatureMatrix, KidConfig, KidResult};
+use styleforge_world::{Scene, Style};
+
+use super::probes::{colour_index, object_index, ProbeLabels, Probes, NUM_COLOURS};
+use crate::{Error, Result};
+
+/// How well pictures show the content their captions asked for (each a fraction in
+/// `[0, 1]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentScores {
+    /// Pictures measured.
+    pub images: usize,
+    /// Asked object kinds the probes see, over all asked kinds.
+    pub object_recall: f64,
+    /// Object kinds the probes see that were asked, over all kinds seen (1 when none
+    /// are seen).
+    pub object_precision: f64,
+    /// Pictures whose seen object set is exactly the asked one.
+    pub objects_exact: f64,
+    /// Asked colour words the probes see, over all asked colours.
+    pub colour_accuracy: f64,
+    /// Asked (object, colour) pairs the probes see, over all asked pairs ("a red house"
+    /// needs a red house, not a red sun and some house).
+    pub pair_accuracy: f64,
+    /// Pictures whose sky is the asked one.
+    pub sky_accuracy: f64,
+    /// Pictures whose ground is the asked one.
+    pub ground_accuracy: f64,
+}
+
+/// Share of `predicted` labels whose style is `target` (0 for an empty slice).
+pub fn style_accuracy_of(predicted: &[ProbeLabels], target: Style) -> f64 {
+    if predicted.is_empty() {
+        return 0.0;
+    }
+    predicted.iter().filter(|p| p.style == target).count() as f64 / predicted.len() as f64
+}
+
+/// Share of `images` the probes take for `target` style.
+pub fn style_accuracy(probes: &Probes, images: &[RgbImage], target: Style) -> Result<f64> {
+    Ok(style_accuracy_of(&probes.predict(images)?, target))
+}
+
+/// Content scores of `predicted` labels against the `scenes` the captions described,
+/// picture by picture.
+pub fn content_scores_of(predicted: &[ProbeLabels], scenes: &[Scene]) -> Result<ContentScores> {
+    if predicted.len() != scenes.len() {
+        return Err(Error::InvalidRequest(format!(
+            "{} pictures but {} scenes",
+            predicted.len(),
+            scenes.len()
+        )));
+    }
+    let (mut asked_k, mut hit_k, mut seen_k) = (0usize, 0, 0);
+    let (mut asked_c, mut hit_c, mut asked_p, mut hit_p) = (0usize, 0, 0, 0);
+    let (mut exact, mut sky, mut ground) = (0usize, 0, 0);
+    for (p, scene) in predicted.iter().zip(scenes) {
+        let truth = ProbeLabels::of_scene(scene, p.style);
+        for k in 0..truth.objects.len() {
+            asked_k += truth.objects[k] as usize;
+            seen_k += p.objects[k] as usize;
+            hit_k += (truth.objects[k] && p.objects[k]) as usize;
+        }
+        for c in 0..NUM_COLOURS {
+            asked_c += truth.colours[c] as usize;
+            hit_c += (truth.colours[c] && p.colours[c]) as usize;
+        }
+        for o in &scene.objects {
+            asked_p += 1;
+            hit_p += p.pairs[object_index(o.kind) * NUM_COLOURS + colour_index(o.colour)] as usize;
+        }
+        exact += (p.objects == truth.objects) as usize;
+        sky += (p.sky == scene.sky) as usize;
+        ground += (p.ground == scene.ground) as usize;
+    }
+    let frac = |a: usize, b: usize, empty: f64| if b == 0 { empty } else { a as f64 / b as f64 };
+    let n = predicted.len();
+    Ok(ContentScores {
+        images: n,
+        object_recall: frac(hit_k, asked_k, 0.0),
+        object_precision: frac(hit_k, seen_k, 1.0),
+        objects_exact: frac(exact, n, 0.0),
+        colour_accuracy: frac(hit_c, asked_c, 0.0),
+        pair_accuracy: frac(hit_p, asked_p, 0.0),
+        sky_accuracy: frac(sky, n, 0.0),
+        ground_accuracy: frac(ground, n, 0.0),
+    })
+}
+
+/// How well `images` show `scenes` (the scenes their captions were made from), as the
+/// probes see it.
+pub fn content_scores(
+    probes: &Probes,
+    images: &[RgbImage],
+    scenes: &[Scene],
+) -> Result<ContentScores> {
+    if images.len() != scenes.len() {
+        return Err(Error::InvalidRequest(format!(
+            "{} pictures but {} scenes",
+            images.len(),
+            scenes.len()
+        )));
+    }
+    content_scores_of(&probes.predict(images)?, scenes)
+}
+
+/// Probe features `[n, feature_dim]` of `images` (the pooled last convolution).
+pub fn probe_features(probes: &Probes, images: &[RgbImage]) -> Result<Tensor> {
+    probes.features(images)
+}
+
+/// Row-major features and their dimension.
+fn feature_rows(probes: &Probes, images: &[RgbImage]) -> Result<(Vec<f32>, usize)> {
+    let f = probe_features(probes, images)?;
+    let dim = f.dim(1)?;
+    Ok((f.flatten_all()?.to_vec1::<f32>()?, dim))
+}
+
+fn eval_error(what: &str, e: styleforge_eval::EvalError) -> Error {
+    Error::InvalidRequest(format!("{what}: {e}"))
+}
+
+/// Fréchet distance between the probe features of `generated` and `reference` pictures
+/// (FID's formula in probe-feature space; at least two pictures each).
+pub fn probe_frechet_distance(
+    probes: &Probes,
+    generated: &[RgbImage],
+    reference: &[RgbImage],
+) -> Result<f64> {
+    let (g, dim) = feature_rows(probes, generated)?;
+    let (r, _) = feature_rows(probes, reference)?;
+    let what = "probe Fréchet distance";
+    let gm = FeatureMatrix::new(&g, dim).map_err(|e| eval_error(what, e))?;
+    let rm = FeatureMatrix::new(&r, dim).map_err(|e| eval_error(what, e))?;
+    styleforge_eval::fid(&gm, &rm).map_err(|e| eval_error(what, e))
+}
+
+/// Kernel distance (KID's unbiased MMD² with the cubic kernel) between the probe features
+/// of `generated` and `reference` pictures.
+pub fn probe_kernel_distance(
+    probes: &Probes,
+    generated: &[RgbImage],
+    reference: &[RgbImage],
+    config: &KidConfig,
+) -> Result<KidResult> {
+    let (g, dim) = feature_rows(probes, generated)?;
+    let (r, _) = feature_rows(probes, reference)?;
+    let what = "probe kernel distance";
+    let gm = FeatureMatrix::new(&g, dim).map_err(|e| eval_error(what, e))?;
+    let rm = FeatureMatrix::new(&r, dim).map_err(|e| eval_error(what, e))?;
+    styleforge_eval::kid(&gm, &rm, config).map_err(|e| eval_error(what, e))
+}
