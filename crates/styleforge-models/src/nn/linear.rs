@@ -35,7 +35,23 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let rows = x.elem_count() / self.in_features.max(1);
         flops::add_matmul(rows, self.in_features, self.out_features);
-        self.inner.forward(x)
+        let dims = x.dims();
+        if dims.len() <= 2 {
+            return self.inner.forward(x);
+        }
+        // `[.., in]` as one `[rows, in]` matrix: candle-nn broadcasts the weight over the
+        // leading dimensions instead, whose backward then sums a `[batch, out, in]`
+        // gradient back down on one thread; here the weight gradient is one matmul.
+        let y = x
+            .reshape((rows, self.in_features))?
+            .matmul(&self.inner.weight().t()?)?;
+        let y = match self.inner.bias() {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims.to_vec();
+        *out.last_mut().expect("rank > 2") = self.out_features;
+        y.reshape(out)
     }
 }
 
