@@ -46,6 +46,9 @@ impl Module for Linear {
             .reshape((rows, self.in_features))?
             .matmul(&self.inner.weight().t()?)?;
         let y = match self.inner.bias() {
+            Some(b) if super::kernels::use_cpu_kernels(&y) => {
+                super::kernels::bias::add_bias(&y, b)?
+            }
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };

@@ -7,6 +7,7 @@
 //! gradients. Backward passes are single custom ops too (no second-order gradients).
 
 pub mod attention;
+pub mod bias;
 pub mod conv;
 pub mod geglu;
 pub mod norm;
