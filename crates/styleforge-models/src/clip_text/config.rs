@@ -102,7 +102,9 @@ pub struct ClipTextConfig {
 }
 
 /// transformers metadata and training-only settings that do not change the forward pass.
-const IGNORED: &[&str] = &[
+/// transformers' CLIP config keys with no effect on the forward pass (shared by the text
+/// and vision towers' configs).
+pub(crate) const IGNORED: &[&str] = &[
     "architectures",
     "model_type",
     "torch_dtype",

@@ -1,6 +1,7 @@
 //! `CLIPVisionModel`'s config (`vision_config` of a `CLIPModel` `config.json`), read as
 //! transformers writes it.
 
+use crate::clip_text::config::IGNORED;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -91,21 +92,6 @@ impl ClipVisionConfig {
         self.patches_per_side() * self.patches_per_side() + 1
     }
 }
-
-/// transformers metadata and training-only settings that do not change the forward pass.
-const IGNORED: &[&str] = &[
-    "architectures",
-    "model_type",
-    "torch_dtype",
-    "dtype",
-    "transformers_version",
-    "initializer_range",
-    "initializer_factor",
-    "attention_dropout",
-    "dropout",
-    "name_or_path",
-    "output_hidden_states",
-];
 
 impl ModelConfig for ClipVisionConfig {
     fn extra_keys(&self) -> &ExtraKeys {
