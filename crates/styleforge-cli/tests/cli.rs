@@ -331,6 +331,30 @@ fn hub_models_offline_without_cache_fail_clearly() {
         "{err}"
     );
     assert!(!run_dir.exists(), "a failed Hub lookup left a run folder");
+
+    // eval's --clip takes Hub names (transformers repos) the same way
+    let o = bin()
+        .env("HF_HOME", tmp.path().join("hf"))
+        .env("HF_HUB_OFFLINE", "1")
+        .args([
+            "eval",
+            "--generated",
+            tmp.path().to_str().unwrap(),
+            "--reference",
+            tmp.path().to_str().unwrap(),
+            "--clip",
+            "nobody/clip",
+            "--out",
+            tmp.path().join("e").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("nobody/clip") && err.contains("not in the Hugging Face cache"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //!
 //! Only what a pipeline needs is fetched: `model_index.json` and the `unet`, `vae`,
 //! `text_encoder`, `tokenizer` and `scheduler` folders, weights as `.safetensors` only
-//! (the `fp16` variant's files with [`HubOptions::variant`]). Downloads go to
+//! (the `fp16` variant's files with [`HubOptions::variant`]). A transformers repo (a CLIP
+//! model for the evaluation, [`RepoLayout::Transformers`]) gets its root configs, tokenizer
+//! files and `.safetensors` weights. Downloads go to
 //! `blobs/<etag>.part` and are renamed when complete; an interrupted one resumes from its
 //! `.part` file. Environment: `HF_HOME` (cache), `HF_ENDPOINT` (server), `HF_TOKEN` (else the
 //! cache's `token` file), `HF_HUB_OFFLINE` (only the cache is used).
@@ -65,9 +67,22 @@ impl std::fmt::Display for HubModel {
     }
 }
 
+/// How a repo's files are laid out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RepoLayout {
+    /// A diffusers pipeline: `model_index.json` and component folders.
+    #[default]
+    Diffusers,
+    /// A transformers model: `config.json`, tokenizer / processor files and weights at the
+    /// root (e.g. `openai/clip-vit-base-patch16`).
+    Transformers,
+}
+
 /// Where and how to fetch.
 #[derive(Debug, Clone, Default)]
 pub struct HubOptions {
+    /// The repo's layout (default: a diffusers pipeline).
+    pub layout: RepoLayout,
     /// Weights variant (`fp16`): its files are fetched where the repo has them.
     pub variant: Option<String>,
     /// Cache root (the folder holding `hub/`); `HF_HOME`, else `~/.cache/huggingface`.
@@ -123,6 +138,22 @@ fn snapshot_dir(cache: &Cache, model: &HubModel, commit: &str) -> PathBuf {
         .join(model.hf_repo().folder_name())
         .join("snapshots")
         .join(commit)
+}
+
+/// The files of a transformers repo worth fetching: root-level JSON / text / sentencepiece
+/// files (configs, tokenizer, processor) and `.safetensors` weights (with their shard
+/// index); never pickled or other-framework weights.
+pub fn wanted_transformers_files(files: &[String]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|f| !f.contains('/'))
+        .filter(|f| {
+            [".json", ".txt", ".model", ".safetensors"]
+                .iter()
+                .any(|e| f.ends_with(e))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Whether a repo file is needed: `model_index.json` and the components' configs,
@@ -199,11 +230,17 @@ pub fn resolve(model: &HubModel, opts: &HubOptions) -> Result<PathBuf> {
     let cache = cache(opts);
     let offline = opts.offline || env_flag("HF_HUB_OFFLINE");
     if offline {
-        let found = cache
-            .repo(model.hf_repo())
-            .get("model_index.json")
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .filter(|dir| dir.join(opts.key_component()).is_dir());
+        let found = match opts.layout {
+            RepoLayout::Diffusers => cache
+                .repo(model.hf_repo())
+                .get("model_index.json")
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .filter(|dir| dir.join(opts.key_component()).is_dir()),
+            RepoLayout::Transformers => cache
+                .repo(model.hf_repo())
+                .get("config.json")
+                .and_then(|p| p.parent().map(Path::to_path_buf)),
+        };
         return found.ok_or_else(|| {
             ModelError::BadInput(format!(
                 "model {model} is not in the Hugging Face cache {} and offline mode \
@@ -232,7 +269,17 @@ pub fn resolve(model: &HubModel, opts: &HubOptions) -> Result<PathBuf> {
     let info = repo.info().map_err(|e| http_error(model, &endpoint, e))?;
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let mut wanted = wanted_files(&files, opts.variant.as_deref());
-    if let Some(only) = &opts.components {
+    if opts.layout == RepoLayout::Transformers {
+        wanted = wanted_transformers_files(&files);
+        if !wanted.iter().any(|f| f == "config.json")
+            || !wanted.iter().any(|f| f.ends_with(".safetensors"))
+        {
+            return Err(ModelError::BadInput(format!(
+                "{model} is not a transformers model with .safetensors weights (no config.json \
+                 or no .safetensors at its root; pickled weights are not downloaded)"
+            )));
+        }
+    } else if let Some(only) = &opts.components {
         wanted.retain(|f| {
             f == "model_index.json" || only.iter().any(|c| f.starts_with(&format!("{c}/")))
         });
@@ -249,7 +296,8 @@ pub fn resolve(model: &HubModel, opts: &HubOptions) -> Result<PathBuf> {
             "{model} is not a diffusers Stable Diffusion model (no model_index.json and unet/)"
         )));
     }
-    if opts.key_component() == "unet"
+    if opts.layout == RepoLayout::Diffusers
+        && opts.key_component() == "unet"
         && !wanted
             .iter()
             .any(|f| f.starts_with("unet/") && f.ends_with(".safetensors"))

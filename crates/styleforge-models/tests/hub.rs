@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use styleforge_models::folder::ModelFolder;
-use styleforge_models::hub::{resolve, resolve_arg, HubModel, HubOptions};
+use styleforge_models::hub::{resolve, resolve_arg, HubModel, HubOptions, RepoLayout};
 
 const REPO: &str = "tiny/sd1";
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -77,13 +77,18 @@ impl Drop for Server {
 }
 
 fn serve() -> Server {
+    serve_repo(REPO, repo_files())
+}
+
+/// Serves `files` as the Hub repo `repo` (revision `main` = [`SHA`]).
+fn serve_repo(repo: &'static str, files: BTreeMap<String, Vec<u8>>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let log = Arc::new(Mutex::new(Log::default()));
     let cut = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let files = Arc::new(repo_files());
+    let files = Arc::new(files);
     let (l2, c2, s2) = (log.clone(), cut.clone(), stop.clone());
     std::thread::spawn(move || {
         // Bounded: at most a minute, and never past the test.
@@ -92,7 +97,7 @@ fn serve() -> Server {
             match listener.accept() {
                 Ok((stream, _)) => {
                     let (files, log, cut) = (files.clone(), l2.clone(), c2.clone());
-                    std::thread::spawn(move || handle(stream, &files, &log, &cut));
+                    std::thread::spawn(move || handle(repo, stream, &files, &log, &cut));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
@@ -107,6 +112,7 @@ fn serve() -> Server {
 }
 
 fn handle(
+    repo: &str,
     stream: TcpStream,
     files: &BTreeMap<String, Vec<u8>>,
     log: &Mutex<Log>,
@@ -144,8 +150,8 @@ fn handle(
             .unwrap()
             .requests
             .push((path.clone(), range.clone()));
-        let info_prefix = format!("/api/models/{REPO}/revision/");
-        let resolve_prefix = format!("/{REPO}/resolve/");
+        let info_prefix = format!("/api/models/{repo}/revision/");
+        let resolve_prefix = format!("/{repo}/resolve/");
         if let Some(rev) = path.strip_prefix(&info_prefix) {
             if rev != "main" && rev != SHA {
                 respond(&mut out, 404, &[], b"Revision not found");
@@ -156,7 +162,7 @@ fn handle(
                 .map(|k| format!("{{\"rfilename\":\"{k}\"}}"))
                 .collect();
             let body = format!(
-                "{{\"id\":\"{REPO}\",\"sha\":\"{SHA}\",\"siblings\":[{}]}}",
+                "{{\"id\":\"{repo}\",\"sha\":\"{SHA}\",\"siblings\":[{}]}}",
                 siblings.join(",")
             );
             respond(
@@ -398,4 +404,51 @@ fn a_component_subset_fetches_only_those_folders() {
         resolve(&HubModel::parse(REPO).unwrap(), &offline).unwrap(),
         snapshot
     );
+}
+
+#[test]
+fn transformers_repos_fetch_root_configs_and_safetensors_only() {
+    let clip = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/clip-tiny");
+    let mut files = BTreeMap::new();
+    walk(&clip, &clip, &mut files);
+    files.insert("pytorch_model.bin".into(), vec![7; 64]);
+    files.insert("flax_model.msgpack".into(), vec![8; 64]);
+    files.insert("README.md".into(), b"# clip".to_vec());
+    let server = serve_repo("openai/clip-tiny", files);
+    let home = tempfile::tempdir().unwrap();
+    let clip_opts = HubOptions {
+        layout: RepoLayout::Transformers,
+        ..opts(&server, home.path())
+    };
+    let model = HubModel::parse("openai/clip-tiny").unwrap();
+    let snapshot = resolve(&model, &clip_opts).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        assert!(snapshot.join(f).is_file(), "{f} missing");
+    }
+    for f in ["pytorch_model.bin", "flax_model.msgpack", "README.md"] {
+        assert!(!snapshot.join(f).exists(), "{f} fetched");
+    }
+    styleforge_models::clip_vision::ClipModel::load(&snapshot, &candle_core::Device::Cpu).unwrap();
+    let offline = HubOptions {
+        offline: true,
+        endpoint: Some("http://127.0.0.1:9".into()),
+        ..clip_opts.clone()
+    };
+    assert_eq!(resolve(&model, &offline).unwrap(), snapshot);
+    // A diffusers repo asked for as a transformers one is refused clearly.
+    let sd = serve();
+    let err = resolve(
+        &HubModel::parse(REPO).unwrap(),
+        &HubOptions {
+            layout: RepoLayout::Transformers,
+            ..opts(&sd, home.path())
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("not a transformers model"), "{err}");
 }

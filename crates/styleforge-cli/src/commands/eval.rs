@@ -2,7 +2,7 @@
 //! images, written as `metrics.json` and `report.html` (glue over
 //! [`styleforge::evaluation`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -31,6 +31,29 @@ impl From<ResizeArg> for ResizeMode {
     }
 }
 
+/// `--clip`: a local CLIPModel folder, or a Hub name resolved through the Hugging Face
+/// cache (downloaded when missing; offline from the cache with `HF_HUB_OFFLINE`).
+pub fn clip_folder(arg: &Path) -> Result<PathBuf> {
+    use styleforge::models::hub;
+    let opts = hub::HubOptions {
+        layout: hub::RepoLayout::Transformers,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..hub::HubOptions::from_env()
+    };
+    if let Some(found) = hub::resolve_arg(arg, &opts) {
+        return found.with_context(|| format!("cannot get the Hub model {}", arg.display()));
+    }
+    if !arg.is_dir() {
+        bail!(
+            "--clip {}: not a folder; give a transformers CLIPModel folder (config.json, \
+             model.safetensors, preprocessor_config.json) or a Hub name like \
+             openai/clip-vit-base-patch16",
+            arg.display()
+        );
+    }
+    Ok(arg.to_path_buf())
+}
+
 /// Arguments of `styleforge eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -49,8 +72,9 @@ pub struct EvalArgs {
     /// FID and KID.
     #[arg(long)]
     inception: Option<PathBuf>,
-    /// A transformers CLIPModel folder (e.g. openai/clip-vit-large-patch14 downloaded
-    /// locally); enables CLIP-T and CLIP-I.
+    /// A transformers CLIPModel folder, or a Hub name (openai/clip-vit-base-patch16, the
+    /// paper's; openai/clip-vit-large-patch14, torchmetrics' default) fetched into the
+    /// Hugging Face cache; enables CLIP-T and CLIP-I.
     #[arg(long)]
     clip: Option<PathBuf>,
     /// Output folder for metrics.json, report.html and thumbs/.
@@ -116,16 +140,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> Result<()> {
             );
         }
     }
-    if let Some(p) = &args.clip {
-        if !p.is_dir() {
-            bail!(
-                "--clip {}: not a folder; give a local transformers CLIPModel folder \
-                 (config.json, model.safetensors, preprocessor_config.json); Hub names are \
-                 not resolved here, download the repository first",
-                p.display()
-            );
-        }
-    }
+    let clip = args.clip.as_deref().map(clip_folder).transpose()?;
     let mut settings = EvalSettings::new(
         ImageSet::Folder(args.generated.clone()),
         ImageSet::Folder(args.reference.clone()),
@@ -134,7 +149,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> Result<()> {
         settings.inputs.prompts = PromptSource::File(p.clone());
     }
     settings.inception = args.inception.clone();
-    settings.clip = args.clip.clone();
+    settings.clip = clip;
     settings.resize = args.resize.into();
     settings.batch_size = args.batch;
     settings.kid_subsets = args.kid_subsets;

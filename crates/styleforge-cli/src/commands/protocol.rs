@@ -73,7 +73,8 @@ pub struct ProtocolArgs {
     /// FID InceptionV3 weights (safetensors): FID and KID.
     #[arg(long)]
     inception: Option<PathBuf>,
-    /// A transformers CLIPModel folder (the paper uses ViT-B/16): CLIP-T and CLIP-I.
+    /// A transformers CLIPModel folder or Hub name (the paper uses
+    /// openai/clip-vit-base-patch16): CLIP-T and CLIP-I.
     #[arg(long)]
     clip: Option<PathBuf>,
     /// How images are resized to Inception's input.
@@ -168,7 +169,13 @@ pub fn run(args: &ProtocolArgs, quiet: bool) -> Result<()> {
         (Some(s), None) | (None, Some(s)) => Some((s, s)),
     };
     settings.eval.inception = args.inception.clone().or(file.inception);
-    settings.eval.clip = args.clip.clone().or(file.clip);
+    settings.eval.clip = args
+        .clip
+        .clone()
+        .or(file.clip)
+        .as_deref()
+        .map(super::eval::clip_folder)
+        .transpose()?;
     settings.eval.resize = args.resize.into();
     settings.eval.cache = match (&args.cache, args.no_cache) {
         (_, true) => CacheLocation::Disabled,

@@ -355,11 +355,18 @@ impl ProtocolFile {
             m.run = m.run.as_deref().map(rel);
             m.path = m.path.as_deref().map(rel);
         }
-        for p in [&mut f.prompts, &mut f.inception, &mut f.clip, &mut f.out]
+        for p in [&mut f.prompts, &mut f.inception, &mut f.out]
             .into_iter()
             .flatten()
         {
             *p = rel(p);
+        }
+        // `clip` may be a Hub name (`openai/clip-vit-base-patch16`): relative to the file
+        // only when such a folder is there.
+        if let Some(c) = &mut f.clip {
+            if base.join(&*c).exists() {
+                *c = rel(c);
+            }
         }
         Ok(f)
     }
