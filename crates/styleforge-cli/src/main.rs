@@ -25,6 +25,9 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Fine-tune a model on a style (StyleForge, Multi-StyleForge, DreamBooth).
     Train(commands::train::TrainArgs),
+    /// Pretrain a small base model from scratch (VAE, then UNet + text encoder) on the toy
+    /// world or a captioned folder.
+    Pretrain(commands::pretrain::PretrainArgs),
     /// Generate images from a prompt (text-to-image).
     Generate(commands::generate::GenerateArgs),
     /// Turn an image into the model's style (image-to-image, SDEdit).
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Convert(args) => commands::convert::run(args, cli.quiet),
         Command::Eval(args) => commands::eval::run(args, cli.quiet),
         Command::Protocol(args) => commands::protocol::run(args, cli.quiet),
+        Command::Pretrain(args) => commands::pretrain::run(args, cli.quiet),
         Command::Toy(args) => commands::toy::run(args, cli.quiet),
     };
     match result {

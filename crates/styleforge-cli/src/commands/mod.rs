@@ -5,6 +5,7 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod generate;
+pub mod pretrain;
 pub mod protocol;
 pub mod sampling;
 pub mod stylize;

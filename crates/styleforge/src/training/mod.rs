@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod pretrain;
 pub mod report;
 pub mod step;
 
