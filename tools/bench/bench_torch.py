@@ -44,7 +44,8 @@ WORKLOADS = {
     "vae-decode-sd15-b1": ("vae-decode", "vae-sd15.json", 1, 5),
     "inception-fid-b16": ("inception", None, 16, 5),
     "clip-b16-image-b16": ("clip-vision", "clip-vit-b16-vision.json", 16, 5),
-    "fid-2048": ("fid", None, 1, 5),
+    "fid-2048": ("fid", None, 2500, 5),
+    "fid-2048-n20": ("fid", None, 20, 5),
 }
 
 LATENT_HW = (32, 32)
@@ -190,20 +191,26 @@ def build(name, configs_dir):
         return step, info
 
     if kind == "fid":
-        # pytorch-fid's Fréchet distance (scipy sqrtm) of two 2048-d statistics from 2500
-        # samples each; the statistics are made once, the distance timed.
+        # pytorch-fid's Fréchet distance (scipy sqrtm) of two 2048-d feature sets of b
+        # samples each: from statistics made once (b >= 2048), or from the features.
         import numpy as np
         from pytorch_fid.fid_score import calculate_frechet_distance
 
         rng = np.random.default_rng(SEED)
-        a = rng.standard_normal((2500, 2048))
-        c = rng.standard_normal((2500, 2048)) * 1.1 + 0.05
-        mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
-        mu2, s2 = c.mean(0), np.cov(c, rowvar=False)
-        info["inputs"] = {"features": [2500, 2048]}
+        a = rng.standard_normal((b, 2048))
+        c = rng.standard_normal((b, 2048)) * 1.1 + 0.05
+        info["inputs"] = {"features": [b, 2048]}
+        if b >= 2048:
+            mu1, s1 = a.mean(0), np.cov(a, rowvar=False)
+            mu2, s2 = c.mean(0), np.cov(c, rowvar=False)
 
-        def step():
-            calculate_frechet_distance(mu1, s1, mu2, s2)
+            def step():
+                calculate_frechet_distance(mu1, s1, mu2, s2)
+
+        else:
+            # pytorch-fid's path for a small set: statistics, then the 2048-d sqrtm.
+            def step():
+                calculate_frechet_distance(a.mean(0), np.cov(a, rowvar=False), c.mean(0), np.cov(c, rowvar=False))
 
         return step, info
 

@@ -30,8 +30,10 @@ pub enum BenchModel {
     Inception,
     /// CLIP ViT-B/16's vision tower (image features for CLIP-T / CLIP-I).
     ClipVision,
-    /// The Fréchet distance of two 2048-d feature statistics (the `d × d` route).
-    Fid,
+    /// The Fréchet distance of two 2048-d feature sets of this many images each: 2500
+    /// takes the `d × d` route from statistics, 20 (a style's reference set) the small-set
+    /// route from the features.
+    Fid(usize),
 }
 
 /// What is timed.
@@ -96,7 +98,8 @@ pub fn workloads() -> Vec<Workload> {
         w("vae-decode-sd15-b1", VaeDecode, Forward, 1),
         w("inception-fid-b16", Inception, Forward, 16),
         w("clip-b16-image-b16", ClipVision, Forward, 16),
-        w("fid-2048", Fid, Forward, 1),
+        w("fid-2048", Fid(2500), Forward, 1),
+        w("fid-2048-n20", Fid(20), Forward, 1),
     ]
 }
 
@@ -183,7 +186,7 @@ fn frozen_weights(
 /// Builds the workload's model with fresh weights and returns a closure running one
 /// repetition.
 fn prepare(w: &Workload, device: &Device) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
-    if w.kind == BenchKind::Forward && w.model != BenchModel::Fid {
+    if w.kind == BenchKind::Forward && !matches!(w.model, BenchModel::Fid(_)) {
         let vb = frozen_weights(device, |vb| {
             prepare_with(w, device, VarMap::new(), vb).map(|_| ())
         })?;
@@ -277,10 +280,11 @@ fn prepare_with(
                 Ok(())
             }))
         }
-        BenchModel::Fid => {
-            // Two sets of 2500 features (more rows than dimensions: the d × d route that
-            // pytorch-fid always takes); the statistics are made once, the distance timed.
-            let (n, d) = (2500, 2048);
+        BenchModel::Fid(n) => {
+            // Two sets of n 2048-d features. With more rows than dimensions the statistics
+            // are made once and the distance (the d × d route pytorch-fid always takes) is
+            // timed; with fewer, `fid` on the features (the exact small-set route) is timed.
+            let d = 2048;
             let a = seeded_normal(&[n, d], 7, device)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
@@ -288,16 +292,22 @@ fn prepare_with(
                 .affine(1.1, 0.05)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
+            let err = |e: styleforge_eval::EvalError| crate::Error::msg(e.to_string());
+            if n < d {
+                return Ok(Box::new(move || {
+                    let x = styleforge_eval::FeatureMatrix::new(&a, d).map_err(err)?;
+                    let y = styleforge_eval::FeatureMatrix::new(&b2, d).map_err(err)?;
+                    styleforge_eval::fid(&x, &y).map_err(err)?;
+                    Ok(())
+                }));
+            }
             let stats = |v: &[f32]| -> crate::Result<styleforge_eval::FeatureStats> {
-                let m = styleforge_eval::FeatureMatrix::new(v, d)
-                    .map_err(|e| crate::Error::msg(e.to_string()))?;
-                styleforge_eval::FeatureStats::from_features(&m)
-                    .map_err(|e| crate::Error::msg(e.to_string()))
+                let m = styleforge_eval::FeatureMatrix::new(v, d).map_err(err)?;
+                styleforge_eval::FeatureStats::from_features(&m).map_err(err)
             };
             let (s1, s2) = (stats(&a)?, stats(&b2)?);
             Ok(Box::new(move || {
-                styleforge_eval::frechet_distance(&s1, &s2)
-                    .map_err(|e| crate::Error::msg(e.to_string()))?;
+                styleforge_eval::frechet_distance(&s1, &s2).map_err(err)?;
                 Ok(())
             }))
         }
