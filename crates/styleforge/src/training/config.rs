@@ -389,31 +389,7 @@ impl TrainConfig {
     /// Applies `key=value` overrides (dotted keys, TOML values; bare words are strings),
     /// e.g. `optim.lr=2e-6`, `output.dir=runs/a`, `method=dreambooth`.
     pub fn with_overrides(&self, overrides: &[String]) -> Result<Self> {
-        let mut doc = toml::Table::try_from(self).map_err(|e| Error::msg(e.to_string()))?;
-        for item in overrides {
-            let (key, raw) = item.split_once('=').ok_or_else(|| {
-                Error::msg(format!(
-                    "override `{item}` is not key=value (e.g. optim.lr=2e-6)"
-                ))
-            })?;
-            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-                .ok()
-                .and_then(|t| t.get("v").cloned())
-                .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-            let parts: Vec<&str> = key.trim().split('.').collect();
-            let mut table = &mut doc;
-            for part in &parts[..parts.len() - 1] {
-                table = table
-                    .entry(part.to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                    .as_table_mut()
-                    .ok_or_else(|| {
-                        Error::msg(format!("override `{key}`: `{part}` is not a section"))
-                    })?;
-            }
-            table.insert(parts[parts.len() - 1].to_string(), value);
-        }
-        let text = toml::to_string(&doc).map_err(|e| Error::msg(e.to_string()))?;
+        let text = apply_overrides(self, overrides, "optim.lr=2e-6")?;
         Self::from_toml(&text, Path::new("<command-line overrides>"))
     }
 
@@ -625,4 +601,39 @@ impl ResolvedConfig {
             LrSchedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
         }
     }
+}
+
+/// `value` as TOML with `key=value` overrides applied (dotted keys into sections, values in
+/// TOML syntax, bare words as strings): the `--set` of `styleforge train` and `pretrain`.
+/// `example` is shown when an override is not `key=value`.
+pub(crate) fn apply_overrides<T: Serialize>(
+    value: &T,
+    overrides: &[String],
+    example: &str,
+) -> Result<String> {
+    let mut doc = toml::Table::try_from(value).map_err(|e| Error::msg(e.to_string()))?;
+    for item in overrides {
+        let (key, raw) = item.split_once('=').ok_or_else(|| {
+            Error::msg(format!(
+                "override `{item}` is not key=value (e.g. {example})"
+            ))
+        })?;
+        let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|t| t.get("v").cloned())
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        let mut table = &mut doc;
+        for part in &parts[..parts.len() - 1] {
+            table = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| {
+                    Error::msg(format!("override `{key}`: `{part}` is not a section"))
+                })?;
+        }
+        table.insert(parts[parts.len() - 1].to_string(), value);
+    }
+    toml::to_string(&doc).map_err(|e| Error::msg(e.to_string()))
 }

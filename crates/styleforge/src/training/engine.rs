@@ -67,7 +67,7 @@ struct ConceptData {
 }
 
 /// A standard normal tensor from `rng` (Box-Muller, both values of each pair used).
-fn normal(rng: &mut ChaCha8Rng, shape: &[usize], device: &Device) -> Result<Tensor> {
+pub(crate) fn normal(rng: &mut ChaCha8Rng, shape: &[usize], device: &Device) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let mut values = Vec::with_capacity(n + 1);
     while values.len() < n {

@@ -56,6 +56,7 @@
 //! `model/tokenizer/` is the standard 49,408-token CLIP tokenizer written out as
 //! `vocab.json` + `merges.txt` ([`write_standard_tokenizer`]).
 
+use super::engine::normal;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -307,31 +308,7 @@ impl PretrainConfig {
     /// Applies `key=value` overrides (dotted keys, TOML values; bare words are strings),
     /// as `styleforge train --set` does: `unet.lr=3e-4`, `data.styles=["plain","sketch"]`.
     pub fn with_overrides(&self, overrides: &[String]) -> Result<Self> {
-        let mut doc = toml::Table::try_from(self).map_err(|e| Error::msg(e.to_string()))?;
-        for item in overrides {
-            let (key, raw) = item.split_once('=').ok_or_else(|| {
-                Error::msg(format!(
-                    "override `{item}` is not key=value (e.g. unet.lr=3e-4)"
-                ))
-            })?;
-            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-                .ok()
-                .and_then(|t| t.get("v").cloned())
-                .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-            let parts: Vec<&str> = key.trim().split('.').collect();
-            let mut table = &mut doc;
-            for part in &parts[..parts.len() - 1] {
-                table = table
-                    .entry(part.to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                    .as_table_mut()
-                    .ok_or_else(|| {
-                        Error::msg(format!("override `{key}`: `{part}` is not a section"))
-                    })?;
-            }
-            table.insert(parts[parts.len() - 1].to_string(), value);
-        }
-        let text = toml::to_string(&doc).map_err(|e| Error::msg(e.to_string()))?;
+        let text = super::config::apply_overrides(self, overrides, "unet.lr=3e-4")?;
         Self::from_toml(&text, Path::new("<command-line overrides>"))
     }
 
@@ -445,22 +422,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// A standard normal tensor from `rng` (Box–Muller, both values of each pair used).
-fn normal(rng: &mut ChaCha8Rng, shape: &[usize], device: &Device) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let mut values = Vec::with_capacity(n + 1);
-    while values.len() < n {
-        let u1: f32 = 1.0 - rng.gen::<f32>();
-        let u2: f32 = rng.gen();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let a = 2.0 * std::f32::consts::PI * u2;
-        values.push(r * a.cos());
-        values.push(r * a.sin());
-    }
-    values.truncate(n);
-    Ok(Tensor::from_vec(values, shape, device)?)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
