@@ -139,6 +139,23 @@ fn runs_and_folders_become_one_table_and_reruns_generate_nothing() {
     let html = std::fs::read_to_string(&r.html).unwrap();
     assert!(html.contains("<table id=\"protocol\">"));
     assert!(s.out.join("protocol.json").is_file());
+    fn partials(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .flat_map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    partials(&p)
+                } else if p.to_string_lossy().ends_with(".partial") {
+                    vec![p]
+                } else {
+                    vec![]
+                }
+            })
+            .collect()
+    }
+    assert!(partials(&s.out).is_empty(), "{:?}", partials(&s.out));
 
     // A rerun finds every image on disk and gives the same numbers.
     let again = run_protocol(&s, &mut NoProgress).unwrap();

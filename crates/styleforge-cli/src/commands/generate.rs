@@ -39,13 +39,7 @@ pub fn run(args: &GenerateArgs, quiet: bool) -> Result<()> {
         }
     }
     let (sd, sampling) = s.load_with_options()?;
-    let native = sd
-        .unet
-        .config()
-        .sample_size
-        .as_ref()
-        .and_then(|v| v.as_u64())
-        .map_or(512, |s| s as usize * sd.vae_scale_factor());
+    let native = sd.native_size();
     let latents = match &args.latents {
         Some(p) => Some(
             load_latents(p, sd.device()).with_context(|| format!("--latents {}", p.display()))?,

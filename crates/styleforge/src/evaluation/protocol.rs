@@ -611,13 +611,7 @@ fn generate_images(
         return Ok((files, 0));
     }
     let sd = load_model(model)?;
-    let native = sd
-        .unet
-        .config()
-        .sample_size
-        .as_ref()
-        .and_then(|v| v.as_u64())
-        .map_or(512, |s| s as usize * sd.vae_scale_factor());
+    let native = sd.native_size();
     let (width, height) = settings.size.unwrap_or((native, native));
     progress.begin(
         &format!("generating for {} ({})", model.label, model.style),
@@ -676,7 +670,10 @@ fn load_model(model: &ResolvedModel) -> Result<StableDiffusion> {
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("partial");
+    // `protocol.md.partial`, not `protocol.partial`: each file gets its own temporary.
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    let tmp = path.with_file_name(name);
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|source| Error::Io {

@@ -179,6 +179,17 @@ impl StableDiffusion {
         self.vae.downscale_factor()
     }
 
+    /// The image side the model was trained at: the UNet's `sample_size` in pixels (512
+    /// when the config does not say), as diffusers pipelines default to.
+    pub fn native_size(&self) -> usize {
+        self.unet
+            .config()
+            .sample_size
+            .as_ref()
+            .and_then(|v| v.as_u64())
+            .map_or(512, |s| s as usize * self.vae_scale_factor())
+    }
+
     /// Builds the scheduler a generation asks for.
     pub fn scheduler(&self, choice: &SchedulerChoice) -> Result<Box<dyn Scheduler>> {
         let kind = match &choice.name {

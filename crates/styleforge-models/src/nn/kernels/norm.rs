@@ -268,11 +268,21 @@ impl CustomOp2 for GroupNormOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let packed = x.apply_op3_no_bwd(wb, &grad.contiguous()?, &GroupNormBackward(*self))?;
-        let nwb = wb.elem_count();
-        let gwb = packed.narrow(0, 0, nwb)?.reshape(wb.shape())?;
-        let gx = packed.narrow(0, nwb, x.elem_count())?.reshape(x.shape())?;
-        Ok((Some(gx), Some(gwb)))
+        unpack_grads(&packed, x, wb)
     }
+}
+
+/// Splits a backward op's flat `[grad_weight, grad_bias, grad_x]` into `(grad_x,
+/// grad_[weight; bias])` shaped like `x` and `wb`.
+fn unpack_grads(
+    packed: &Tensor,
+    x: &Tensor,
+    wb: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let nwb = wb.elem_count();
+    let gwb = packed.narrow(0, 0, nwb)?.reshape(wb.shape())?;
+    let gx = packed.narrow(0, nwb, x.elem_count())?.reshape(x.shape())?;
+    Ok((Some(gx), Some(gwb)))
 }
 
 /// `(x, [weight; bias], grad_out)` → `[grad_weight, grad_bias, grad_x]` flattened.
@@ -390,10 +400,7 @@ impl CustomOp2 for LayerNormOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let packed = x.apply_op3_no_bwd(wb, &grad.contiguous()?, &LayerNormBackward(*self))?;
-        let nwb = wb.elem_count();
-        let gwb = packed.narrow(0, 0, nwb)?.reshape(wb.shape())?;
-        let gx = packed.narrow(0, nwb, x.elem_count())?.reshape(x.shape())?;
-        Ok((Some(gx), Some(gwb)))
+        unpack_grads(&packed, x, wb)
     }
 }
 
