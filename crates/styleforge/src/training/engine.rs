@@ -62,7 +62,8 @@ pub struct TrainSummary {
 struct ConceptData {
     style: LatentCache,
     style_ids: Vec<Vec<u32>>,
-    aux: LatentCache,
+    /// Absent when the run has no prior-preservation loss (`prior_loss_weight = 0`).
+    aux: Option<LatentCache>,
     aux_ids: Vec<Vec<u32>>,
 }
 
@@ -377,8 +378,14 @@ fn load_concepts(
     let mut out = Vec::new();
     for (i, concept) in cfg.concepts.iter().enumerate() {
         let style_folder = ImageFolder::scan(&concept.style_dir, &prep, cfg.min_images)?;
-        let aux_dir = prepare_aux(cfg, i, models, device, progress)?;
-        let aux_folder = ImageFolder::scan(&aux_dir, &prep, 1)?;
+        // Without a prior-preservation loss, Aux images would be loaded (or generated) only
+        // to be ignored.
+        let aux_folder = if cfg.prior_loss_weight > 0.0 {
+            let aux_dir = prepare_aux(cfg, i, models, device, progress)?;
+            Some(ImageFolder::scan(&aux_dir, &prep, 1)?)
+        } else {
+            None
+        };
         let cache = |folder: &ImageFolder, progress: &mut dyn Progress| -> Result<LatentCache> {
             let source = CacheSource {
                 folder,
@@ -397,10 +404,16 @@ fn load_concepts(
             Ok(c)
         };
         let style = cache(&style_folder, progress)?;
-        let aux = cache(&aux_folder, progress)?;
+        let aux = match &aux_folder {
+            Some(folder) => Some(cache(folder, progress)?),
+            None => None,
+        };
         out.push(ConceptData {
             style_ids: prompt_ids(&models.tokenizer, &style_folder, &concept.instance_prompt),
-            aux_ids: prompt_ids(&models.tokenizer, &aux_folder, &concept.aux_prompt),
+            aux_ids: aux_folder
+                .as_ref()
+                .map(|f| prompt_ids(&models.tokenizer, f, &concept.aux_prompt))
+                .unwrap_or_default(),
             style,
             aux,
         });
@@ -495,9 +508,9 @@ impl Loop<'_> {
         let eps = normal(&mut self.rng, &shape, &self.device)?;
         let mut latents = vec![c.style.sample(si, flip_style, &eps)?];
         let mut ids = vec![c.style_ids[si].clone()];
-        if with_prior {
-            let eps = normal(&mut self.rng, &c.aux.latent_shape(), &self.device)?;
-            latents.push(c.aux.sample(ai, flip_aux, &eps)?);
+        if let (true, Some(aux)) = (with_prior, &c.aux) {
+            let eps = normal(&mut self.rng, &aux.latent_shape(), &self.device)?;
+            latents.push(aux.sample(ai, flip_aux, &eps)?);
             ids.push(c.aux_ids[ai].clone());
         }
         let latents = Tensor::cat(&latents, 0)?;
@@ -840,7 +853,11 @@ pub fn train(
     let aux_samplers = concepts
         .iter()
         .enumerate()
-        .map(|(ci, c)| EpochSampler::new(c.aux.len(), cfg.seed.wrapping_add(101 + ci as u64)))
+        .map(|(ci, c)| {
+            // A run without Aux keeps a one-item sampler so that checkpoints keep their shape.
+            let n = c.aux.as_ref().map_or(1, |a| a.len());
+            EpochSampler::new(n, cfg.seed.wrapping_add(101 + ci as u64))
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut run = Loop {
         cfg,
