@@ -70,7 +70,7 @@ pub use euler::{EulerConfig, EulerScheduler};
 pub use euler_ancestral::{EulerAncestralConfig, EulerAncestralScheduler};
 pub use img2img::{img2img_timesteps, Img2ImgSchedule};
 pub use kind::{build_scheduler, SchedulerKind};
-pub use noise::{NoNoise, NoiseSource, QueuedNoise, SeededNoise};
+pub use noise::{NoNoise, NoiseSource, PerRowNoise, QueuedNoise, SeededNoise};
 pub use pndm::{PndmConfig, PndmScheduler};
 pub use schedule::NoiseSchedule;
 

@@ -177,3 +177,42 @@ mod tests {
             .is_err());
     }
 }
+
+/// Noise for a batch whose rows each have their own [`SeededNoise`] stream: asked for
+/// `[n, …]`, it draws `[1, …]` from each of the `n` streams and stacks them. A batch then
+/// gets, row for row, the numbers that one-at-a-time generation with those seeds gets,
+/// for stochastic samplers too.
+#[derive(Debug, Clone)]
+pub struct PerRowNoise {
+    rows: Vec<SeededNoise>,
+}
+
+impl PerRowNoise {
+    /// One stream per seed.
+    pub fn new(seeds: &[u64]) -> Self {
+        Self {
+            rows: seeds.iter().map(|&s| SeededNoise::new(s)).collect(),
+        }
+    }
+}
+
+impl NoiseSource for PerRowNoise {
+    fn sample(&mut self, shape: &Shape, dtype: DType, device: &Device) -> Result<Tensor> {
+        let dims = shape.dims();
+        if dims.first() != Some(&self.rows.len()) {
+            return Err(SchedulerError::Noise(format!(
+                "noise of shape {dims:?} asked from {} per-row streams (the first dimension must be the row count)",
+                self.rows.len()
+            )));
+        }
+        let mut one = dims.to_vec();
+        one[0] = 1;
+        let one = Shape::from(one);
+        let parts = self
+            .rows
+            .iter_mut()
+            .map(|r| r.sample(&one, dtype, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+}

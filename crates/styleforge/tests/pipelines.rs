@@ -13,7 +13,7 @@ use styleforge::pipelines::{
     Img2ImgRequest, SamplingOptions, SchedulerChoice, StableDiffusion, Txt2ImgRequest,
 };
 use styleforge::progress::NoProgress;
-use styleforge::schedulers::{NoNoise, QueuedNoise};
+use styleforge::schedulers::{NoNoise, QueuedNoise, SeededNoise};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -221,4 +221,59 @@ fn bad_requests_are_clear_errors() {
         let err = sd.img2img(&req, &mut NoNoise, &mut NoProgress).unwrap_err();
         assert!(err.to_string().contains("strength"), "{err}");
     }
+}
+
+#[test]
+fn batched_prompts_give_the_one_at_a_time_pictures() {
+    for (name, eta) in [("ddim", 0.0), ("ddim", 1.0), ("euler_a", 0.0)] {
+        check_batched_prompts(name, eta);
+    }
+}
+
+fn check_batched_prompts(scheduler: &str, eta: f64) {
+    let sd = pipeline("tiny-sd1");
+    let sampling = SamplingOptions {
+        steps: 6,
+        guidance_scale: 5.0,
+        eta,
+        scheduler: SchedulerChoice {
+            name: Some(scheduler.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let prompts = [
+        "a red house".to_string(),
+        "a cat at night".to_string(),
+        "".to_string(),
+    ];
+    let seeds = [7u64, 8, 1234];
+    let batch = sd
+        .txt2img_prompts(&prompts, &seeds, &sampling, 32, 32, &mut NoProgress)
+        .unwrap();
+    assert_eq!(batch.dims(), &[3, 3, 32, 32]);
+    for (i, (p, s)) in prompts.iter().zip(seeds).enumerate() {
+        let req = Txt2ImgRequest {
+            sampling: SamplingOptions {
+                prompt: p.clone(),
+                ..sampling.clone()
+            },
+            width: 32,
+            height: 32,
+            latents: None,
+        };
+        let one = sd
+            .txt2img(&req, &mut SeededNoise::new(s), &mut NoProgress)
+            .unwrap();
+        let d = max_abs_diff(&batch.get(i).unwrap(), &one.get(0).unwrap());
+        assert!(
+            d < 1e-4,
+            "{scheduler} eta {eta}, prompt {i}: batched and single differ by {d}"
+        );
+    }
+    let err = sd
+        .txt2img_prompts(&prompts, &seeds[..2], &sampling, 32, 32, &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("one seed per prompt"), "{err}");
 }

@@ -1,9 +1,9 @@
 //! Text-to-image: noise → denoise with the prompt → decode.
 
 use candle_core::{DType, Tensor};
-use styleforge_schedulers::NoiseSource;
+use styleforge_schedulers::{NoiseSource, PerRowNoise};
 
-use super::{check_side, SamplingOptions, StableDiffusion};
+use super::{check_side, guidance_on, Conditioning, SamplingOptions, StableDiffusion};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -72,6 +72,71 @@ impl StableDiffusion {
             latents,
             &context,
             noise,
+            progress,
+        )?;
+        self.decode_latents(&latents)
+    }
+}
+
+impl StableDiffusion {
+    /// Generates one `width`×`height` picture per prompt in a single batch, `[n, 3, H, W]`
+    /// in [0, 1]. Row `i` draws all its noise (initial latents, then stochastic steps) from
+    /// `SeededNoise::new(seeds[i])` ([`PerRowNoise`]), so it is the picture
+    /// [`StableDiffusion::txt2img`] makes for that prompt and seed, with any sampler.
+    /// `sampling.prompt` and `num_images` are ignored.
+    pub fn txt2img_prompts(
+        &self,
+        prompts: &[String],
+        seeds: &[u64],
+        sampling: &SamplingOptions,
+        width: usize,
+        height: usize,
+        progress: &mut dyn Progress,
+    ) -> Result<Tensor> {
+        let f = self.vae_scale_factor();
+        check_side("width", width, f)?;
+        check_side("height", height, f)?;
+        if prompts.is_empty() || prompts.len() != seeds.len() || sampling.steps == 0 {
+            return Err(Error::InvalidRequest(format!(
+                "{} prompts and {} seeds: give one seed per prompt, at least one prompt and one step",
+                prompts.len(),
+                seeds.len()
+            )));
+        }
+        let mut scheduler = self.scheduler(&sampling.scheduler)?;
+        scheduler.set_eta(sampling.eta)?;
+        scheduler.set_timesteps(sampling.steps)?;
+        let shape = (
+            seeds.len(),
+            self.unet.config().in_channels,
+            height / f,
+            width / f,
+        );
+        let mut noise = PerRowNoise::new(seeds);
+        let latents = noise.sample(&shape.into(), DType::F32, self.device())?;
+        let latents = (latents * scheduler.init_noise_sigma())?;
+        let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let cond = self.encode_prompts(&refs)?;
+        let context = if guidance_on(sampling.guidance_scale) {
+            let negative = sampling.negative_prompt.as_deref().unwrap_or("");
+            let uncond = self
+                .encode_prompts(&[negative])?
+                .repeat((prompts.len(), 1, 1))?;
+            Tensor::cat(&[&uncond, &cond], 0)?
+        } else {
+            cond
+        };
+        let conditioning = Conditioning {
+            context,
+            guidance_scale: sampling.guidance_scale,
+        };
+        let timesteps = scheduler.timesteps().to_vec();
+        let latents = self.denoise(
+            scheduler.as_mut(),
+            &timesteps,
+            latents,
+            &conditioning,
+            &mut noise,
             progress,
         )?;
         self.decode_latents(&latents)
