@@ -248,6 +248,9 @@ pub struct PretrainOutput {
     pub sample_steps: usize,
     /// Guidance scale of the sample grids.
     pub sample_guidance: f64,
+    /// DDIM eta of the sample grids (1: stochastic; a young model's deterministic samples
+    /// keep a speckle of their initial noise).
+    pub sample_eta: f64,
     /// Write `model/` weights as f16 tensors (half the size; for shipping).
     pub f16: bool,
 }
@@ -261,6 +264,7 @@ impl Default for PretrainOutput {
             sample_every: 500,
             sample_steps: 25,
             sample_guidance: 4.0,
+            sample_eta: 1.0,
             f16: false,
         }
     }
@@ -1186,6 +1190,11 @@ impl<'a> UnetRun<'a> {
                         prompt: format!("{content}, {}", style.phrase()),
                         steps: self.cfg.output.sample_steps,
                         guidance_scale: self.cfg.output.sample_guidance,
+                        eta: self.cfg.output.sample_eta,
+                        scheduler: crate::pipelines::SchedulerChoice {
+                            name: Some("ddim".into()),
+                            karras: false,
+                        },
                         ..Default::default()
                     },
                     width: size,
