@@ -1,6 +1,7 @@
-//! Embeds the demo's data (the tiny base model and the style images) into the library, so
-//! `styleforge demo` runs from the binary alone: generates `demo_assets.rs` listing every
-//! file under `assets/demo/{style,aux}` and the demo base model with `include_bytes!`.
+//! Embeds the toy world's shipped files into the library, so `styleforge demo` and
+//! `styleforge protocol --toy` run from the binary alone: generates `toy_assets.rs` listing
+//! the toy base model (`assets/toy/base-model/`) and the probes (`assets/toy/probes.*`)
+//! with `include_bytes!`.
 
 use std::path::{Path, PathBuf};
 
@@ -28,22 +29,21 @@ fn files(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
 
 fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("../..");
+    let toy = root.join("assets/toy");
     let mut list = Vec::new();
-    for sub in ["style", "aux"] {
-        let dir = root.join("assets/demo").join(sub);
-        println!("cargo:rerun-if-changed={}", dir.display());
-        files(&dir, sub, &mut list);
-    }
-    let model = root.join("fixtures/tiny-sd1");
+    let model = toy.join("base-model");
     println!("cargo:rerun-if-changed={}", model.display());
-    let mut model_files = Vec::new();
-    files(&model, "", &mut model_files);
-    model_files.retain(|(name, _)| !name.starts_with("reference."));
-    for (name, path) in model_files {
-        list.push((format!("base-model/{name}"), path));
+    files(&model, "base-model", &mut list);
+    for name in ["probes.json", "probes.safetensors"] {
+        let path = toy.join(name);
+        println!("cargo:rerun-if-changed={}", path.display());
+        if path.is_file() {
+            list.push((format!("probes/{name}"), path));
+        }
     }
+    list.retain(|(name, _)| !name.ends_with(".md"));
     let mut code = String::from(
-        "/// Every embedded demo file: its path relative to the demo folder, and its bytes.\npub static DEMO_FILES: &[(&str, &[u8])] = &[\n",
+        "/// Every embedded toy file: its path relative to the unpacked folder, and its bytes.\npub static TOY_FILES: &[(&str, &[u8])] = &[\n",
     );
     for (name, path) in &list {
         let abs = path.canonicalize().unwrap();
@@ -53,6 +53,6 @@ fn main() {
         ));
     }
     code.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("demo_assets.rs");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("toy_assets.rs");
     std::fs::write(out, code).unwrap();
 }

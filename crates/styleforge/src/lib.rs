@@ -12,7 +12,9 @@
 //! - [`report`]: labelled image grids and line charts (loss curves) as PNG, with a built-in font.
 //! - [`evaluation`]: `styleforge eval`: FID, KID, CLIP-T and CLIP-I of generated images, with
 //!   a feature cache and an HTML report.
-//! - [`toy`]: probes for the toy world (style, objects, colours, sky, ground classifiers).
+//! - [`toy`]: the toy world's probes (style, objects, colours, sky, ground classifiers),
+//!   personalization sets and `protocol --toy`; [`world`] is the renderer itself.
+//! - [`demo`]: `styleforge demo`, StyleForge on the embedded toy base model.
 //! - [`bench`]: named benchmark workloads shared with the PyTorch companion script.
 
 pub mod adapters;
@@ -34,3 +36,4 @@ pub use error::{Error, Result};
 pub use styleforge_models as models;
 pub use styleforge_schedulers as schedulers;
 pub use styleforge_tokenizer as tokenizer;
+pub use styleforge_world as world;

@@ -1,10 +1,11 @@
-//! `styleforge demo`: the whole path on the embedded default.
+//! `styleforge demo`: the whole path on the embedded toy world.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::Args;
 use styleforge::demo::{run as run_demo, DemoOptions};
+use styleforge::world::Style;
 
 use crate::progress::Bar;
 
@@ -14,29 +15,56 @@ pub struct DemoArgs {
     /// Output folder.
     #[arg(long, default_value = "styleforge-demo")]
     out: PathBuf,
+    /// The held-out style to learn: cel, cubist or pointillist.
+    #[arg(long, default_value = "cel")]
+    style: String,
     /// Training steps.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = DemoOptions::default().steps)]
     steps: usize,
+    /// Learning rate [default: StyleForge's toy recipe].
+    #[arg(long)]
+    lr: Option<f64>,
     /// Seed.
     #[arg(long, default_value_t = 1337)]
     seed: u64,
+    /// Another base model folder [default: the embedded toy base model].
+    #[arg(long)]
+    base: Option<PathBuf>,
 }
 
 /// Runs `styleforge demo`.
 pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
+    let style = Style::from_name(&args.style).ok_or_else(|| {
+        anyhow!(
+            "unknown style `{}` (held-out styles: cel, cubist, pointillist)",
+            args.style
+        )
+    })?;
     let opts = DemoOptions {
         out: args.out.clone(),
+        style,
         steps: args.steps,
+        lr: args.lr,
         seed: args.seed,
+        base: args.base.clone(),
+        ..DemoOptions::default()
     };
-    let summary = run_demo(&opts, &mut Bar::new(quiet))?;
+    let s = run_demo(&opts, &mut Bar::new(quiet))?;
     println!(
-        "loss {:.4} -> {:.4}\nbefore/after samples: {}\nfine-tuned model: {}\nopen {}",
-        summary.loss.0,
-        summary.loss.1,
-        summary.samples.display(),
-        summary.model.display(),
-        summary.page.display()
+        "loss {:.4} -> {:.4}\n{} style accuracy {:.2} -> {:.2}, objects {:.2} -> {:.2}, \
+         base styles kept {:.2} -> {:.2}\nbefore/after samples: {}\nfine-tuned model: {}\nopen {}",
+        s.loss.0,
+        s.loss.1,
+        style.name(),
+        s.before.style_accuracy,
+        s.after.style_accuracy,
+        s.before.object_recall,
+        s.after.object_recall,
+        s.before.kept,
+        s.after.kept,
+        s.samples.display(),
+        s.model.display(),
+        s.page.display()
     );
     Ok(())
 }

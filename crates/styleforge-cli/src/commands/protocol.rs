@@ -89,10 +89,106 @@ pub struct ProtocolArgs {
     /// Output folder (images/, evals/, protocol.md, protocol.html, protocol.json).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run the toy-world protocol instead: every method trained on each held-out style from
+    /// the toy base model, then measured by the probes (style distance and accuracy,
+    /// content, drift), plus the two ablations; --steps, --guidance, --seed and --out apply.
+    #[arg(long)]
+    toy: bool,
+    /// Toy: held-out styles to learn [default: cel,cubist,pointillist].
+    #[arg(long, value_delimiter = ',', requires = "toy")]
+    held_out: Vec<String>,
+    /// Toy: methods to compare [default: all six: styleforge, multi-styleforge, dreambooth,
+    /// lora, textual-inversion, custom-diffusion].
+    #[arg(long, value_delimiter = ',', requires = "toy")]
+    methods: Vec<String>,
+    /// Toy: skip the StyleRef-composition and Aux ablations.
+    #[arg(long, requires = "toy")]
+    no_ablations: bool,
+    /// Toy: training steps of every run [default: each method's toy recipe].
+    #[arg(long, requires = "toy")]
+    train_steps: Option<usize>,
+    /// Toy: token prompts per model [default: 24].
+    #[arg(long, requires = "toy")]
+    eval_prompts: Option<usize>,
+    /// Toy: base model folder [default: the embedded toy base model].
+    #[arg(long, requires = "toy")]
+    base: Option<PathBuf>,
+    /// Toy: probes folder [default: the embedded probes].
+    #[arg(long, requires = "toy")]
+    probes: Option<PathBuf>,
+}
+
+fn run_toy(args: &ProtocolArgs, quiet: bool) -> Result<()> {
+    use styleforge::toy::protocol::{run_toy_protocol, ToyProtocolOptions, ALL_METHODS};
+    use styleforge::world::Style;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("toy-protocol"));
+    let shipped = out.join("shipped");
+    let base = match &args.base {
+        Some(b) => b.clone(),
+        None => styleforge::toy::unpack_base_model(&shipped)?,
+    };
+    let probes = match &args.probes {
+        Some(p) => p.clone(),
+        None => styleforge::toy::unpack_probes(&shipped)?,
+    };
+    let mut opts = ToyProtocolOptions::new(base, probes, out);
+    if !args.held_out.is_empty() {
+        opts.styles = args
+            .held_out
+            .iter()
+            .map(|s| {
+                Style::from_name(s).with_context(|| {
+                    format!("unknown style `{s}` (held-out styles: cel, cubist, pointillist)")
+                })
+            })
+            .collect::<Result<_>>()?;
+    }
+    if !args.methods.is_empty() {
+        opts.methods = args
+            .methods
+            .iter()
+            .map(|m| {
+                ALL_METHODS
+                    .into_iter()
+                    .find(|x| x.name() == m.trim())
+                    .with_context(|| {
+                        let names: Vec<_> = ALL_METHODS.iter().map(|x| x.name()).collect();
+                        format!("unknown method `{m}` (one of {})", names.join(", "))
+                    })
+            })
+            .collect::<Result<_>>()?;
+    }
+    opts.ablations = !args.no_ablations;
+    opts.steps = args.train_steps;
+    if let Some(n) = args.eval_prompts {
+        opts.eval_prompts = n.max(2);
+    }
+    if let Some(n) = args.steps {
+        opts.sample_steps = n;
+    }
+    if let Some(g) = args.guidance {
+        opts.guidance = g;
+    }
+    if let Some(s) = args.seed {
+        opts.seed = s;
+    }
+    let result = run_toy_protocol(&opts, &mut Bar::new(quiet))?;
+    print!(
+        "{}",
+        std::fs::read_to_string(&result.markdown).unwrap_or_default()
+    );
+    println!("table: {}", result.html.display());
+    Ok(())
 }
 
 /// Runs `styleforge protocol`.
 pub fn run(args: &ProtocolArgs, quiet: bool) -> Result<()> {
+    if args.toy {
+        return run_toy(args, quiet);
+    }
     let mut file = match &args.config {
         Some(p) => ProtocolFile::from_file(p)?,
         None => ProtocolFile::default(),

@@ -6,7 +6,10 @@
 //! trains it on seeded renders of [`styleforge_world::World`] and measures it on renders of
 //! another seed ([`ProbeAccuracy`]); the shipped probes live in `assets/toy/` with their
 //! accuracy recorded. [`measures`] turns probe outputs into the toy analogues of the style
-//! metrics, CLIP-T and FID/KID.
+//! metrics, CLIP-T and FID/KID. [`data`] writes personalization sets (StyleRef renders
+//! of a held-out style, Aux sets), [`protocol`] runs every method on them and scores the
+//! results (`styleforge protocol --toy`), and [`embedded`] unpacks the shipped base model
+//! and probes built into the library.
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -22,10 +25,15 @@
 //! # Ok::<(), styleforge::Error>(())
 //! ```
 
+pub mod data;
+pub mod embedded;
 pub mod measures;
 pub mod probes;
+pub mod protocol;
 pub mod train;
 
+pub use data::{AuxChoice, Composition};
+pub use embedded::{unpack_base_model, unpack_probes};
 pub use measures::{
     content_scores, content_scores_of, probe_features, probe_frechet_distance,
     probe_kernel_distance, style_accuracy, style_accuracy_of, ContentScores,
@@ -33,6 +41,9 @@ pub use measures::{
 pub use probes::{
     images_to_tensor, LabelVocabulary, ProbeConfig, ProbeFile, ProbeLabels, ProbeNet, ProbeOutput,
     Probes, CONFIG_FILE, WEIGHTS_FILE,
+};
+pub use protocol::{
+    run_toy_protocol, toy_recipe, ToyMetrics, ToyProtocolOptions, ToyProtocolResult, ToyRecipe,
 };
 pub use train::{
     accuracy_of, evaluate_probes, held_out_seed, render_set, train_probes, ProbeAccuracy,
