@@ -249,7 +249,7 @@ fn adapter_defaults_follow_the_diffusers_scripts() {
     let c = c.resolve().unwrap();
     assert_eq!((c.adamw.lr, c.steps, c.prior_loss_weight), (1e-5, 250, 1.0));
     assert_eq!(c.concepts[1].instance_prompt, "<new2> style");
-    assert_eq!(c.adapter.initializer_tokens, ["ktn", "pll"]);
+    assert_eq!(c.adapter.initializer_tokens, ["pll", "ucd"]);
 }
 
 #[test]

@@ -190,7 +190,8 @@ pub struct TrainingSection {
     #[serde(default)]
     pub num_vectors: Option<usize>,
     /// Initializer word per new token (Textual Inversion default `style`; Custom
-    /// Diffusion `ktn`, `pll`); each must be a single existing token.
+    /// Diffusion `pll`, `ucd`: diffusers' `ktn` is two CLIP tokens); each must be a single
+    /// existing token.
     #[serde(default)]
     pub initializer_tokens: Option<Vec<String>>,
 }
@@ -428,7 +429,7 @@ impl TrainConfig {
             num_vectors: t.num_vectors.unwrap_or(1),
             initializer_tokens: t.initializer_tokens.clone().unwrap_or_else(|| {
                 let words: &[&str] = match m {
-                    Method::CustomDiffusion => &["ktn", "pll"],
+                    Method::CustomDiffusion => &["pll", "ucd"],
                     _ => &["style"],
                 };
                 words.iter().map(|w| w.to_string()).collect()
