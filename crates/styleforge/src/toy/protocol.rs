@@ -229,7 +229,7 @@ pub fn plan(opts: &ToyProtocolOptions) -> Vec<ToyRun> {
 pub struct ToyMetrics {
     /// Probe Fréchet distance of token-prompt pictures to renders of the style (↓).
     pub style_fd: f64,
-    /// Probe kernel distance × 100 (↓).
+    /// Probe kernel distance (KID's unbiased MMD² in probe-feature space; ↓).
     pub style_kd: f64,
     /// Fraction of token-prompt pictures the probe calls the target style (↑).
     pub style_accuracy: f64,
@@ -554,7 +554,7 @@ pub(crate) fn measure(
     )?;
     Ok(ToyMetrics {
         style_fd: probe_frechet_distance(probes, &s.token, reference)?,
-        style_kd: kid.mean * 100.0,
+        style_kd: kid.mean,
         style_accuracy: style_accuracy_of(&token_labels, style),
         object_recall: content.object_recall,
         colour_accuracy: content.colour_accuracy,
@@ -699,7 +699,7 @@ const COLUMNS: [(&str, &str); 8] = [
         "Probe Fréchet distance to renders of the style",
     ),
     (
-        "style KD×100 ↓",
+        "style KD ↓",
         "Probe kernel distance to renders of the style",
     ),
     (
@@ -722,7 +722,7 @@ const COLUMNS: [(&str, &str); 8] = [
 fn cells(m: &ToyMetrics) -> [String; 8] {
     [
         format!("{:.1}", m.style_fd),
-        format!("{:.2}", m.style_kd),
+        format!("{:.1}", m.style_kd),
         format!("{:.2}", m.style_accuracy),
         format!("{:.2}", m.object_recall),
         format!("{:.2}", m.colour_accuracy),
