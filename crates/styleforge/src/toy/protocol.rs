@@ -623,7 +623,15 @@ pub fn run_toy_protocol(
             metrics: measure(&probes, style, &base, &bd, &evals, &drifts, &reference)?,
         });
         let mut grid = vec![
-            (format!("{} renders", style.name()), shown(&reference)),
+            (
+                format!("true {} renders", style.name()),
+                // The prompted scenes themselves, drawn in the style: what a perfect
+                // model would make.
+                shown(&evals)
+                    .iter()
+                    .map(|p| styleforge_world::render(&p.scene, style, 32, opts.seed))
+                    .collect(),
+            ),
             ("base model".to_string(), shown(&base.token)),
         ];
         for run in plan(opts).into_iter().filter(|r| r.style == style) {
@@ -886,7 +894,7 @@ td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated;max-
     md.push_str(
         &COLUMNS
             .iter()
-            .map(|(c, tip)| format!("**{c}** {}", tip.to_lowercase()))
+            .map(|(c, tip)| format!("**{c}**: {tip}"))
             .collect::<Vec<_>>()
             .join("; "),
     );
