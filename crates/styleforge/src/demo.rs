@@ -153,7 +153,12 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
     .collect();
     let phrase = ("ohwx style", "ohwx style");
     let no_adapters = GenerationAdapters::default();
+    // Pictures of an earlier demo in this folder may come from another seed, style or
+    // base: never reuse them.
     let images = out.join("images");
+    if images.exists() {
+        std::fs::remove_dir_all(&images).map_err(io(&images))?;
+    }
     let before = sample_model(
         &popts,
         &base,
@@ -168,11 +173,7 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
     let model = summary
         .model_dir
         .ok_or_else(|| Error::msg("the demo run ended before its last step"))?;
-    // Pictures made before are from another model: never reuse them.
     let after_dir = images.join("after");
-    if after_dir.exists() {
-        std::fs::remove_dir_all(&after_dir).map_err(io(&after_dir))?;
-    }
     let after = sample_model(
         &popts,
         &model,
