@@ -19,38 +19,62 @@ struct Run {
 
 /// One forward/backward of `mse(unet(sample, t, text_encoder(ids)), target)`.
 fn run(model: &str) -> Run {
+    run_with(model, false, DType::F32)
+}
+
+/// [`run`] in `dtype`, with gradient checkpointing of both models when `checkpointing`
+/// (gradients are returned in f64 for other dtypes than f32).
+fn run_with(model: &str, checkpointing: bool, dtype: DType) -> Run {
     let folder = ModelFolder::open(fixture(model)).unwrap();
     let unet_map = VarMap::new();
     let te_map = VarMap::new();
-    let base = LoadOptions::default();
-    let unet = folder.unet(&base.trainable_in(&unet_map)).unwrap().model;
-    let te = folder
+    let base = LoadOptions {
+        dtype,
+        ..LoadOptions::default()
+    };
+    let mut unet = folder.unet(&base.trainable_in(&unet_map)).unwrap().model;
+    let mut te = folder
         .text_encoder(&base.trainable_in(&te_map))
         .unwrap()
         .model;
+    unet.set_gradient_checkpointing(checkpointing);
+    te.set_gradient_checkpointing(checkpointing);
     let r = reference(model);
     let ids = r["grad_input_ids"].to_dtype(DType::U32).unwrap();
     let context = te.forward(&ids).unwrap();
     let pred = unet
-        .forward(&r["grad_sample"], &r["grad_timesteps"], &context)
+        .forward(
+            &r["grad_sample"].to_dtype(dtype).unwrap(),
+            &r["grad_timesteps"],
+            &context,
+        )
         .unwrap();
-    let loss = (pred - &r["grad_target"])
+    let loss = (pred - &r["grad_target"].to_dtype(dtype).unwrap())
         .unwrap()
         .sqr()
         .unwrap()
         .mean_all()
         .unwrap();
-    let store = loss.backward().unwrap();
+    let store = styleforge_models::nn::checkpoint::backward(&loss).unwrap();
     let unet_vars = unet_map.data().lock().unwrap().clone();
     let te_vars = te_map.data().lock().unwrap().clone();
     let mut grads = HashMap::new();
     for (name, var) in unet_vars.iter().chain(te_vars.iter()) {
         if let Some(g) = store.get(var.as_tensor()) {
-            grads.insert(name.clone(), g.clone());
+            let g = if dtype == DType::F32 {
+                g.clone()
+            } else {
+                g.to_dtype(DType::F64).unwrap()
+            };
+            grads.insert(name.clone(), g);
         }
     }
     Run {
-        loss: loss.to_scalar::<f32>().unwrap(),
+        loss: loss
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
         grads,
         unet_vars,
         te_vars,
@@ -110,6 +134,92 @@ fn check_gradients_match(model: &str) {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(compared > 50, "only {compared} reference gradients found");
+}
+
+/// Checkpointed gradients equal the plain ones. The forward is bit-identical; in f64 the
+/// gradients agree to 1e-12 relative, so what remains in f32 (≤ 1e-5 of a gradient's
+/// largest value, relative L2 ≤ 5e-6) is the order in which f32 sums meet: a segment's
+/// input collects its inner contributions before the outer ones.
+fn check_checkpointing_changes_no_gradient(model: &str, dtype: DType, l2_tol: f64, max_tol: f64) {
+    let plain = run_with(model, false, dtype);
+    let ckpt = run_with(model, true, dtype);
+    assert_eq!(plain.loss, ckpt.loss, "the forward must not change");
+    assert_eq!(plain.grads.len(), ckpt.grads.len());
+    let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    let l2 = |t: &Tensor| -> f64 {
+        f64s(t)
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+            .sqrt()
+    };
+    let amax = |t: &Tensor| -> f64 {
+        f64s(t)
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let (mut worst_l2, mut worst_max) = ((0.0f64, String::new()), (0.0f64, String::new()));
+    for (name, g) in &plain.grads {
+        let c = ckpt
+            .grads
+            .get(name)
+            .unwrap_or_else(|| panic!("{name}: no gradient with checkpointing"));
+        if is_provably_zero(name) {
+            assert!(amax(c) < 1e-6, "{name}");
+            continue;
+        }
+        let diff = (f64s(g) - f64s(c)).unwrap();
+        let rel_l2 = l2(&diff) / l2(g).max(1e-30);
+        let rel_max = amax(&diff) / amax(g).max(1e-30);
+        if rel_l2 > worst_l2.0 {
+            worst_l2 = (rel_l2, name.clone());
+        }
+        if rel_max > worst_max.0 {
+            worst_max = (rel_max, name.clone());
+        }
+    }
+    eprintln!("{model} {dtype:?}: worst relative L2 {worst_l2:?}, worst max-abs {worst_max:?}");
+    assert!(
+        worst_l2.0 <= l2_tol,
+        "{}: relative L2 difference {:e}",
+        worst_l2.1,
+        worst_l2.0
+    );
+    assert!(
+        worst_max.0 <= max_tol,
+        "{}: max-abs difference {:e}",
+        worst_max.1,
+        worst_max.0
+    );
+    assert!(
+        plain.grads.len() > 50,
+        "only {} gradients",
+        plain.grads.len()
+    );
+}
+
+#[test]
+fn gradient_checkpointing_changes_no_gradient_sd1() {
+    check_checkpointing_changes_no_gradient("tiny-sd1", DType::F32, 5e-6, 1e-5);
+}
+
+#[test]
+fn gradient_checkpointing_changes_no_gradient_sd2() {
+    check_checkpointing_changes_no_gradient("tiny-sd2", DType::F32, 5e-6, 1e-5);
+}
+
+#[test]
+fn gradient_checkpointing_changes_no_gradient_in_f64() {
+    for model in ["tiny-sd1", "tiny-sd2"] {
+        check_checkpointing_changes_no_gradient(model, DType::F64, 1e-12, 1e-12);
+    }
 }
 
 #[test]

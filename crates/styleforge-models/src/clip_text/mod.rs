@@ -16,6 +16,7 @@ pub use config::{Activation, ClipTextConfig};
 
 use crate::error::{ModelError, Result};
 use crate::nn::attention::{merge_heads, scaled_dot_product_attention, split_heads};
+use crate::nn::checkpoint::checkpoint;
 use crate::nn::{kernels, LayerNorm};
 
 /// The shape of one CLIP encoder layer; the text and vision towers share the layer.
@@ -173,6 +174,7 @@ pub struct ClipTextModel {
     layers: Vec<ClipEncoderLayer>,
     final_layer_norm: LayerNorm,
     config: ClipTextConfig,
+    gradient_checkpointing: bool,
 }
 
 impl ClipTextModel {
@@ -199,12 +201,25 @@ impl ClipTextModel {
             layers,
             final_layer_norm,
             config: config.clone(),
+            gradient_checkpointing: false,
         })
     }
 
     /// The config the model was built from.
     pub fn config(&self) -> &ClipTextConfig {
         &self.config
+    }
+
+    /// Gradient checkpointing: every encoder layer keeps only its input in the forward
+    /// pass and is recomputed during backward, which then needs
+    /// [`crate::nn::checkpoint::backward`].
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.gradient_checkpointing = on;
+    }
+
+    /// Whether gradient checkpointing is on.
+    pub fn gradient_checkpointing(&self) -> bool {
+        self.gradient_checkpointing
     }
 
     /// The token embedding table `[vocab, hidden]` (Textual Inversion trains rows of it).
@@ -262,7 +277,12 @@ impl ClipTextModel {
             .broadcast_add(&positions)?;
         let mask = causal_mask(n, h.dtype(), h.device())?;
         for layer in &self.layers[..self.layers.len() - clip_skip] {
-            h = layer.forward(&h, Some(&mask))?;
+            h = if self.gradient_checkpointing {
+                let (layer, mask) = (layer.clone(), mask.clone());
+                checkpoint(&[&h], move |i| layer.forward(&i[0], Some(&mask)))?
+            } else {
+                layer.forward(&h, Some(&mask))?
+            };
         }
         let hidden_state = self.final_layer_norm.forward(&h)?;
         let eos: Vec<u32> = ids_host

@@ -5,6 +5,7 @@
 //! their backward, and is tested for it.
 
 pub mod attention;
+pub mod checkpoint;
 pub mod conv;
 pub mod flops;
 pub mod kernels;

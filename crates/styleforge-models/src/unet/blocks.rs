@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use crate::blocks::resnet::ResnetConfig;
 use crate::blocks::transformer::TransformerConfig;
 use crate::blocks::{Downsample2D, ResnetBlock2D, Transformer2DModel, Upsample2D};
+use crate::nn::checkpoint::checkpoint;
 
 /// What a block needs beyond its channels: the settings every block of a UNet shares.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +67,29 @@ fn transformer(
     )
 }
 
+/// A resnet, checkpointed when `ckpt`.
+fn run_resnet(r: &ResnetBlock2D, x: &Tensor, temb: &Tensor, ckpt: bool) -> Result<Tensor> {
+    if !ckpt {
+        return r.forward(x, Some(temb));
+    }
+    let r = r.clone();
+    checkpoint(&[x, temb], move |i| r.forward(&i[0], Some(&i[1])))
+}
+
+/// A spatial transformer, checkpointed when `ckpt`.
+fn run_transformer(
+    t: &Transformer2DModel,
+    x: &Tensor,
+    context: &Tensor,
+    ckpt: bool,
+) -> Result<Tensor> {
+    if !ckpt {
+        return t.forward(x, context);
+    }
+    let t = t.clone();
+    checkpoint(&[x, context], move |i| t.forward(&i[0], &i[1]))
+}
+
 /// `CrossAttnDownBlock2D` (with `attention`) or `DownBlock2D` (without): resnets, each
 /// optionally followed by a spatial transformer, then an optional stride-2 downsample.
 #[derive(Debug, Clone)]
@@ -73,12 +97,19 @@ pub struct DownBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,
     downsampler: Option<Downsample2D>,
+    checkpointing: bool,
 }
 
 impl DownBlock {
     /// The block's spatial transformers (none for a plain block).
     pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut Transformer2DModel> {
         self.attentions.iter_mut()
+    }
+
+    /// Recompute each resnet and transformer during backward instead of keeping their
+    /// activations (see [`crate::nn::checkpoint`]).
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
     }
 
     /// Loads `resnets.{i}`, `attentions.{i}` and `downsamplers.0`.
@@ -108,6 +139,7 @@ impl DownBlock {
             resnets,
             attentions,
             downsampler,
+            checkpointing: false,
         })
     }
 
@@ -122,9 +154,9 @@ impl DownBlock {
         let mut h = x.clone();
         let mut states = Vec::with_capacity(self.resnets.len() + 1);
         for (i, resnet) in self.resnets.iter().enumerate() {
-            h = resnet.forward(&h, Some(temb))?;
+            h = run_resnet(resnet, &h, temb, self.checkpointing)?;
             if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(&h, context)?;
+                h = run_transformer(attn, &h, context, self.checkpointing)?;
             }
             states.push(h.clone());
         }
@@ -141,12 +173,19 @@ impl DownBlock {
 pub struct MidBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,
+    checkpointing: bool,
 }
 
 impl MidBlock {
     /// The block's spatial transformers (none for a plain block).
     pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut Transformer2DModel> {
         self.attentions.iter_mut()
+    }
+
+    /// Recompute each resnet and transformer during backward instead of keeping their
+    /// activations (see [`crate::nn::checkpoint`]).
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
     }
 
     /// Loads `resnets.0`, `attentions.0` and `resnets.1`.
@@ -167,15 +206,17 @@ impl MidBlock {
                 s,
                 vb.pp("attentions").pp(0),
             )?],
+            checkpointing: false,
         })
     }
 
     /// `[b, c, h, w]` → `[b, c, h, w]`.
     pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let mut h = self.resnets[0].forward(x, Some(temb))?;
+        let ckpt = self.checkpointing;
+        let mut h = run_resnet(&self.resnets[0], x, temb, ckpt)?;
         for (attn, resnet) in self.attentions.iter().zip(&self.resnets[1..]) {
-            h = attn.forward(&h, context)?;
-            h = resnet.forward(&h, Some(temb))?;
+            h = run_transformer(attn, &h, context, ckpt)?;
+            h = run_resnet(resnet, &h, temb, ckpt)?;
         }
         Ok(h)
     }
@@ -189,6 +230,7 @@ pub struct UpBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2DModel>,
     upsampler: Option<Upsample2D>,
+    checkpointing: bool,
 }
 
 /// Channel counts of an [`UpBlock`].
@@ -206,6 +248,12 @@ impl UpBlock {
     /// The block's spatial transformers (none for a plain block).
     pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut Transformer2DModel> {
         self.attentions.iter_mut()
+    }
+
+    /// Recompute each resnet and transformer during backward instead of keeping their
+    /// activations (see [`crate::nn::checkpoint`]).
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
     }
 
     /// Loads `resnets.{i}`, `attentions.{i}` and `upsamplers.0`.
@@ -234,6 +282,7 @@ impl UpBlock {
             resnets,
             attentions,
             upsampler,
+            checkpointing: false,
         })
     }
 
@@ -255,9 +304,10 @@ impl UpBlock {
         let mut h = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = &skips[skips.len() - 1 - i];
-            h = resnet.forward(&Tensor::cat(&[&h, skip], 1)?, Some(temb))?;
+            let input = Tensor::cat(&[&h, skip], 1)?;
+            h = run_resnet(resnet, &input, temb, self.checkpointing)?;
             if let Some(attn) = self.attentions.get(i) {
-                h = attn.forward(&h, context)?;
+                h = run_transformer(attn, &h, context, self.checkpointing)?;
             }
         }
         match &self.upsampler {
