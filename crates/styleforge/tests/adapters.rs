@@ -129,6 +129,7 @@ fn check_lora(model: &str, text_encoder: bool) {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 1e-2,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -278,6 +279,7 @@ fn textual_inversion_matches_diffusers_and_keeps_other_rows() {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 1e-2,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -524,6 +526,7 @@ fn custom_diffusion_matches_diffusers_update_and_saves_deltas() {
             beta2: 0.999,
             eps: 1e-8,
             weight_decay: 1e-2,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -159,6 +159,7 @@ fn check_three_steps(model: &str) {
         beta2: 0.999,
         eps: 1e-8,
         weight_decay: 1e-2,
+        ..Default::default()
     };
     let mut opt = AdamW::new(all, config).unwrap();
     for step in 1..=3 {

@@ -1,5 +1,6 @@
 //! Optimizers that update trainable variables in place.
 
 pub mod adamw;
+pub mod adamw8bit;
 
-pub use adamw::{AdamW, AdamWConfig};
+pub use adamw::{AdamW, AdamWConfig, OptimizerKind};
