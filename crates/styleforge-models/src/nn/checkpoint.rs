@@ -15,7 +15,7 @@
 //! contributions are summed. Segments must be deterministic (no dropout draws).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
@@ -77,7 +77,7 @@ where
 }
 
 /// `loss.backward()` for graphs that may hold checkpointed segments: the gradients of
-/// every variable, those used inside segments included.
+/// every variable, those used inside segments included, detached from the graph.
 pub fn backward(loss: &Tensor) -> Result<GradStore> {
     let previous = COLLECTOR.with(|c| c.replace(Some(Grads::new())));
     let result = loss.backward();
@@ -90,18 +90,27 @@ pub fn backward(loss: &Tensor) -> Result<GradStore> {
         };
         grads.insert_id(id, sum);
     }
+    // candle's gradients keep their own graph (a weight's gradient holds the activation it
+    // was computed from): detached, every activation is freed once the loss is dropped.
+    let ids: Vec<TensorId> = grads.get_ids().copied().collect();
+    for id in ids {
+        if let Some(g) = grads.get_id(id).filter(|g| g.track_op()) {
+            let g = g.detach();
+            grads.insert_id(id, g);
+        }
+    }
     Ok(grads)
 }
 
-/// Adds every gradient of `from` into `into`.
-fn collect(into: &mut Grads, from: &GradStore) -> Result<()> {
-    for &id in from.get_ids() {
+/// Adds the gradients of `from` that belong to `variables` into `into`.
+fn collect(into: &mut Grads, from: &GradStore, variables: &HashSet<TensorId>) -> Result<()> {
+    for &id in from.get_ids().filter(|id| variables.contains(id)) {
         let Some(g) = from.get_id(id) else { continue };
         let sum = match into.remove(&id) {
             Some(prev) => (prev + g)?,
             None => g.clone(),
         };
-        into.insert(id, sum);
+        into.insert(id, sum.detach());
     }
     Ok(())
 }
@@ -190,12 +199,23 @@ impl CustomOp3 for Segment {
         if !out.track_op() {
             return Ok((None, None, None));
         }
-        let mut grads = (out * grad_res.detach())?.sum_all()?.backward()?;
+        let surrogate = (out * grad_res.detach())?.sum_all()?;
+        // Backward also leaves gradients for untracked operands (`grad_res` itself, masks):
+        // only the variables' are kept.
+        let variables: HashSet<TensorId> = surrogate
+            .sorted_nodes()
+            .iter()
+            .filter(|n| n.is_variable())
+            .map(|n| n.id())
+            .collect();
+        let mut grads = surrogate.backward()?;
         let mut input_grads = leaves
             .iter()
             .map(|leaf| leaf.as_ref().and_then(|v| grads.remove(v.as_tensor())));
-        let ga = input_grads.next().flatten();
-        let gb = input_grads.next().flatten();
+        // Gradients computed here still reference the recomputed activations through their
+        // own graph; detached, the segment's activations are freed when this returns.
+        let ga = input_grads.next().flatten().map(|g| g.detach());
+        let gb = input_grads.next().flatten().map(|g| g.detach());
         COLLECTOR.with(|c| -> Result<()> {
             let mut c = c.borrow_mut();
             let Some(store) = c.as_mut() else {
@@ -205,7 +225,7 @@ impl CustomOp3 for Segment {
                      gradient checkpointing"
                 )
             };
-            collect(store, &grads)
+            collect(store, &grads, &variables)
         })?;
         Ok((ga, gb, None))
     }
