@@ -44,9 +44,41 @@ pub enum Error {
     /// Training produced a NaN or infinite loss.
     #[error("the loss became {value} at step {step}; training stopped. The last checkpoint (if any) is intact: lower optim.lr, check the data, or resume from it")]
     NonFiniteLoss { step: usize, value: f64 },
+    /// The run's estimated peak memory exceeds the memory available
+    /// ([`crate::training::memory`]); `suggestions` are settings that fit, each with its
+    /// estimate, in order of least quality impact.
+    #[error("{}", insufficient_memory(*.estimate, *.available, .suggestions))]
+    InsufficientMemory {
+        estimate: u64,
+        available: u64,
+        suggestions: Vec<String>,
+    },
     /// Anything else, said in words.
     #[error("{0}")]
     Msg(String),
+}
+
+fn insufficient_memory(estimate: u64, available: u64, suggestions: &[String]) -> String {
+    let mut text = format!(
+        "this run needs an estimated {:.1} GB of memory at its peak, but {:.1} GB are available.",
+        estimate as f64 / 1e9,
+        available as f64 / 1e9
+    );
+    if suggestions.is_empty() {
+        text.push_str(
+            " No change of gradient checkpointing, optimizer, resolution or text-encoder training brings it under; free memory or use a larger machine.",
+        );
+    } else {
+        text.push_str(" Settings that fit, least loss of quality first:");
+        for s in suggestions {
+            text.push_str("\n  - ");
+            text.push_str(s);
+        }
+    }
+    text.push_str(
+        "\nTo go on anyway: training.ignore_memory_check = true (or styleforge train --ignore-memory-check).",
+    );
+    text
 }
 
 impl Error {

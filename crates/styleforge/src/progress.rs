@@ -13,6 +13,27 @@ pub trait Progress {
     }
     /// The phase is over.
     fn finish(&mut self) {}
+    /// A training step is done (called after its `advance`): what a log line shows.
+    fn step(&mut self, report: &StepReport) {
+        let _ = report;
+    }
+}
+
+/// What one finished training step reports to [`Progress::step`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// Optimizer steps done in the run (1-based, counting steps before a resume).
+    pub step: usize,
+    /// The step the run ends at.
+    pub total: usize,
+    /// Loss of the step.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Seconds the step took.
+    pub step_time_s: f64,
+    /// Peak resident memory of the process so far in bytes (Linux `VmHWM`), if known.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// Reports nothing.

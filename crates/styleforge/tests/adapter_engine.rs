@@ -265,3 +265,62 @@ fn example_configs_parse_and_resolve() {
         cfg.resolve().unwrap();
     }
 }
+
+/// Largest |a - b| over the largest |a|, across all tensors (which must match by name).
+fn max_relative_difference(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f32 {
+    assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty());
+    let (mut diff, mut scale) = (0f32, 0f32);
+    for (k, t) in a {
+        let abs_max = |x: &Tensor| {
+            x.abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        diff = diff.max(abs_max(&(t - &b[k]).unwrap()));
+        scale = scale.max(abs_max(t));
+    }
+    diff / scale
+}
+
+#[test]
+fn lora_with_gradient_checkpointing_trains_to_the_same_weights() {
+    let data = dataset();
+    let extra = "lora_rank = 2\nlora_alpha = 4.0\ntrain_text_encoder = true";
+    let mut out = Vec::new();
+    for (name, ckpt) in [("plain", ""), ("ckpt", "\ngradient_checkpointing = true")] {
+        let mut cfg = config(
+            Method::Lora,
+            data.path(),
+            &data.path().join(name),
+            &format!("{extra}{ckpt}"),
+            1,
+        );
+        cfg.optim.steps = Some(3);
+        let cfg = cfg.resolve().unwrap();
+        assert_eq!(cfg.gradient_checkpointing, !ckpt.is_empty());
+        let s = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
+        out.push((
+            load(&s.model_dir.unwrap().join(files::LORA_PEFT)),
+            read_log(&data.path().join(name).join("train_log.jsonl")),
+        ));
+    }
+    let rel = max_relative_difference(&out[0].0, &out[1].0);
+    assert!(rel <= 1e-5, "LoRA weights differ by {rel:e} relative");
+    for (a, b) in out[0].1.iter().zip(&out[1].1) {
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-6 * a.loss.abs(),
+            "{a:?} vs {b:?}"
+        );
+        assert!(
+            (a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm,
+            "{a:?} vs {b:?}"
+        );
+    }
+    assert_eq!(out[1].1.len(), 3);
+}

@@ -401,3 +401,104 @@ fn config_defaults_overrides_and_errors() {
     assert!((r.lr_at(2) - 1e-4).abs() < 1e-12);
     assert!(r.lr_at(6).abs() < 1e-12);
 }
+
+#[test]
+fn gradient_checkpointing_trains_to_the_same_weights() {
+    let data = dataset();
+    let mut runs = Vec::new();
+    for (name, ckpt) in [("plain", false), ("ckpt", true)] {
+        let out = data.path().join(name);
+        let mut cfg = config(Method::Styleforge, data.path(), &out);
+        cfg.optim.steps = Some(3);
+        // Accumulation and clipping see the checkpointed gradients too.
+        cfg.optim.gradient_accumulation = Some(2);
+        cfg.optim.max_grad_norm = Some(0.5);
+        cfg.training.gradient_checkpointing = Some(ckpt);
+        let cfg = cfg.resolve().unwrap();
+        assert!(cfg.train_text_encoder);
+        let s = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
+        runs.push((
+            weights(&s.model_dir.unwrap()),
+            read_log(&out.join("train_log.jsonl")),
+        ));
+    }
+    let (a, b) = (&runs[0].0, &runs[1].0);
+    assert_eq!(a.len(), b.len());
+    let mut worst = (0f32, String::new());
+    for (name, t) in a {
+        let scale = t
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = (t - &b[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let rel = diff / scale.max(1e-20);
+        if rel > worst.0 {
+            worst = (rel, name.clone());
+        }
+    }
+    assert!(worst.0 <= 1e-5, "{}: {:e} relative", worst.1, worst.0);
+    assert!(
+        a.keys().any(|k| k.starts_with("te.")),
+        "text encoder trained"
+    );
+    assert_eq!(runs[1].1.len(), 3);
+    for (x, y) in runs[0].1.iter().zip(&runs[1].1) {
+        assert!(
+            (x.loss - y.loss).abs() <= 1e-6 * x.loss.abs(),
+            "{x:?} vs {y:?}"
+        );
+        assert!(
+            (x.grad_norm - y.grad_norm).abs() <= 1e-5 * x.grad_norm,
+            "{x:?} vs {y:?}"
+        );
+    }
+}
+
+#[test]
+fn an_8bit_checkpointed_run_resumes_bit_exactly() {
+    let data = dataset();
+    let run = |name: &str| {
+        let mut cfg = config(Method::Styleforge, data.path(), &data.path().join(name));
+        cfg.optim.optimizer = Some(styleforge::optim::OptimizerKind::AdamW8bit);
+        cfg.training.gradient_checkpointing = Some(true);
+        cfg.resolve().unwrap()
+    };
+    let straight = train(&run("straight"), &RunOptions::default(), &mut NoProgress).unwrap();
+    let split = run("split");
+    let first = RunOptions {
+        resume: false,
+        stop_after: Some(4),
+    };
+    assert_eq!(train(&split, &first, &mut NoProgress).unwrap().steps, 4);
+    let resume = RunOptions {
+        resume: true,
+        stop_after: None,
+    };
+    let resumed = train(&split, &resume, &mut NoProgress).unwrap();
+    assert_eq!(resumed.steps, 6);
+    let a = weights(&straight.model_dir.unwrap());
+    let b = weights(&resumed.model_dir.unwrap());
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(same, "{name} differs after resume");
+    }
+    // The checkpoint holds 8-bit states (u8 codes and per-block absmax).
+    let ckpt = data
+        .path()
+        .join("split/checkpoints/step-0000003/optimizer.safetensors");
+    let state = candle_core::safetensors::load(ckpt, &Device::Cpu).unwrap();
+    assert!(state.values().any(|t| t.dtype() == DType::U8));
+    assert!(state.keys().any(|k| k.ends_with(".absmax1")));
+}

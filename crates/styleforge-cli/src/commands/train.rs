@@ -17,8 +17,9 @@ use crate::progress::Bar;
 /// single-file base, as `convert --config`), `[[data.concepts]]` (style_dir,
 /// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images),
 /// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,
-/// num_aux_images, aux_steps), `[optim]` (steps, lr, beta1, beta2, weight_decay, eps,
-/// gradient_accumulation, max_grad_norm, lr_schedule, warmup_steps) and `[output]` (dir,
+/// num_aux_images, aux_steps, gradient_checkpointing, ignore_memory_check), `[optim]`
+/// (steps, lr, beta1, beta2, weight_decay, eps, gradient_accumulation, max_grad_norm,
+/// lr_schedule, warmup_steps, optimizer) and `[output]` (dir,
 /// checkpoint_every, keep_checkpoints, validate_every, validation_prompts,
 /// validation_steps, save_format), plus top-level `method` and `seed`. See examples/train/*.toml.
 #[derive(Args, Debug)]
@@ -55,6 +56,10 @@ pub struct TrainArgs {
     /// Print the effective config and exit.
     #[arg(long)]
     dry_run: bool,
+    /// Start even when the estimated peak memory exceeds the memory available (shortcut
+    /// for `--set training.ignore_memory_check=true`); the estimate is printed either way.
+    #[arg(long)]
+    ignore_memory_check: bool,
 }
 
 /// Runs `styleforge train`.
@@ -78,6 +83,9 @@ pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     }
     if let Some(f) = &args.save_format {
         overrides.push(format!("output.save_format={f:?}"));
+    }
+    if args.ignore_memory_check {
+        overrides.push("training.ignore_memory_check=true".to_string());
     }
     let resolved = config
         .with_overrides(&overrides)?

@@ -64,7 +64,7 @@ pub fn save(
         if let Some(te) = text_encoder {
             save_safetensors_atomic(&varmap_tensors(te), &tmp.join("text_encoder.safetensors"))?;
         }
-        save_safetensors_atomic(&optimizer.state()?, &tmp.join("optimizer.safetensors"))?;
+        optimizer.save_state(&tmp.join("optimizer.safetensors"))?;
         let json = serde_json::to_string_pretty(state).map_err(|e| Error::msg(e.to_string()))?;
         let state_path = tmp.join("state.json");
         std::fs::write(&state_path, json).map_err(io(&state_path))?;

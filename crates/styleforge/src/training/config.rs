@@ -173,6 +173,14 @@ pub struct TrainingSection {
     /// Train the text encoder too (StyleForge: yes; DreamBooth: no).
     #[serde(default)]
     pub train_text_encoder: Option<bool>,
+    /// Recompute activations during backward instead of keeping them (default off): the
+    /// same gradients for far less memory and ~30% more compute per step.
+    #[serde(default)]
+    pub gradient_checkpointing: Option<bool>,
+    /// Start even when the estimated peak memory exceeds what is available (default off:
+    /// such a run is refused with the settings that would fit).
+    #[serde(default)]
+    pub ignore_memory_check: Option<bool>,
     /// Aux images per concept; generated from the base model when the folder has fewer
     /// (StyleForge default 20, DreamBooth 100).
     #[serde(default)]
@@ -230,6 +238,10 @@ pub struct OptimSection {
     /// Linear warm-up steps (0).
     #[serde(default)]
     pub warmup_steps: Option<usize>,
+    /// `adamw` (default: PyTorch's AdamW, f32 moments) or `adamw8bit` (bitsandbytes'
+    /// `AdamW8bit`: block-wise 8-bit moments, a quarter of the optimizer memory).
+    #[serde(default)]
+    pub optimizer: Option<crate::optim::OptimizerKind>,
 }
 
 /// `[output]`: where results go and how often.
@@ -333,6 +345,12 @@ pub struct ResolvedConfig {
     pub prior_loss_weight: f64,
     /// Text encoder trained.
     pub train_text_encoder: bool,
+    /// Gradient checkpointing of the UNet and text encoder.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
+    /// Start even when the memory estimate exceeds what is available.
+    #[serde(default)]
+    pub ignore_memory_check: bool,
     /// Aux images per concept.
     pub num_aux_images: usize,
     /// Steps for generating Aux images.
@@ -491,6 +509,8 @@ impl TrainConfig {
             beta2: o.beta2.unwrap_or(d.beta2),
             eps: o.eps.unwrap_or(d.eps),
             weight_decay: o.weight_decay.unwrap_or(d.weight_decay),
+            optimizer: o.optimizer.unwrap_or(d.optimizer),
+            ..d
         };
         let token = &concepts[0].token;
         let validation_prompts = self
@@ -523,6 +543,8 @@ impl TrainConfig {
             train_text_encoder: t
                 .train_text_encoder
                 .unwrap_or(!dreambooth && m != Method::Lora),
+            gradient_checkpointing: t.gradient_checkpointing.unwrap_or(false),
+            ignore_memory_check: t.ignore_memory_check.unwrap_or(false),
             num_aux_images: t.num_aux_images.unwrap_or(method_aux),
             aux_steps: t.aux_steps.unwrap_or(30),
             steps: o.steps.unwrap_or(method_steps),

@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use styleforge_models::clip_text::ClipTextModel;
 use styleforge_models::folder::{LoadOptions, ModelFolder};
+use styleforge_models::nn::checkpoint::backward as checkpointed_backward;
 use styleforge_models::tokenizer::ClipTokenizer;
 use styleforge_models::unet::UNet2DConditionModel;
 use styleforge_models::vae::AutoencoderKL;
@@ -179,7 +180,9 @@ fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
             .lock()
             .expect("varmap lock")
             .extend(adapter.named_vars());
-        let (unet, text_encoder) = adapter.build(&weights)?;
+        let (mut unet, mut text_encoder) = adapter.build(&weights)?;
+        unet.set_gradient_checkpointing(cfg.gradient_checkpointing);
+        text_encoder.set_gradient_checkpointing(cfg.gradient_checkpointing);
         return Ok(Models {
             tokenizer,
             text_encoder,
@@ -191,13 +194,16 @@ fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
             adapter: Some((weights, adapter)),
         });
     }
-    let unet = folder.unet(&base.trainable_in(&unet_vars))?.model;
+    let mut unet = folder.unet(&base.trainable_in(&unet_vars))?.model;
+    unet.set_gradient_checkpointing(cfg.gradient_checkpointing);
     let te_vars = cfg.train_text_encoder.then(VarMap::new);
     let te_opts = match &te_vars {
         Some(v) => base.trainable_in(v),
         None => base.clone(),
     };
-    let text_encoder = folder.text_encoder(&te_opts)?.model;
+    let mut text_encoder = folder.text_encoder(&te_opts)?.model;
+    // A frozen text encoder runs outside the graph: nothing to recompute.
+    text_encoder.set_gradient_checkpointing(cfg.gradient_checkpointing && cfg.train_text_encoder);
     let vae = folder.vae(&base)?.model;
     let tokenizer = folder.tokenizer()?;
     let scheduler_config = SchedulerConfig::from_model_dir(&cfg.base)?;
@@ -217,7 +223,9 @@ impl Models {
     /// Adapter methods: rebuilds the UNet and text encoder from the current variables.
     fn refresh(&mut self) -> Result<()> {
         if let Some((base, adapter)) = &self.adapter {
-            let (unet, te) = adapter.build(base)?;
+            let (mut unet, mut te) = adapter.build(base)?;
+            unet.set_gradient_checkpointing(self.unet.gradient_checkpointing());
+            te.set_gradient_checkpointing(self.text_encoder.gradient_checkpointing());
             self.unet = unet;
             self.text_encoder = te;
         }
@@ -234,10 +242,15 @@ impl Models {
 
     /// A sampling pipeline sharing the (possibly partly trained) weights.
     fn pipeline(&self, source: &Path, device: &Device) -> StableDiffusion {
+        // Sampling keeps no graph: nothing to checkpoint.
+        let mut unet = self.unet.clone();
+        unet.set_gradient_checkpointing(false);
+        let mut text_encoder = self.text_encoder.clone();
+        text_encoder.set_gradient_checkpointing(false);
         StableDiffusion::from_parts(
             self.tokenizer.clone(),
-            self.text_encoder.clone(),
-            self.unet.clone(),
+            text_encoder,
+            unet,
             self.vae.clone(),
             self.scheduler_config.clone(),
             source.to_path_buf(),
@@ -560,7 +573,7 @@ impl Loop<'_> {
             } else {
                 loss.total
             };
-            let grads = total.backward()?;
+            let grads = checkpointed_backward(&total)?;
             grads_sum = Some(match grads_sum {
                 None => grads,
                 Some(mut acc) => {
@@ -818,6 +831,11 @@ pub fn train(
         None => cfg,
     };
 
+    // Before anything large is loaded: the peak-memory estimate, and a refusal when the
+    // machine cannot hold it (training.ignore_memory_check overrides).
+    let memory_settings = super::memory::MemorySettings::from_config(cfg, &device);
+    super::memory::guard(cfg, &memory_settings, &device, cfg.ignore_memory_check)?;
+
     let models = load_models(cfg, &device)?;
     let concepts = load_concepts(cfg, &models, &device, progress)?;
     let ddpm = DdpmScheduler::from_config(&models.scheduler_config)?;
@@ -930,6 +948,14 @@ pub fn train(
         let line = serde_json::to_string(&entry).map_err(|e| Error::msg(e.to_string()))?;
         writeln!(log, "{line}").map_err(io(&log_path))?;
         progress.advance(1);
+        progress.step(&crate::progress::StepReport {
+            step: entry.step,
+            total: end,
+            loss: entry.loss,
+            lr: entry.lr,
+            step_time_s: entry.step_time_s,
+            peak_memory_bytes: super::memory::peak_rss_bytes(),
+        });
         let step = run.step;
         if cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every) && step < cfg.steps
         {

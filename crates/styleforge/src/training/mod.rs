@@ -6,10 +6,12 @@
 //! - [`engine`]: the loop, with checkpoints, exact resume, validation and the final model.
 //! - [`checkpoint`]: atomic checkpoints holding weights, optimizer and RNG state.
 //! - [`report`]: validation grids and the loss curve.
+//! - [`memory`]: the peak-memory estimate and the guard that refuses runs that cannot fit.
 
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod memory;
 pub mod pretrain;
 pub mod report;
 pub mod step;
