@@ -46,6 +46,10 @@ WORKLOADS = {
     "clip-b16-image-b16": ("clip-vision", "clip-vit-b16-vision.json", 16, 5),
     "fid-2048": ("fid", None, 2500, 5),
     "fid-2048-n20": ("fid", None, 20, 5),
+    # StyleForge's step at 512 px: UNet + text encoder trained, StyleRef + Aux rows.
+    "sd15-512-styleforge": ("styleforge-step", "unet-sd15.json", 2, 2),
+    "sd15-512-styleforge-ckpt": ("styleforge-step", "unet-sd15.json", 2, 2),
+    "sd15-512-styleforge-ckpt-8bit": ("styleforge-step", "unet-sd15.json", 2, 2),
 }
 
 LATENT_HW = (32, 32)
@@ -112,6 +116,9 @@ def build(name, configs_dir):
                 opt.zero_grad(set_to_none=True)
 
         return step, info
+
+    if kind == "styleforge-step":
+        return build_styleforge_step(name, cfg, configs_dir, g, info)
 
     if kind == "text-encoder":
         from transformers import CLIPTextConfig, CLIPTextModel
@@ -215,6 +222,58 @@ def build(name, configs_dir):
         return step, info
 
     raise ValueError(kind)
+
+
+def build_styleforge_step(name, unet_cfg, configs_dir, g, info):
+    """What diffusers' DreamBooth script does per step with --train_text_encoder,
+    --with_prior_preservation (prior weight 1), --max_grad_norm 1, AdamW lr 1e-5, one
+    instance and one class row at 64x64 latents; `-ckpt` adds --gradient_checkpointing,
+    `-8bit` --use_8bit_adam (bitsandbytes' AdamW8bit)."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    checkpointing = "-ckpt" in name
+    eight_bit = name.endswith("-8bit")
+    unet = UNet2DConditionModel.from_config(unet_cfg).to(torch.float32).train()
+    te_cfg = load_config(os.path.join(configs_dir, "text-encoder-sd15.json"))
+    te = CLIPTextModel(CLIPTextConfig.from_dict(te_cfg)).to(torch.float32).train()
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+        te.gradient_checkpointing_enable()
+    sched = DDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    params = list(unet.parameters()) + list(te.parameters())
+    if eight_bit:
+        import bitsandbytes as bnb
+
+        opt = bnb.optim.AdamW8bit(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        info["optimizer"] = f"bitsandbytes {bnb.__version__} AdamW8bit(lr=1e-5)"
+    else:
+        opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        info["optimizer"] = "torch.optim.AdamW(lr=1e-5)"
+    b = 2
+    latents = torch.randn(b, unet.config.in_channels, 64, 64, generator=g)
+    noise = torch.randn(b, unet.config.in_channels, 64, 64, generator=g)
+    timesteps = torch.tensor([100, 500], dtype=torch.int64)
+    ids = torch.randint(0, te_cfg["vocab_size"], (b, SEQ_LEN), generator=g, dtype=torch.int64)
+    info["params"] = sum(p.numel() for p in params)
+    info["gradient_checkpointing"] = checkpointing
+    info["inputs"] = {"latents": list(latents.shape), "input_ids": list(ids.shape)}
+
+    def step():
+        noisy = sched.add_noise(latents, noise, timesteps)
+        context = te(ids)[0]
+        pred = unet(noisy, timesteps, encoder_hidden_states=context).sample
+        loss = F.mse_loss(pred[:1], noise[:1]) + F.mse_loss(pred[1:], noise[1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, info
 
 
 def current_rss_mb():

@@ -34,6 +34,15 @@ pub enum BenchModel {
     /// takes the `d × d` route from statistics, 20 (a style's reference set) the small-set
     /// route from the features.
     Fid(usize),
+    /// StyleForge's training step on the SD-1.5 topology at 512 px: UNet and text encoder
+    /// trained, one StyleRef and one Aux row (64×64 latents), the prior-preservation loss,
+    /// gradient clipping at 1 and AdamW, as `styleforge train` runs it.
+    StyleForgeStep {
+        /// Gradient checkpointing of both models.
+        checkpointing: bool,
+        /// 8-bit AdamW instead of f32 AdamW.
+        adamw8bit: bool,
+    },
 }
 
 /// What is timed.
@@ -56,6 +65,14 @@ pub struct Workload {
     pub kind: BenchKind,
     /// Batch size.
     pub batch: usize,
+}
+
+impl Workload {
+    /// The full-size training steps: tens of GB of memory and minutes a repetition, run
+    /// only when named (`styleforge bench --workloads memory`).
+    pub fn is_large(&self) -> bool {
+        matches!(self.model, BenchModel::StyleForgeStep { .. })
+    }
 }
 
 /// The embedded configs, by file name.
@@ -83,6 +100,10 @@ pub fn workloads() -> Vec<Workload> {
         kind,
         batch,
     };
+    let sf = |checkpointing, adamw8bit| StyleForgeStep {
+        checkpointing,
+        adamw8bit,
+    };
     let tiny = UNet("unet-tiny.json");
     let half = UNet("unet-sd15-half.json");
     vec![
@@ -100,6 +121,14 @@ pub fn workloads() -> Vec<Workload> {
         w("clip-b16-image-b16", ClipVision, Forward, 16),
         w("fid-2048", Fid(2500), Forward, 1),
         w("fid-2048-n20", Fid(20), Forward, 1),
+        w("sd15-512-styleforge", sf(false, false), TrainStep, 2),
+        w("sd15-512-styleforge-ckpt", sf(true, false), TrainStep, 2),
+        w(
+            "sd15-512-styleforge-ckpt-8bit",
+            sf(true, true),
+            TrainStep,
+            2,
+        ),
     ]
 }
 
@@ -311,6 +340,10 @@ fn prepare_with(
                 Ok(())
             }))
         }
+        BenchModel::StyleForgeStep {
+            checkpointing,
+            adamw8bit,
+        } => styleforge_step(device, varmap, vb, checkpointing, adamw8bit),
         BenchModel::VaeDecode => {
             let path = Path::new("vae-sd15.json");
             let text = config_text("vae-sd15.json").expect("embedded");
@@ -323,6 +356,89 @@ fn prepare_with(
             }))
         }
     }
+}
+
+/// The SD-1.5 scheduler's noise schedule (scaled linear betas, epsilon prediction).
+const SD15_SCHEDULER: &str = r#"{"num_train_timesteps": 1000, "beta_start": 0.00085,
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}"#;
+
+/// One StyleForge optimizer step through the training code itself ([`compute_loss`],
+/// the checkpoint-aware backward, [`clip_grad_norm`], [`AdamW`]).
+///
+/// [`compute_loss`]: crate::training::step::compute_loss
+/// [`clip_grad_norm`]: crate::training::step::clip_grad_norm
+fn styleforge_step(
+    device: &Device,
+    varmap: VarMap,
+    vb: candle_nn::VarBuilder<'static>,
+    checkpointing: bool,
+    adamw8bit: bool,
+) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
+    use crate::training::step::{
+        clip_grad_norm, compute_loss, NoiseSchedule, StepBatch, StepModels,
+    };
+    let unet_file = Path::new("unet-sd15.json");
+    let cfg: UNetConfig =
+        parse_config(config_text("unet-sd15.json").expect("embedded"), unet_file)?;
+    let mut unet = UNet2DConditionModel::new(&cfg, vb.clone(), unet_file)?;
+    let te_file = Path::new("text-encoder-sd15.json");
+    let te_cfg: ClipTextConfig = parse_config(
+        config_text("text-encoder-sd15.json").expect("embedded"),
+        te_file,
+    )?;
+    let mut text_encoder = ClipTextModel::new(&te_cfg, vb, te_file)?;
+    unet.set_gradient_checkpointing(checkpointing);
+    text_encoder.set_gradient_checkpointing(checkpointing);
+    let ddpm = styleforge_schedulers::DdpmScheduler::from_config(
+        &styleforge_schedulers::SchedulerConfig::from_json_str(SD15_SCHEDULER)?,
+    )?;
+    let schedule = NoiseSchedule {
+        prediction_type: ddpm.config().prediction_type,
+        ddpm,
+    };
+    let b = 2;
+    let ids: Vec<u32> = (0..b * 77).map(|i| (i * 7919 % 49000) as u32).collect();
+    let batch = StepBatch {
+        latents: seeded_normal(&[b, cfg.in_channels, 64, 64], 1, device)?,
+        noise: seeded_normal(&[b, cfg.in_channels, 64, 64], 2, device)?,
+        timesteps: vec![100.0, 500.0],
+        input_ids: Tensor::from_vec(ids, (b, 77), device)?,
+        instance_rows: 1,
+    };
+    let named: Vec<(String, candle_core::Var)> = varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let vars: Vec<candle_core::Var> = named.iter().map(|(_, v)| v.clone()).collect();
+    let optimizer = if adamw8bit {
+        crate::optim::OptimizerKind::AdamW8bit
+    } else {
+        crate::optim::OptimizerKind::AdamW
+    };
+    let mut opt = AdamW::new(
+        named,
+        AdamWConfig {
+            lr: 1e-5,
+            optimizer,
+            ..Default::default()
+        },
+    )?;
+    Ok(Box::new(move || {
+        let models = StepModels {
+            unet: &unet,
+            text_encoder: &text_encoder,
+            train_text_encoder: true,
+        };
+        let loss = compute_loss(&models, &schedule, &batch, 1.0)?;
+        let mut grads = styleforge_models::nn::checkpoint::backward(&loss.total)?;
+        drop(loss);
+        clip_grad_norm(&mut grads, &vars, 1.0)?;
+        opt.step(&grads)?;
+        Ok(())
+    }))
 }
 
 /// Runs `warmup` untimed and `repeats` timed repetitions of a workload.

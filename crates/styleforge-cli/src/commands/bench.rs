@@ -13,7 +13,8 @@ use styleforge::bench::{self, Timing};
 /// Arguments of `styleforge bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Comma-separated workload names, or `all` (see `--list`).
+    /// Comma-separated workload names, `all` (see `--list`), or `memory`: the SD-1.5 512 px
+    /// StyleForge training steps (tens of GB and minutes each; not part of `all`).
     #[arg(long, default_value = "all")]
     workloads: String,
     /// Timed repetitions per workload.
@@ -45,10 +46,7 @@ pub struct BenchArgs {
 
 /// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
 fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+    styleforge::training::memory::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0))
 }
 
 /// The square size of the gemm peak measurement.
@@ -73,8 +71,17 @@ fn candle_core_device() -> styleforge::models::candle::Device {
 
 fn selected(spec: &str) -> Result<Vec<&'static str>> {
     let all: Vec<&'static str> = bench::workloads().iter().map(|w| w.name).collect();
-    if spec == "all" {
-        return Ok(all);
+    let heavy = |large: bool| -> Vec<&'static str> {
+        bench::workloads()
+            .iter()
+            .filter(|w| w.is_large() == large)
+            .map(|w| w.name)
+            .collect()
+    };
+    match spec {
+        "all" => return Ok(heavy(false)),
+        "memory" => return Ok(heavy(true)),
+        _ => {}
     }
     spec.split(',')
         .map(|s| {
@@ -158,7 +165,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let peak_gflops = peak["gflops"].as_f64().unwrap_or(f64::NAN);
     for name in &names {
         eprintln!("timing {name} ...");
-        ours.insert(name.to_string(), child_json(&exe, name, args)?);
+        // A workload that fails (out of memory, say) is reported, not fatal to the rest.
+        let result = child_json(&exe, name, args).unwrap_or_else(|e| {
+            eprintln!("{e:#}");
+            json!({ "error": format!("{e:#}") })
+        });
+        ours.insert(name.to_string(), result);
     }
     let torch = match &args.torch {
         Some(python) => Some(torch_results(python, args, &names)?),
@@ -187,6 +199,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     for name in &names {
         let v = &ours[*name];
+        if let Some(e) = v["error"].as_str() {
+            let first = e.lines().last().unwrap_or(e);
+            println!("{name:<22} failed: {first}");
+            continue;
+        }
         let t: Timing = serde_json::from_value(v["timing"].clone())?;
         let mem = v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);
         let tw = torch.as_ref().map(|t| &t["workloads"][*name]);
