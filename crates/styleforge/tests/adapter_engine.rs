@@ -288,39 +288,70 @@ fn max_relative_difference(a: &HashMap<String, Tensor>, b: &HashMap<String, Tens
     diff / scale
 }
 
+/// Every adapter trains to the same weights with gradient checkpointing as without:
+/// LoRA in the UNet and the text encoder, Textual Inversion's token rows (the text
+/// encoder's input), Custom Diffusion's cross-attention keys and values and tokens.
 #[test]
-fn lora_with_gradient_checkpointing_trains_to_the_same_weights() {
+fn adapters_with_gradient_checkpointing_train_to_the_same_weights() {
     let data = dataset();
-    let extra = "lora_rank = 2\nlora_alpha = 4.0\ntrain_text_encoder = true";
-    let mut out = Vec::new();
-    for (name, ckpt) in [("plain", ""), ("ckpt", "\ngradient_checkpointing = true")] {
-        let mut cfg = config(
+    let cases = [
+        (
             Method::Lora,
-            data.path(),
-            &data.path().join(name),
-            &format!("{extra}{ckpt}"),
+            "lora_rank = 2\nlora_alpha = 4.0\ntrain_text_encoder = true",
             1,
-        );
-        cfg.optim.steps = Some(3);
-        let cfg = cfg.resolve().unwrap();
-        assert_eq!(cfg.gradient_checkpointing, !ckpt.is_empty());
-        let s = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
-        out.push((
-            load(&s.model_dir.unwrap().join(files::LORA_PEFT)),
-            read_log(&data.path().join(name).join("train_log.jsonl")),
-        ));
-    }
-    let rel = max_relative_difference(&out[0].0, &out[1].0);
-    assert!(rel <= 1e-5, "LoRA weights differ by {rel:e} relative");
-    for (a, b) in out[0].1.iter().zip(&out[1].1) {
+            files::LORA_PEFT,
+        ),
+        (
+            Method::TextualInversion,
+            "initializer_tokens = [\"a\"]\nnum_vectors = 2",
+            1,
+            files::TI_DIFFUSERS,
+        ),
+        (
+            Method::CustomDiffusion,
+            "initializer_tokens = [\"a\", \"art\"]",
+            2,
+            files::CUSTOM_DIFFUSION,
+        ),
+    ];
+    for (method, extra, concepts, file) in cases {
+        let mut out = Vec::new();
+        for (name, ckpt) in [("plain", ""), ("ckpt", "\ngradient_checkpointing = true")] {
+            let dir = data.path().join(format!("{}-{name}", method.name()));
+            let mut cfg = config(
+                method,
+                data.path(),
+                &dir,
+                &format!("{extra}{ckpt}"),
+                concepts,
+            );
+            cfg.optim.steps = Some(3);
+            let cfg = cfg.resolve().unwrap();
+            assert_eq!(cfg.gradient_checkpointing, !ckpt.is_empty());
+            let s = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
+            out.push((
+                load(&s.model_dir.unwrap().join(file)),
+                read_log(&dir.join("train_log.jsonl")),
+            ));
+        }
+        // Adam divides by the gradient's running scale, so the f32 summation-order noise
+        // of near-zero gradient elements moves their weights by up to ~lr: a few 1e-5 of
+        // the largest weight after three steps at lr 1e-3.
+        let rel = max_relative_difference(&out[0].0, &out[1].0);
         assert!(
-            (a.loss - b.loss).abs() <= 1e-6 * a.loss.abs(),
-            "{a:?} vs {b:?}"
+            rel <= 5e-5,
+            "{method:?}: weights differ by {rel:e} relative"
         );
-        assert!(
-            (a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm,
-            "{a:?} vs {b:?}"
-        );
+        assert_eq!(out[1].1.len(), 3);
+        for (a, b) in out[0].1.iter().zip(&out[1].1) {
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-6 * a.loss.abs(),
+                "{method:?}: {a:?} vs {b:?}"
+            );
+            assert!(
+                (a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm.max(1e-12),
+                "{method:?}: {a:?} vs {b:?}"
+            );
+        }
     }
-    assert_eq!(out[1].1.len(), 3);
 }
