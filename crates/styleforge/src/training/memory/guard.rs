@@ -192,7 +192,7 @@ pub fn guard(
 }
 
 /// Refuses `est` when it exceeds `available` (unless `ignore`), naming the settings that
-/// would fit.
+/// would fit; warns when it comes within 10% of it.
 pub fn check(
     models: &ModelConfigs,
     settings: &MemorySettings,
@@ -201,6 +201,15 @@ pub fn check(
     ignore: bool,
 ) -> Result<()> {
     if est.total <= available {
+        // Measured peaks fell within about 10% of the estimate (BENCHMARKS.md).
+        if est.total as f64 > 0.9 * available as f64 {
+            tracing::warn!(
+                "the estimated peak memory {:.2} GB is within 10% of the {:.2} GB available, about \
+                 the estimate's accuracy: the run may still run out of memory",
+                gb(est.total),
+                gb(available)
+            );
+        }
         return Ok(());
     }
     if ignore {
