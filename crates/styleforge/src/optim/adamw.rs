@@ -18,6 +18,25 @@ use candle_core::{CpuStorage, DType, Layout, Result, Tensor, Var};
 
 use super::adamw8bit::{self, Blockwise8, BnbStep};
 
+/// Where saved tensors come from: a map in memory, or a checkpoint file read one tensor
+/// at a time (`training::checkpoint::TensorFile`).
+pub trait StateSource {
+    /// The tensor saved as `name`, if there is one.
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>>;
+    /// Whether `name` was saved, without reading it.
+    fn contains(&self, name: &str) -> bool;
+}
+
+impl StateSource for HashMap<String, Tensor> {
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
+        Ok(self.get(name).cloned())
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.contains_key(name)
+    }
+}
+
 /// Which AdamW keeps the moments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum OptimizerKind {
@@ -330,9 +349,9 @@ impl AdamW {
     /// its shape, and with moments of the kind this optimizer keeps for it (8-bit moments
     /// cannot resume an `adamw` run, nor f32 ones the 8-bit moments of an `adamw8bit` run).
     /// Nothing changes unless the whole state loads.
-    pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
+    pub fn load_state(&mut self, state: &impl StateSource) -> Result<()> {
         let step = state
-            .get("step")
+            .tensor("step")?
             .ok_or_else(|| candle_core::Error::msg("optimizer state has no `step`"))?;
         let step = step.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let kind = self.config.optimizer;
@@ -343,7 +362,7 @@ impl AdamW {
             let moments = match &slot.moments {
                 Moments::F32 { .. } => {
                     let key = format!("{name}.exp_avg");
-                    if !state.contains_key(&key) && state.contains_key(&format!("{name}.state1")) {
+                    if !state.contains(&key) && state.contains(&format!("{name}.state1")) {
                         candle_core::bail!(
                             "optimizer state `{name}.state1` holds 8-bit moments (saved by an \
                              `adamw8bit` run), but this `{kind}` run keeps 32-bit moments for \
@@ -359,7 +378,7 @@ impl AdamW {
                 }
                 Moments::Blockwise8(_) => {
                     let key = format!("{name}.state1");
-                    if !state.contains_key(&key) && state.contains_key(&format!("{name}.exp_avg")) {
+                    if !state.contains(&key) && state.contains(&format!("{name}.exp_avg")) {
                         candle_core::bail!(
                             "optimizer state `{name}.exp_avg` holds 32-bit moments (saved by an \
                              `adamw` run, or an `adamw8bit` run with a larger min_8bit_size), \
@@ -388,13 +407,9 @@ impl AdamW {
 }
 
 /// The tensor `key` of `state`, with `len` values.
-fn state_tensor<'a>(
-    state: &'a HashMap<String, Tensor>,
-    key: &str,
-    len: usize,
-) -> Result<&'a Tensor> {
+fn state_tensor(state: &impl StateSource, key: &str, len: usize) -> Result<Tensor> {
     let t = state
-        .get(key)
+        .tensor(key)?
         .ok_or_else(|| candle_core::Error::msg(format!("optimizer state has no `{key}`")))?;
     if t.elem_count() != len {
         candle_core::bail!(
@@ -405,12 +420,12 @@ fn state_tensor<'a>(
     Ok(t)
 }
 
-fn f32_values(state: &HashMap<String, Tensor>, key: &str, len: usize) -> Result<Vec<f32>> {
+fn f32_values(state: &impl StateSource, key: &str, len: usize) -> Result<Vec<f32>> {
     let t = state_tensor(state, key, len)?;
     t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
-fn u8_values(state: &HashMap<String, Tensor>, key: &str, len: usize) -> Result<Vec<u8>> {
+fn u8_values(state: &impl StateSource, key: &str, len: usize) -> Result<Vec<u8>> {
     let t = state_tensor(state, key, len)?;
     if t.dtype() != DType::U8 {
         candle_core::bail!(

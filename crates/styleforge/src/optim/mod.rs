@@ -3,4 +3,4 @@
 pub mod adamw;
 pub mod adamw8bit;
 
-pub use adamw::{AdamW, AdamWConfig, OptimizerKind};
+pub use adamw::{AdamW, AdamWConfig, OptimizerKind, StateSource};

@@ -2,7 +2,6 @@
 //! written to a temporary folder and renamed, so a crash never leaves a broken one and a
 //! resumed run continues exactly.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{RngState, SamplerState};
 use crate::error::{Error, Result};
-use crate::optim::AdamW;
+use crate::optim::{AdamW, StateSource};
 use styleforge_models::weights::{save_safetensors_atomic, varmap_tensors};
 
 /// The non-tensor part of a checkpoint (`state.json`).
@@ -110,19 +109,66 @@ fn prune(dir: &Path, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// A loaded checkpoint.
+/// A checkpoint's tensor file, memory-mapped and read one tensor at a time: restoring a
+/// run holds one tensor copy beside the model and optimizer, not a second model and
+/// optimizer state.
+pub struct TensorFile {
+    path: PathBuf,
+    file: candle_core::safetensors::MmapedSafetensors,
+    device: Device,
+}
+
+impl TensorFile {
+    /// Opens `path` (a safetensors file) for tensors on `device`.
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        // SAFETY: the file is mapped read-only for the time of a restore; checkpoint folders
+        // are written once (temporary folder, then rename) and never modified in place.
+        let file =
+            unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }.map_err(|e| {
+                Error::Config {
+                    path: path.to_path_buf(),
+                    message: format!("unreadable checkpoint tensors: {e}"),
+                }
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            device: device.clone(),
+        })
+    }
+}
+
+impl StateSource for TensorFile {
+    fn tensor(&self, name: &str) -> candle_core::Result<Option<Tensor>> {
+        if !self.contains(name) {
+            return Ok(None);
+        }
+        self.file.load(name, &self.device).map(Some).map_err(|e| {
+            candle_core::Error::msg(format!(
+                "unreadable tensor `{name}` in {}: {e}",
+                self.path.display()
+            ))
+        })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.file.get(name).is_ok()
+    }
+}
+
+/// A checkpoint opened for restoring.
 pub struct Loaded {
     /// The saved state.
     pub state: TrainState,
     /// UNet weights.
-    pub unet: HashMap<String, Tensor>,
+    pub unet: TensorFile,
     /// Text-encoder weights, when it was trained.
-    pub text_encoder: Option<HashMap<String, Tensor>>,
+    pub text_encoder: Option<TensorFile>,
     /// Optimizer state.
-    pub optimizer: HashMap<String, Tensor>,
+    pub optimizer: TensorFile,
 }
 
-/// Reads the checkpoint folder `path`.
+/// Opens the checkpoint folder `path`.
 pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
     let state_path = path.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
@@ -130,31 +176,24 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
         path: state_path.clone(),
         message: e.to_string(),
     })?;
-    let read = |name: &str| -> Result<HashMap<String, Tensor>> {
-        let p = path.join(name);
-        candle_core::safetensors::load(&p, device).map_err(|e| Error::Config {
-            path: p.clone(),
-            message: format!("unreadable checkpoint tensors: {e}"),
-        })
-    };
     let te_path = path.join("text_encoder.safetensors");
     Ok(Loaded {
-        unet: read("unet.safetensors")?,
+        unet: TensorFile::open(&path.join("unet.safetensors"), device)?,
         text_encoder: te_path
             .is_file()
-            .then(|| read("text_encoder.safetensors"))
+            .then(|| TensorFile::open(&te_path, device))
             .transpose()?,
-        optimizer: read("optimizer.safetensors")?,
+        optimizer: TensorFile::open(&path.join("optimizer.safetensors"), device)?,
         state,
     })
 }
 
 /// Copies checkpoint weights into the variables of `varmap`; every variable must be there
 /// with its shape.
-pub fn restore_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>, what: &str) -> Result<()> {
+pub fn restore_vars(varmap: &VarMap, tensors: &impl StateSource, what: &str) -> Result<()> {
     let data = varmap.data().lock().expect("varmap lock poisoned");
     for (name, var) in data.iter() {
-        let t = tensors.get(name).ok_or_else(|| {
+        let t = tensors.tensor(name)?.ok_or_else(|| {
             Error::msg(format!(
                 "checkpoint {what} weights lack `{name}`; was it made by another config?"
             ))
