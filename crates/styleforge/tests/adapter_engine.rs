@@ -87,20 +87,20 @@ fn load(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
+/// The largest |x|.
+fn abs_max(x: &Tensor) -> f32 {
+    x.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
     assert_eq!(a.len(), b.len());
     for (k, t) in a {
-        let d = (t - &b[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(d, 0.0, "{k} differs");
+        assert_eq!(abs_max(&(t - &b[k]).unwrap()), 0.0, "{k} differs");
     }
 }
 
@@ -272,16 +272,6 @@ fn max_relative_difference(a: &HashMap<String, Tensor>, b: &HashMap<String, Tens
     assert!(!a.is_empty());
     let (mut diff, mut scale) = (0f32, 0f32);
     for (k, t) in a {
-        let abs_max = |x: &Tensor| {
-            x.abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         diff = diff.max(abs_max(&(t - &b[k]).unwrap()));
         scale = scale.max(abs_max(t));
     }
