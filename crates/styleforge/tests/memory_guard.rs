@@ -151,8 +151,8 @@ fn a_run_over_the_limit_is_refused_with_what_fits_and_the_override_goes_on() {
     );
     assert!(text.contains("ignore_memory_check"), "{text}");
     assert!(
-        !tmp.path().join("run/cache").exists(),
-        "refused before loading data"
+        !tmp.path().join("run").exists(),
+        "a refused run leaves no run folder"
     );
 
     cfg.ignore_memory_check = true;

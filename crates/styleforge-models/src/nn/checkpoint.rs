@@ -55,13 +55,11 @@ where
     if !out.track_op() && !inputs.iter().any(|t| t.track_op()) {
         return Ok(out);
     }
-    // A compact, contiguous copy from offset 0: the op's forward hands out its storage.
+    // The op's forward hands out this tensor's storage: it must be contiguous from offset 0
+    // (an element-wise op writes a fresh, compact one).
     let mut out = out.detach();
     if !out.is_contiguous() || out.layout().start_offset() != 0 {
-        out = out.contiguous()?;
-        if out.layout().start_offset() != 0 {
-            out = out.affine(1.0, 0.0)?;
-        }
+        out = out.affine(1.0, 0.0)?;
     }
     let first = inputs[0];
     // The third argument is a one-element variable: it makes the op a tracked node even

@@ -89,7 +89,7 @@ pub struct AdamWConfig {
 }
 
 fn default_min_8bit_size() -> usize {
-    4096
+    adamw8bit::MIN_8BIT_SIZE
 }
 
 impl Default for AdamWConfig {
@@ -242,107 +242,76 @@ impl AdamW {
         Ok(())
     }
 
-    /// The optimizer state as tensors, for checkpoints: `step`, and per parameter
-    /// `<name>.exp_avg`, `<name>.exp_avg_sq` (f32 moments) or, for 8-bit moments,
-    /// `<name>.state1`, `<name>.state2` (u8 codes, the parameter's shape) and
-    /// `<name>.absmax1`, `<name>.absmax2` (f32, one per block of 256).
+    /// The optimizer state as tensors: `step`, and per parameter `<name>.exp_avg`,
+    /// `<name>.exp_avg_sq` (f32 moments) or, for 8-bit moments, `<name>.state1`,
+    /// `<name>.state2` (u8 codes, the parameter's shape) and `<name>.absmax1`,
+    /// `<name>.absmax2` (f32, one per block of 256). Checkpoints use [`Self::save_state`],
+    /// which writes the same tensors without this copy.
     pub fn state(&self) -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::new();
+        let step = [self.step as f64];
         let dev = candle_core::Device::Cpu;
-        for slot in &self.slots {
-            let shape = slot.var.shape().clone();
-            let name = &slot.name;
-            match &slot.moments {
-                Moments::F32 { m, v } => {
-                    out.insert(
-                        format!("{name}.exp_avg"),
-                        Tensor::from_slice(m, shape.clone(), &dev)?,
-                    );
-                    out.insert(
-                        format!("{name}.exp_avg_sq"),
-                        Tensor::from_slice(v, shape, &dev)?,
-                    );
-                }
-                Moments::Blockwise8(q) => {
-                    out.insert(
-                        format!("{name}.state1"),
-                        Tensor::from_slice(&q.state1, shape.clone(), &dev)?,
-                    );
-                    out.insert(
-                        format!("{name}.state2"),
-                        Tensor::from_slice(&q.state2, shape, &dev)?,
-                    );
-                    let blocks = q.absmax1.len();
-                    out.insert(
-                        format!("{name}.absmax1"),
-                        Tensor::from_slice(&q.absmax1, blocks, &dev)?,
-                    );
-                    out.insert(
-                        format!("{name}.absmax2"),
-                        Tensor::from_slice(&q.absmax2, blocks, &dev)?,
-                    );
-                }
-            }
-        }
-        out.insert("step".to_string(), Tensor::new(&[self.step as f64], &dev)?);
-        Ok(out)
+        self.views(&step)
+            .into_iter()
+            .map(|(name, v)| {
+                let t = Tensor::from_raw_buffer(v.bytes, v.dtype, &v.shape, &dev)?;
+                Ok((name, t))
+            })
+            .collect()
     }
 
     /// Writes [`Self::state`] to a safetensors file straight from the optimizer's buffers,
     /// without the copy `state` makes (for SD-1.5 with f32 AdamW that copy is 7.9 GB, held
     /// while a checkpoint is written). Read back with [`Self::load_state`].
     pub fn save_state(&self, path: &std::path::Path) -> Result<()> {
-        use safetensors::Dtype;
         let step = [self.step as f64];
-        let mut views: Vec<(String, StateView)> = Vec::with_capacity(4 * self.slots.len() + 1);
-        for slot in &self.slots {
-            let shape = slot.var.dims().to_vec();
-            let name = &slot.name;
-            let view = |dtype, shape: &[usize], bytes| StateView {
-                dtype,
-                shape: shape.to_vec(),
-                bytes,
-            };
-            match &slot.moments {
-                Moments::F32 { m, v } => {
-                    views.push((
-                        format!("{name}.exp_avg"),
-                        view(Dtype::F32, &shape, bytes_of(m)),
-                    ));
-                    views.push((
-                        format!("{name}.exp_avg_sq"),
-                        view(Dtype::F32, &shape, bytes_of(v)),
-                    ));
-                }
-                Moments::Blockwise8(q) => {
-                    let blocks = [q.absmax1.len()];
-                    views.push((format!("{name}.state1"), view(Dtype::U8, &shape, &q.state1)));
-                    views.push((format!("{name}.state2"), view(Dtype::U8, &shape, &q.state2)));
-                    views.push((
-                        format!("{name}.absmax1"),
-                        view(Dtype::F32, &blocks, bytes_of(&q.absmax1)),
-                    ));
-                    views.push((
-                        format!("{name}.absmax2"),
-                        view(Dtype::F32, &blocks, bytes_of(&q.absmax2)),
-                    ));
-                }
-            }
-        }
-        views.push((
-            "step".to_string(),
-            StateView {
-                dtype: Dtype::F64,
-                shape: vec![1],
-                bytes: bytes_of(&step),
-            },
-        ));
-        safetensors::tensor::serialize_to_file(views, None, path).map_err(|e| {
+        safetensors::tensor::serialize_to_file(self.views(&step), None, path).map_err(|e| {
             candle_core::Error::msg(format!(
                 "cannot write the optimizer state to {}: {e}",
                 path.display()
             ))
         })
+    }
+
+    /// The state's tensors as views of the optimizer's buffers (`step` given by the caller,
+    /// who keeps it alive): the one place that names and shapes them.
+    fn views<'a>(&'a self, step: &'a [f64; 1]) -> Vec<(String, StateView<'a>)> {
+        let mut views = Vec::with_capacity(4 * self.slots.len() + 1);
+        let view = |dtype, shape: &[usize], bytes| StateView {
+            dtype,
+            shape: shape.to_vec(),
+            bytes,
+        };
+        for slot in &self.slots {
+            let shape = slot.var.dims();
+            let name = &slot.name;
+            match &slot.moments {
+                Moments::F32 { m, v } => {
+                    views.push((
+                        format!("{name}.exp_avg"),
+                        view(DType::F32, shape, bytes_of(m)),
+                    ));
+                    views.push((
+                        format!("{name}.exp_avg_sq"),
+                        view(DType::F32, shape, bytes_of(v)),
+                    ));
+                }
+                Moments::Blockwise8(q) => {
+                    let blocks = [q.absmax1.len()];
+                    views.push((format!("{name}.state1"), view(DType::U8, shape, &q.state1)));
+                    views.push((format!("{name}.state2"), view(DType::U8, shape, &q.state2)));
+                    views.push((
+                        format!("{name}.absmax1"),
+                        view(DType::F32, &blocks, bytes_of(&q.absmax1)),
+                    ));
+                    views.push((
+                        format!("{name}.absmax2"),
+                        view(DType::F32, &blocks, bytes_of(&q.absmax2)),
+                    ));
+                }
+            }
+        }
+        views.push(("step".to_string(), view(DType::F64, &[1], bytes_of(step))));
+        views
     }
 
     /// Restores a state written by [`Self::state`]; every parameter must be present with
@@ -500,14 +469,19 @@ impl<F: FnMut(&mut [f32], &[f32])> candle_core::InplaceOp2 for HostKernel<F> {
 
 /// One saved tensor, borrowed from the optimizer's buffers.
 struct StateView<'a> {
-    dtype: safetensors::Dtype,
+    dtype: DType,
     shape: Vec<usize>,
     bytes: &'a [u8],
 }
 
 impl safetensors::View for StateView<'_> {
     fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
+        match self.dtype {
+            DType::U8 => safetensors::Dtype::U8,
+            DType::F64 => safetensors::Dtype::F64,
+            DType::F32 => safetensors::Dtype::F32,
+            other => unreachable!("optimizer states are u8, f32 or f64, not {other:?}"),
+        }
     }
 
     fn shape(&self) -> &[usize] {

@@ -26,6 +26,9 @@ use super::AdamWConfig;
 /// Elements per quantisation block (bitsandbytes' optimizer blocksize).
 pub const BLOCKSIZE: usize = 256;
 
+/// bitsandbytes' default `min_8bit_size`: tensors with fewer values keep 32-bit moments.
+pub const MIN_8BIT_SIZE: usize = 4096;
+
 /// Bins of the quantisation lookup table over [-1, 1] (bitsandbytes' `kLUTSize`).
 const LUT_SIZE: usize = 65536;
 

@@ -162,7 +162,16 @@ struct Models {
     adapter: Option<(BaseWeights, AdapterState)>,
 }
 
+/// The models of a run, with gradient checkpointing as the config asks (the text encoder
+/// only when it is trained).
 fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
+    let mut models = load_parts(cfg, device)?;
+    let ckpt = cfg.gradient_checkpointing;
+    models.set_gradient_checkpointing(ckpt, ckpt && models.trains_text_encoder(cfg));
+    Ok(models)
+}
+
+fn load_parts(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
     let folder = ModelFolder::open(&cfg.base)?;
     let base = LoadOptions {
         dtype: DType::F32,
@@ -180,9 +189,7 @@ fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
             .lock()
             .expect("varmap lock")
             .extend(adapter.named_vars());
-        let (mut unet, mut text_encoder) = adapter.build(&weights)?;
-        unet.set_gradient_checkpointing(cfg.gradient_checkpointing);
-        text_encoder.set_gradient_checkpointing(cfg.gradient_checkpointing);
+        let (unet, text_encoder) = adapter.build(&weights)?;
         return Ok(Models {
             tokenizer,
             text_encoder,
@@ -194,16 +201,13 @@ fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
             adapter: Some((weights, adapter)),
         });
     }
-    let mut unet = folder.unet(&base.trainable_in(&unet_vars))?.model;
-    unet.set_gradient_checkpointing(cfg.gradient_checkpointing);
+    let unet = folder.unet(&base.trainable_in(&unet_vars))?.model;
     let te_vars = cfg.train_text_encoder.then(VarMap::new);
     let te_opts = match &te_vars {
         Some(v) => base.trainable_in(v),
         None => base.clone(),
     };
-    let mut text_encoder = folder.text_encoder(&te_opts)?.model;
-    // A frozen text encoder runs outside the graph: nothing to recompute.
-    text_encoder.set_gradient_checkpointing(cfg.gradient_checkpointing && cfg.train_text_encoder);
+    let text_encoder = folder.text_encoder(&te_opts)?.model;
     let vae = folder.vae(&base)?.model;
     let tokenizer = folder.tokenizer()?;
     let scheduler_config = SchedulerConfig::from_model_dir(&cfg.base)?;
@@ -223,13 +227,23 @@ impl Models {
     /// Adapter methods: rebuilds the UNet and text encoder from the current variables.
     fn refresh(&mut self) -> Result<()> {
         if let Some((base, adapter)) = &self.adapter {
-            let (mut unet, mut te) = adapter.build(base)?;
-            unet.set_gradient_checkpointing(self.unet.gradient_checkpointing());
-            te.set_gradient_checkpointing(self.text_encoder.gradient_checkpointing());
+            let (unet, te) = adapter.build(base)?;
+            let on = (
+                self.unet.gradient_checkpointing(),
+                self.text_encoder.gradient_checkpointing(),
+            );
             self.unet = unet;
             self.text_encoder = te;
+            self.set_gradient_checkpointing(on.0, on.1);
         }
         Ok(())
+    }
+
+    /// Gradient checkpointing of the UNet and of the text encoder (pointless for a frozen
+    /// one: it runs outside the graph).
+    fn set_gradient_checkpointing(&mut self, unet: bool, text_encoder: bool) {
+        self.unet.set_gradient_checkpointing(unet);
+        self.text_encoder.set_gradient_checkpointing(text_encoder);
     }
 
     /// Whether gradients flow through the text encoder.
@@ -818,6 +832,7 @@ pub fn train(
         None => (cfg, cfg),
     };
     check_output_dir(&cfg.base, &cfg.output_dir)?;
+    let fresh_folder = !cfg.output_dir.exists();
     std::fs::create_dir_all(&cfg.output_dir).map_err(io(&cfg.output_dir))?;
     let config_path = cfg.output_dir.join("config.toml");
     // The run records the base as the user named it (a Hub name stays a Hub name).
@@ -832,9 +847,15 @@ pub fn train(
     };
 
     // Before anything large is loaded: the peak-memory estimate, and a refusal when the
-    // machine cannot hold it (training.ignore_memory_check overrides).
-    let memory_settings = super::memory::MemorySettings::from_config(cfg, &device);
-    super::memory::guard(cfg, &memory_settings, &device, cfg.ignore_memory_check)?;
+    // machine cannot hold it (training.ignore_memory_check overrides). A refused run
+    // leaves no run folder behind (a single-file base is converted into it first, since
+    // its configs come from that conversion).
+    if let Err(e) = super::memory::guard(cfg, &device) {
+        if fresh_folder {
+            let _ = std::fs::remove_dir_all(&cfg.output_dir);
+        }
+        return Err(e);
+    }
 
     let models = load_models(cfg, &device)?;
     let concepts = load_concepts(cfg, &models, &device, progress)?;
@@ -984,4 +1005,46 @@ pub fn train(
         model_dir: Some(model_dir),
         run_dir: cfg.output_dir.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::training::config::{ConceptConfig, TrainConfig};
+
+    #[test]
+    fn gradient_checkpointing_reaches_the_models_that_are_trained() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-sd1");
+        for (method, te_trained) in [("styleforge", true), ("dreambooth", false), ("lora", false)] {
+            for ckpt in [false, true] {
+                let text = format!(
+                    "method = \"{method}\"\n[model]\nbase = {:?}\n[training]\ngradient_checkpointing = {ckpt}\n",
+                    base.display().to_string()
+                );
+                let mut cfg = TrainConfig::from_toml(&text, Path::new("t.toml")).unwrap();
+                cfg.data.concepts = vec![ConceptConfig {
+                    style_dir: "/nonexistent".into(),
+                    aux_dir: None,
+                    token: None,
+                }];
+                let cfg = cfg.resolve().unwrap();
+                let mut models = load_models(&cfg, &Device::Cpu).unwrap();
+                let te = ckpt && te_trained;
+                let flags = |m: &Models| {
+                    (
+                        m.unet.gradient_checkpointing(),
+                        m.text_encoder.gradient_checkpointing(),
+                    )
+                };
+                assert_eq!(flags(&models), (ckpt, te), "{method}, checkpointing {ckpt}");
+                // Adapters rebuild their models after every update and keep the flags.
+                models.refresh().unwrap();
+                assert_eq!(flags(&models), (ckpt, te), "{method} after refresh");
+                let sd = models.pipeline(&base, &Device::Cpu);
+                assert!(
+                    !sd.unet.gradient_checkpointing() && !sd.text_encoder.gradient_checkpointing()
+                );
+            }
+        }
+    }
 }

@@ -87,15 +87,12 @@ pub fn suggestions(
         return Ok(out);
     }
     // Combinations, least impact first.
-    let mut all = *s;
-    let mut words = Vec::new();
-    for (t, w) in &cheap {
-        all.gradient_checkpointing |= t.gradient_checkpointing;
-        if t.optimizer == OptimizerKind::AdamW8bit {
-            all.optimizer = OptimizerKind::AdamW8bit;
-        }
-        words.push(w.clone());
-    }
+    let mut all = MemorySettings {
+        gradient_checkpointing: true,
+        optimizer: OptimizerKind::AdamW8bit,
+        ..*s
+    };
+    let mut words: Vec<String> = cheap.iter().map(|(_, w)| w.clone()).collect();
     if cheap.len() > 1 {
         if let Some(found) = fits(&all, &words)? {
             return Ok(vec![found]);
@@ -151,12 +148,8 @@ fn describe(s: &MemorySettings) -> String {
 /// without gradient checkpointing) and refuses a run whose estimate exceeds the memory
 /// available, unless `training.ignore_memory_check`. Skipped off the CPU (candle does not
 /// report free device memory).
-pub fn guard(
-    cfg: &ResolvedConfig,
-    settings: &MemorySettings,
-    device: &Device,
-    ignore: bool,
-) -> Result<MemoryEstimate> {
+pub fn guard(cfg: &ResolvedConfig, device: &Device) -> Result<MemoryEstimate> {
+    let settings = &MemorySettings::from_config(cfg, device);
     let models = ModelConfigs::read(&cfg.base)?;
     let est = estimate(&models, settings)?;
     let other = estimate(
@@ -187,7 +180,7 @@ pub fn guard(
         tracing::info!("memory check skipped: the available memory is unknown here");
         return Ok(est);
     };
-    check(&models, settings, &est, available, ignore)?;
+    check(&models, settings, &est, available, cfg.ignore_memory_check)?;
     Ok(est)
 }
 

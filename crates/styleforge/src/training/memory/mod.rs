@@ -62,7 +62,7 @@ const TOKENS: u64 = 77;
 /// 8-bit AdamW: values per block with one f32 absmax, and the size under which a tensor
 /// keeps f32 moments.
 const BLOCK_8BIT: u64 = crate::optim::adamw8bit::BLOCKSIZE as u64;
-const MIN_8BIT: u64 = 4096;
+const MIN_8BIT: u64 = crate::optim::adamw8bit::MIN_8BIT_SIZE as u64;
 
 /// Gigabytes (10⁹ bytes) as the reports print them.
 pub fn gb(bytes: u64) -> f64 {
