@@ -14,6 +14,9 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    /// A file or folder could not be written (or read) by the file layer ([`crate::files`]).
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// A file or folder that should exist does not.
     #[error("{} not found: expected a {what}", path.display())]
     NotFound { path: PathBuf, what: &'static str },

@@ -12,6 +12,7 @@
 //! - [`inception`]: the FID InceptionV3 (pytorch-fid's), images → 2048-d pool3 features.
 //! - [`nn`]: the layers these share (norms, attention, resampling), each with a backward.
 //! - [`weights`]: strict safetensors loading with clear errors, frozen or trainable.
+//! - [`files`]: atomic writes of files and folders, copies, errors that name the path.
 //! - [`folder`]: a diffusers model folder (`model_index.json`, `unet/`, `vae/`, ...).
 
 pub mod blocks;
@@ -19,6 +20,7 @@ pub mod clip_text;
 pub mod clip_vision;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod folder;
 pub mod hub;
 pub mod inception;

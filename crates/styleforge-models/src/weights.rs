@@ -312,27 +312,8 @@ fn sharded_files(index: &Path) -> Result<Vec<PathBuf>> {
 /// Writes tensors to a safetensors file atomically: to a temporary file beside `path`,
 /// then renamed over it, so a crash never leaves a half-written file.
 pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "weights".to_string());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let written = candle_core::safetensors::save(tensors, &tmp);
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    std::fs::rename(&tmp, path).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+    crate::files::write_with(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(ModelError::from)
     })
 }
 

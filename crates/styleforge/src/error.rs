@@ -81,6 +81,15 @@ fn insufficient_memory(estimate: u64, available: u64, suggestions: &[String]) ->
     text
 }
 
+impl From<styleforge_models::files::FileError> for Error {
+    fn from(e: styleforge_models::files::FileError) -> Self {
+        Error::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl Error {
     /// An error from a message.
     pub fn msg(message: impl Into<String>) -> Self {

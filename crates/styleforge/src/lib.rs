@@ -8,6 +8,7 @@
 //! - [`schedulers`]: noise schedulers ([`styleforge_schedulers`]).
 //! - [`pipelines`]: text-to-image and image-to-image (SDEdit) generation.
 //! - [`image_io`]: images in and out, PNG generation metadata.
+//! - [`run_dir`]: the layout of a run folder ([`RunDir`]).
 //! - [`optim`]: in-place AdamW.
 //! - [`report`]: labelled image grids and line charts (loss curves) as PNG, with a built-in font.
 //! - [`evaluation`]: `styleforge eval`: FID, KID, CLIP-T and CLIP-I of generated images, with
@@ -28,10 +29,12 @@ pub mod optim;
 pub mod pipelines;
 pub mod progress;
 pub mod report;
+pub mod run_dir;
 pub mod toy;
 pub mod training;
 
 pub use error::{Error, Result};
+pub use run_dir::RunDir;
 
 pub use styleforge_models as models;
 pub use styleforge_schedulers as schedulers;

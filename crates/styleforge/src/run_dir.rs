@@ -1,0 +1,137 @@
+//! The layout of a run folder, in one place.
+//!
+//! A training run (`styleforge train`), a pretraining run (`styleforge pretrain`) and the
+//! runs a protocol or the demo trains all write the same layout; every reader and writer of
+//! a run folder asks [`RunDir`] for its paths instead of spelling file names.
+//!
+//! ```text
+//! <run>/config.toml                 the effective config
+//! <run>/train_log.jsonl             one JSON line per optimizer step
+//! <run>/checkpoints/step-NNNNNNN/   weights, optimizer, RNG and sampler state
+//! <run>/validation/step-NNNNNNN.png validation grids
+//! <run>/samples/step-NNNNNNN.png    pretraining sample grids
+//! <run>/loss.png                    the loss curve
+//! <run>/aux/                        generated Aux images (reused by later runs)
+//! <run>/cache/                      cached latents
+//! <run>/base-model/                 a single-file base converted to a folder
+//! <run>/model/                      the trained model (diffusers folder or adapter files)
+//! <run>/model.safetensors           the trained model as a single file
+//! <run>/vae/, <run>/vae_log.jsonl   pretraining's first stage
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// A run folder and the paths of everything in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// The run folder at `root` (nothing is created).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `config.toml`: the effective configuration of the run.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    /// `train_log.jsonl`: one JSON line per optimizer step.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("train_log.jsonl")
+    }
+
+    /// `checkpoints/`: one `step-NNNNNNN/` folder per checkpoint.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+
+    /// `validation/`: validation grids.
+    pub fn validation(&self) -> PathBuf {
+        self.root.join("validation")
+    }
+
+    /// The validation grid of `step`.
+    pub fn validation_grid(&self, step: usize) -> PathBuf {
+        self.validation().join(step_png(step))
+    }
+
+    /// `samples/`: pretraining's sample grids.
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+
+    /// The pretraining sample grid of `step`.
+    pub fn sample_grid(&self, step: usize) -> PathBuf {
+        self.samples().join(step_png(step))
+    }
+
+    /// `loss.png`: the loss curve.
+    pub fn loss_curve(&self) -> PathBuf {
+        self.root.join("loss.png")
+    }
+
+    /// `aux/`: generated Aux images.
+    pub fn aux(&self) -> PathBuf {
+        self.root.join("aux")
+    }
+
+    /// `cache/`: cached latents.
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// `base-model/`: a single-file base converted into a diffusers folder.
+    pub fn base_model(&self) -> PathBuf {
+        self.root.join("base-model")
+    }
+
+    /// `model/`: the trained model (a diffusers folder, or an adapter's files).
+    pub fn model(&self) -> PathBuf {
+        self.root.join("model")
+    }
+
+    /// `model.safetensors`: the trained model in the single-file layout.
+    pub fn model_single_file(&self) -> PathBuf {
+        self.root.join("model.safetensors")
+    }
+
+    /// `vae/`: the VAE trained by pretraining's first stage.
+    pub fn vae(&self) -> PathBuf {
+        self.root.join("vae")
+    }
+
+    /// `vae_log.jsonl`: the log of pretraining's first stage.
+    pub fn vae_log(&self) -> PathBuf {
+        self.root.join("vae_log.jsonl")
+    }
+}
+
+fn step_png(step: usize) -> String {
+    format!("step-{step:07}.png")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_documented_layout() {
+        let run = RunDir::new("/r");
+        assert_eq!(run.config(), Path::new("/r/config.toml"));
+        assert_eq!(run.log(), Path::new("/r/train_log.jsonl"));
+        assert_eq!(
+            run.validation_grid(12),
+            Path::new("/r/validation/step-0000012.png")
+        );
+        assert_eq!(run.sample_grid(3), Path::new("/r/samples/step-0000003.png"));
+        assert_eq!(run.model_single_file(), Path::new("/r/model.safetensors"));
+    }
+}
