@@ -253,7 +253,7 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         .row("backgrounds", style_imgs[mid..].to_vec())
         .save(&style_grid)?;
 
-    let log = crate::training::engine::read_log(&run_dir.join("train_log.jsonl"));
+    let log = crate::training::read_log(&run_dir.join("train_log.jsonl"));
     let loss = (
         log.first().map_or(f64::NAN, |e| e.loss),
         log.last().map_or(f64::NAN, |e| e.loss),

@@ -9,6 +9,9 @@ pub enum Error {
     /// A scheduler could not be built or stepped.
     #[error(transparent)]
     Scheduler(#[from] styleforge_schedulers::SchedulerError),
+    /// A tokenizer could not be loaded or built.
+    #[error(transparent)]
+    Tokenizer(#[from] styleforge_tokenizer::TokenizerError),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -38,6 +41,33 @@ pub enum Error {
     /// A configuration file that cannot be used.
     #[error("{}: {message}", path.display())]
     Config {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A value could not be encoded or decoded as JSON.
+    #[error("cannot encode or decode {what} as JSON: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A configuration could not be written as TOML.
+    #[error("cannot write {what} as TOML: {source}")]
+    TomlWrite {
+        what: String,
+        #[source]
+        source: toml::ser::Error,
+    },
+    /// A run folder that cannot be used as asked: `--resume` without a checkpoint,
+    /// checkpoints of another run, a folder inside the base model. `path` names it.
+    #[error("{}: {message}", path.display())]
+    RunFolder {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A checkpoint that does not match the run (missing or misshapen tensors).
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint {
         path: std::path::PathBuf,
         message: String,
     },

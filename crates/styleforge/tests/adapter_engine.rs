@@ -15,7 +15,7 @@ use styleforge::adapters::{BaseWeights, TOKEN_TABLE};
 use styleforge::models::folder::ModelFolder;
 use styleforge::progress::NoProgress;
 use styleforge::training::config::{ConceptConfig, Method, TrainConfig};
-use styleforge::training::engine::read_log;
+use styleforge::training::read_log;
 use styleforge::training::{train, RunOptions};
 
 fn base() -> PathBuf {

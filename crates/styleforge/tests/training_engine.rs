@@ -10,7 +10,7 @@ use styleforge::models::folder::{LoadOptions, ModelFolder};
 use styleforge::progress::NoProgress;
 use styleforge::schedulers::{DdpmScheduler, SchedulerConfig};
 use styleforge::training::config::{ConceptConfig, Method, TrainConfig};
-use styleforge::training::engine::read_log;
+use styleforge::training::read_log;
 use styleforge::training::step::{compute_loss, NoiseSchedule, StepBatch, StepModels};
 use styleforge::training::{train, RunOptions};
 use styleforge::Error;
@@ -397,9 +397,9 @@ fn config_defaults_overrides_and_errors() {
     c.optim.lr_schedule = Some(styleforge::training::config::LrSchedule::Linear);
     c.optim.warmup_steps = Some(2);
     let r = c.resolve().unwrap();
-    assert!((r.lr_at(1) - 0.5e-4).abs() < 1e-12);
-    assert!((r.lr_at(2) - 1e-4).abs() < 1e-12);
-    assert!(r.lr_at(6).abs() < 1e-12);
+    assert!((r.lr_plan().at(1) - 0.5e-4).abs() < 1e-12);
+    assert!((r.lr_plan().at(2) - 1e-4).abs() < 1e-12);
+    assert!(r.lr_plan().at(6).abs() < 1e-12);
 }
 
 #[test]

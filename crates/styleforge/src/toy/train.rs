@@ -27,6 +27,7 @@ use super::probes::{
 };
 use crate::optim::{AdamW, AdamWConfig};
 use crate::progress::Progress;
+use crate::training::lr::{LrPlan, LrSchedule};
 use crate::{Error, Result};
 
 /// How to train probes.
@@ -222,9 +223,14 @@ pub fn train_probes(
 
     let t1 = Instant::now();
     let mut recent = std::collections::VecDeque::with_capacity(100);
+    // Linear warm-up, then cosine decay to 1% of the peak.
+    let lr_plan = LrPlan {
+        floor: 0.01,
+        ..LrPlan::new(opts.lr, opts.warmup_steps, opts.steps, LrSchedule::Cosine)
+    };
     progress.begin("train", opts.steps);
     for step in 0..opts.steps {
-        opt.set_lr(lr_at(opts, step));
+        opt.set_lr(lr_plan.at(step + 1));
         let mut batch = Vec::with_capacity(opts.batch_size);
         let mut batch_labels = Vec::with_capacity(opts.batch_size);
         for _ in 0..opts.batch_size {
@@ -278,17 +284,6 @@ pub fn train_probes(
         command: opts.command.clone(),
     });
     Ok((probes, accuracy))
-}
-
-/// Learning rate at `step`: linear warm-up, then cosine decay to 1% of the peak.
-fn lr_at(opts: &ProbeTrainOptions, step: usize) -> f64 {
-    if step < opts.warmup_steps {
-        return opts.lr * (step + 1) as f64 / opts.warmup_steps as f64;
-    }
-    let span = opts.steps.saturating_sub(opts.warmup_steps).max(1) as f64;
-    let t = (step - opts.warmup_steps) as f64 / span;
-    let floor = 0.01;
-    opts.lr * (floor + (1.0 - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
 }
 
 /// The training loss of a batch: softmax cross-entropy for style, sky and ground plus

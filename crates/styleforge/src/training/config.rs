@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::lr::LrPlan;
+pub use super::lr::LrSchedule;
 use crate::data::CropMode;
 use crate::error::{Error, Result};
 
@@ -60,19 +62,6 @@ pub struct AdapterSettings {
     pub num_vectors: usize,
     /// Initializer word per token (Textual Inversion, Custom Diffusion modifiers).
     pub initializer_tokens: Vec<String>,
-}
-
-/// Learning-rate schedule after warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LrSchedule {
-    /// Constant.
-    #[default]
-    Constant,
-    /// Linear decay to 0 at the last step.
-    Linear,
-    /// Cosine decay to 0 at the last step.
-    Cosine,
 }
 
 /// One concept: a StyleRef folder bound to a token, with its Aux (prior) images.
@@ -610,19 +599,15 @@ impl ResolvedConfig {
         toml::to_string_pretty(self).map_err(|e| Error::msg(e.to_string()))
     }
 
-    /// The learning rate at optimizer step `step` (1-based).
-    pub fn lr_at(&self, step: usize) -> f64 {
-        let base = self.adamw.lr;
-        if step <= self.warmup_steps {
-            return base * step as f64 / self.warmup_steps.max(1) as f64;
-        }
-        let span = (self.steps - self.warmup_steps).max(1) as f64;
-        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
-        match self.lr_schedule {
-            LrSchedule::Constant => base,
-            LrSchedule::Linear => base * (1.0 - progress),
-            LrSchedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-        }
+    /// The learning rate of every optimizer step: warm-up, then `lr_schedule` to 0 at the
+    /// last step.
+    pub fn lr_plan(&self) -> LrPlan {
+        LrPlan::new(
+            self.adamw.lr,
+            self.warmup_steps,
+            self.steps,
+            self.lr_schedule,
+        )
     }
 }
 

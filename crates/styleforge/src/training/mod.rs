@@ -1,20 +1,30 @@
-//! Fine-tuning: StyleForge, Multi-StyleForge and the DreamBooth baseline as configurations
-//! of one training engine.
+//! Training: the one run loop ([`core`]) and the tasks on it — fine-tuning with every
+//! method ([`engine`]: StyleForge, Multi-StyleForge, DreamBooth and the adapter baselines)
+//! and pretraining a base model from scratch ([`pretrain`]).
 //!
 //! - [`config`]: the TOML run configuration and each method's defaults.
+//! - [`core`]: the loop — optimizer, learning-rate plan ([`lr`]), accumulation, clipping,
+//!   the log ([`log`]), checkpoints ([`checkpoint`]) and exact resume.
 //! - [`step`]: the loss of one step (prior preservation) and gradient clipping.
-//! - [`engine`]: the loop, with checkpoints, exact resume, validation and the final model.
-//! - [`checkpoint`]: atomic checkpoints holding weights, optimizer and RNG state.
+//! - [`engine`]: fine-tuning: [`models`] (what is trained), [`concepts`] (the data),
+//!   validation and the final model.
+//! - [`pretrain`]: `styleforge pretrain`, stage by stage.
 //! - [`report`]: validation grids and the loss curve.
 //! - [`memory`]: the peak-memory estimate and the guard that refuses runs that cannot fit.
 
 pub mod checkpoint;
+pub mod concepts;
 pub mod config;
+pub mod core;
 pub mod engine;
+pub mod log;
+pub mod lr;
 pub mod memory;
+pub mod models;
 pub mod pretrain;
 pub mod report;
 pub mod step;
 
 pub use config::{Method, ResolvedConfig, TrainConfig};
 pub use engine::{train, RunOptions, TrainSummary};
+pub use log::{read_log, LogEntry};

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use super::engine::LogEntry;
+use super::log::LogEntry;
 use crate::error::Result;
 use crate::report::ImageGrid;
 

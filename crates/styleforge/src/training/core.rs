@@ -1,0 +1,369 @@
+//! The one training loop. Fine-tuning (every method of [`super::engine`]) and pretraining
+//! ([`super::pretrain`]) are [`TrainTask`]s: they say what is trained and how a micro-batch
+//! becomes a loss; [`RunLoop`] owns the rest — the optimizer and its learning-rate plan,
+//! gradient accumulation and clipping, the non-finite-loss stop, the JSONL log, periodic
+//! checkpoints and pictures, and exact resume (weights, optimizer, the run's generator and
+//! the tasks' samplers all come back from the checkpoint).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use styleforge_models::nn::checkpoint::backward as checkpointed_backward;
+
+use super::checkpoint::{self, TrainState};
+use super::log::{LogEntry, LogWriter};
+use super::lr::LrPlan;
+use super::memory::peak_rss_bytes;
+use super::step::{clip_grad_norm, LossParts};
+use crate::data::{RngState, SamplerState};
+use crate::error::{Error, Result};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::progress::{Progress, StepReport};
+use crate::run_dir::RunDir;
+
+/// A standard normal tensor from `rng` (Box-Muller, both values of each pair used): every
+/// noise draw of training goes through this, so a resumed generator continues exactly.
+pub fn normal(rng: &mut ChaCha8Rng, shape: &[usize], device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut values = Vec::with_capacity(n + 1);
+    while values.len() < n {
+        let u1: f32 = 1.0 - rng.gen::<f32>();
+        let u2: f32 = rng.gen();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let a = 2.0 * std::f32::consts::PI * u2;
+        values.push(r * a.cos());
+        values.push(r * a.sin());
+    }
+    values.truncate(n);
+    Ok(Tensor::from_vec(values, shape, device)?)
+}
+
+/// The weights a checkpoint holds: the UNet's (or an adapter's) variables and, when it is
+/// trained, the text encoder's.
+pub struct TrainedWeights<'a> {
+    /// UNet (or adapter) variables.
+    pub unet: &'a VarMap,
+    /// Text-encoder variables, when they are trained.
+    pub text_encoder: Option<&'a VarMap>,
+}
+
+/// What a training method provides to [`RunLoop`].
+pub trait TrainTask {
+    /// The loss of one micro-batch of the optimizer step that follows `steps_done`; every
+    /// random draw comes from `rng` (the run's generator, checkpointed by the loop).
+    fn loss(&mut self, steps_done: usize, rng: &mut ChaCha8Rng) -> Result<LossParts>;
+
+    /// Called after every optimizer update and after a restore (adapter methods rebuild
+    /// their models from the updated variables).
+    fn after_update(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The trained weights, as checkpoints hold them.
+    fn weights(&self) -> TrainedWeights<'_>;
+
+    /// The data samplers' states: the main one and any others (one Aux sampler per concept).
+    fn samplers(&self) -> (SamplerState, Vec<SamplerState>);
+
+    /// Restores the samplers from a checkpoint.
+    fn restore_samplers(&mut self, main: SamplerState, others: Vec<SamplerState>) -> Result<()>;
+
+    /// Called after each periodic checkpoint at `step`.
+    fn after_checkpoint(&mut self, _step: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// The periodic pictures (validation or sample grids) at `step`.
+    fn pictures(&mut self, _step: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// How [`RunLoop`] trains.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    /// Optimizer steps of the whole run (the learning-rate plan and the periodic outputs
+    /// refer to it).
+    pub total_steps: usize,
+    /// Micro-batches per optimizer step (gradients summed, each loss divided by this).
+    pub gradient_accumulation: usize,
+    /// Global gradient-norm clip (0: off; the norm is still logged).
+    pub max_grad_norm: f64,
+    /// The learning rate of every step.
+    pub lr: LrPlan,
+    /// A checkpoint every this many steps (0: only when a sitting stops early).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
+    /// Pictures every this many steps (0: never); the last step's are left to the caller.
+    pub pictures_every: usize,
+    /// Seed of the run's generator.
+    pub seed: u64,
+    /// The progress label ("training", "pretrain").
+    pub label: &'static str,
+}
+
+/// What one sitting of [`RunLoop::run`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Sitting {
+    /// Optimizer steps done in this sitting.
+    pub steps: usize,
+    /// Loss of the last step (NaN when none ran).
+    pub last_loss: f64,
+    /// Wall-clock seconds of the sitting.
+    pub seconds: f64,
+}
+
+/// A training run in progress: the task, the optimizer over its variables, the generator
+/// and the step count.
+pub struct RunLoop<T: TrainTask> {
+    task: T,
+    settings: LoopSettings,
+    run: RunDir,
+    optimizer: AdamW,
+    vars: Vec<Var>,
+    rng: ChaCha8Rng,
+    step: usize,
+    device: Device,
+}
+
+impl<T: TrainTask> RunLoop<T> {
+    /// A run over the variables `named` (their order is the order of clipping's norm sum),
+    /// writing into `run`.
+    pub fn new(
+        task: T,
+        named: Vec<(String, Var)>,
+        adamw: AdamWConfig,
+        settings: LoopSettings,
+        run: RunDir,
+        device: &Device,
+    ) -> Result<Self> {
+        let vars = named.iter().map(|(_, v)| v.clone()).collect();
+        Ok(Self {
+            task,
+            optimizer: AdamW::new(named, adamw)?,
+            vars,
+            rng: ChaCha8Rng::seed_from_u64(settings.seed),
+            step: 0,
+            settings,
+            run,
+            device: device.clone(),
+        })
+    }
+
+    /// Optimizer steps done.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// The task.
+    pub fn task(&self) -> &T {
+        &self.task
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> &RunDir {
+        &self.run
+    }
+
+    /// Resumes from the newest checkpoint (`resume`), or checks that the run folder holds
+    /// none (a second run into a folder would mix two runs' checkpoints).
+    pub fn start(&mut self, resume: bool) -> Result<()> {
+        let dir = self.run.checkpoints();
+        let found = checkpoint::list(&dir);
+        if !resume {
+            if !found.is_empty() {
+                return Err(Error::RunFolder {
+                    path: dir,
+                    message: "already holds checkpoints: pass --resume to continue that run, or choose another output folder".into(),
+                });
+            }
+            return Ok(());
+        }
+        let Some((_, latest)) = found.into_iter().next_back() else {
+            return Err(Error::RunFolder {
+                path: dir,
+                message: "--resume: no checkpoint here; start the run without --resume".into(),
+            });
+        };
+        self.restore(&latest)?;
+        tracing::info!("resuming from {} (step {})", latest.display(), self.step);
+        Ok(())
+    }
+
+    fn restore(&mut self, path: &std::path::Path) -> Result<()> {
+        let loaded = checkpoint::load(path, &self.device)?;
+        let weights = self.task.weights();
+        checkpoint::restore_vars(weights.unet, &loaded.unet, "UNet")?;
+        match (weights.text_encoder, &loaded.text_encoder) {
+            (Some(vars), Some(t)) => checkpoint::restore_vars(vars, t, "text-encoder")?,
+            (None, None) => {}
+            (mine, _) => {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "it {} text-encoder weights but this run {} the text encoder; resume with the config that made it",
+                        if mine.is_some() { "has no" } else { "holds" },
+                        if mine.is_some() { "trains" } else { "does not train" },
+                    ),
+                })
+            }
+        }
+        self.optimizer.load_state(&loaded.optimizer)?;
+        self.task.after_update()?;
+        self.rng = loaded.state.rng.restore();
+        self.task
+            .restore_samplers(loaded.state.style_sampler, loaded.state.aux_samplers)?;
+        self.step = loaded.state.step;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the current step (keeping the newest `keep_checkpoints`).
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let (main, others) = self.task.samplers();
+        let state = TrainState {
+            step: self.step,
+            rng: RngState::capture(&self.rng),
+            style_sampler: main,
+            aux_samplers: others,
+        };
+        let weights = self.task.weights();
+        checkpoint::save(
+            &self.run.checkpoints(),
+            &state,
+            weights.unet,
+            weights.text_encoder,
+            &self.optimizer,
+            self.settings.keep_checkpoints,
+        )
+    }
+
+    /// One optimizer step over `gradient_accumulation` micro-batches.
+    pub fn train_step(&mut self) -> Result<LogEntry> {
+        let start = Instant::now();
+        let accum = self.settings.gradient_accumulation.max(1);
+        let mut grads_sum: Option<GradStore> = None;
+        let (mut loss_sum, mut inst_sum, mut prior_sum) = (0.0, 0.0, 0.0);
+        for _ in 0..accum {
+            let loss = self.task.loss(self.step, &mut self.rng)?;
+            let value = loss.total.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    step: self.step + 1,
+                    value,
+                });
+            }
+            loss_sum += value;
+            inst_sum += loss.instance;
+            prior_sum += loss.prior;
+            let total = if accum > 1 {
+                (loss.total / accum as f64)?
+            } else {
+                loss.total
+            };
+            let grads = checkpointed_backward(&total)?;
+            grads_sum = Some(match grads_sum {
+                None => grads,
+                Some(acc) => self.add_grads(acc, &grads)?,
+            });
+        }
+        let mut grads = grads_sum.expect("at least one micro-batch");
+        // With clipping off (max_grad_norm 0) the norm is still measured for the log.
+        let max_norm = if self.settings.max_grad_norm > 0.0 {
+            self.settings.max_grad_norm
+        } else {
+            f64::INFINITY
+        };
+        let grad_norm = clip_grad_norm(&mut grads, &self.vars, max_norm)?;
+        let lr = self.settings.lr.at(self.step + 1);
+        self.optimizer.set_lr(lr);
+        self.optimizer.step(&grads)?;
+        self.task.after_update()?;
+        self.step += 1;
+        let n = accum as f64;
+        Ok(LogEntry {
+            step: self.step,
+            loss: loss_sum / n,
+            loss_instance: inst_sum / n,
+            loss_prior: prior_sum / n,
+            grad_norm,
+            lr,
+            step_time_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn add_grads(&self, mut acc: GradStore, grads: &GradStore) -> Result<GradStore> {
+        for var in &self.vars {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let sum = match acc.remove(var.as_tensor()) {
+                    Some(prev) => (prev + g)?,
+                    None => g.clone(),
+                };
+                acc.insert(var.as_tensor(), sum);
+            }
+        }
+        Ok(acc)
+    }
+
+    /// Trains until step `end` or `deadline`, appending to the log and writing the periodic
+    /// checkpoints and pictures (none at the run's last step: what ends a run is the
+    /// caller's). A sitting stopped before the run's last step leaves a checkpoint.
+    pub fn run(
+        &mut self,
+        end: usize,
+        deadline: Option<Instant>,
+        progress: &mut dyn Progress,
+    ) -> Result<Sitting> {
+        let sitting = Instant::now();
+        let first = self.step;
+        let total = self.settings.total_steps;
+        let end = end.min(total);
+        let mut log = LogWriter::open(&self.run.log(), self.step)?;
+        let mut last_loss = f64::NAN;
+        progress.begin(self.settings.label, end.saturating_sub(self.step));
+        while self.step < end {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                tracing::info!(
+                    "the time budget is spent at step {}; stopping with a checkpoint",
+                    self.step
+                );
+                break;
+            }
+            let entry = self.train_step()?;
+            last_loss = entry.loss;
+            log.append(&entry)?;
+            progress.advance(1);
+            progress.step(&StepReport {
+                step: entry.step,
+                total: end,
+                loss: entry.loss,
+                lr: entry.lr,
+                step_time_s: entry.step_time_s,
+                peak_memory_bytes: peak_rss_bytes(),
+            });
+            let step = self.step;
+            let every = |n: usize| n > 0 && step.is_multiple_of(n) && step < total;
+            if every(self.settings.checkpoint_every) {
+                self.save_checkpoint()?;
+                self.task.after_checkpoint(step)?;
+            }
+            if every(self.settings.pictures_every) {
+                self.task.pictures(step)?;
+            }
+        }
+        progress.finish();
+        if self.step < total {
+            self.save_checkpoint()?;
+        }
+        Ok(Sitting {
+            steps: self.step - first,
+            last_loss,
+            seconds: sitting.elapsed().as_secs_f64(),
+        })
+    }
+}
