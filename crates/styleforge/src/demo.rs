@@ -136,9 +136,11 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
     }
     // The config as a file: `styleforge train --config <out>/train.toml` repeats the run.
     let toml_path = out.join("train.toml");
-    let toml_text = toml::to_string_pretty(&config)
-        .map_err(|e| Error::msg(format!("cannot write the demo's config: {e}")))?;
-    std::fs::write(&toml_path, toml_text).map_err(io(&toml_path))?;
+    let toml_text = toml::to_string_pretty(&config).map_err(|e| Error::TomlWrite {
+        what: "the demo's config".into(),
+        source: e,
+    })?;
+    styleforge_models::files::write(&toml_path, toml_text)?;
 
     let evals = eval_scenes(popts.eval_prompts);
     let drifts = drift_scenes(popts.drift_prompts);
@@ -253,13 +255,13 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         .row("backgrounds", style_imgs[mid..].to_vec())
         .save(&style_grid)?;
 
-    let log = crate::training::read_log(&run_dir.join("train_log.jsonl"));
+    let log = crate::training::read_log(&crate::RunDir::new(&run_dir).log());
     let loss = (
         log.first().map_or(f64::NAN, |e| e.loss),
         log.last().map_or(f64::NAN, |e| e.loss),
     );
     let page = out.join("index.html");
-    std::fs::write(&page, page_html(opts, &model, loss, &m_before, &m_after)).map_err(io(&page))?;
+    styleforge_models::files::write(&page, page_html(opts, &model, loss, &m_before, &m_after))?;
     let summary = DemoSummary {
         page,
         samples: samples_path,
@@ -269,9 +271,11 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         after: m_after,
     };
     let json = out.join("metrics.json");
-    let text = serde_json::to_string_pretty(&summary)
-        .map_err(|e| Error::msg(format!("cannot encode the demo's metrics: {e}")))?;
-    std::fs::write(&json, text).map_err(io(&json))?;
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| Error::Json {
+        what: "the demo's metrics".into(),
+        source: e,
+    })?;
+    styleforge_models::files::write(&json, text)?;
     Ok(summary)
 }
 

@@ -38,6 +38,14 @@ pub enum Error {
         path: std::path::PathBuf,
         message: String,
     },
+    /// A configuration that cannot be used (values out of range, contradictions, a bad
+    /// `--set` override).
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// An adapter (LoRA, Textual Inversion, Custom Diffusion) that does not fit the model or
+    /// cannot be read.
+    #[error("{0}")]
+    Adapter(String),
     /// A configuration file that cannot be used.
     #[error("{}: {message}", path.display())]
     Config {

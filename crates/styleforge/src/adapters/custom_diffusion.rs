@@ -83,8 +83,8 @@ impl CustomDiffusion {
         let mut names: Vec<&String> = base.unet.keys().filter(|k| is_trained_weight(k)).collect();
         names.sort();
         if names.is_empty() {
-            return Err(Error::msg(
-                "the UNet has no cross-attention to_k / to_v weights",
+            return Err(Error::Adapter(
+                "the UNet has no cross-attention to_k / to_v weights".into(),
             ));
         }
         let kv = names
@@ -160,7 +160,7 @@ impl CustomDiffusion {
         let mut out = HashMap::new();
         for (n, v) in &self.kv {
             let key = to_processor_key(n)
-                .ok_or_else(|| Error::msg(format!("`{n}` is not an attn2 to_k/to_v weight")))?;
+                .ok_or_else(|| Error::Adapter(format!("`{n}` is not an attn2 to_k/to_v weight")))?;
             out.insert(key, v.as_tensor().to_dtype(DType::F32)?);
         }
         Ok(out)
@@ -283,7 +283,7 @@ impl CustomDiffusionFile {
                     vectors: t.reshape((1, t.elem_count()))?.to_dtype(DType::F32)?,
                 });
             } else {
-                return Err(Error::msg(format!(
+                return Err(Error::Adapter(format!(
                     "Custom Diffusion key `{k}` is neither `unet.<weight>`, `token.<modifier>` \
                      nor diffusers' `<layer>.processor.to_{{k,v}}_custom_diffusion.weight`"
                 )));
@@ -299,12 +299,12 @@ impl CustomDiffusionFile {
         for (n, change) in &self.deltas {
             let d = change.tensor();
             let Some(w) = base.unet.get(n) else {
-                return Err(Error::msg(format!(
+                return Err(Error::Adapter(format!(
                     "Custom Diffusion key `unet.{n}` matches no UNet weight"
                 )));
             };
             if w.dims() != d.dims() {
-                return Err(Error::msg(format!(
+                return Err(Error::Adapter(format!(
                     "Custom Diffusion key `unet.{n}` has shape {:?}, the UNet's weight {:?}",
                     d.dims(),
                     w.dims()

@@ -153,7 +153,9 @@ impl Lora {
             }
         }
         if layers.is_empty() {
-            return Err(Error::msg("the model has no attention projection to adapt"));
+            return Err(Error::Adapter(
+                "the model has no attention projection to adapt".into(),
+            ));
         }
         Ok(Self { config, layers })
     }
@@ -346,7 +348,7 @@ impl LoraFile {
             if let Some(stem) = k.strip_suffix(".alpha") {
                 let a = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
                 let [a] = a[..] else {
-                    return Err(Error::msg(format!(
+                    return Err(Error::Adapter(format!(
                         "LoRA key `{key}`: alpha is not a scalar"
                     )));
                 };
@@ -357,7 +359,7 @@ impl LoraFile {
                 .iter()
                 .find_map(|(s, w)| k.strip_suffix(s).map(|stem| (stem, *w)))
             else {
-                return Err(Error::msg(format!(
+                return Err(Error::Adapter(format!(
                     "LoRA key `{key}` is not a lora_A/lora_B, lora_down/lora_up or alpha tensor"
                 )));
             };
@@ -372,7 +374,7 @@ impl LoraFile {
         let mut layers = BTreeMap::new();
         for (stem, p) in parts {
             let (Some(down), Some(up)) = (p.down, p.up) else {
-                return Err(Error::msg(format!(
+                return Err(Error::Adapter(format!(
                     "LoRA layer `{stem}` lacks its down (A) or up (B) matrix"
                 )));
             };
@@ -387,7 +389,7 @@ impl LoraFile {
             );
         }
         if layers.is_empty() {
-            return Err(Error::msg("the LoRA file holds no layers"));
+            return Err(Error::Adapter("the LoRA file holds no layers".into()));
         }
         Ok(Self { format, layers })
     }
@@ -445,7 +447,7 @@ pub fn merge_lora_files(
         for layer in file.layers.values() {
             let key = &layer.key;
             let Some((component, name)) = resolve(base, &kohya, key) else {
-                return Err(Error::msg(format!(
+                return Err(Error::Adapter(format!(
                     "LoRA key `{key}` matches no layer of the UNet or text encoder"
                 )));
             };
@@ -462,13 +464,13 @@ pub fn merge_lora_files(
             let (r, fan_in) = down.dims2()?;
             let (fan_out, r_up) = up.dims2()?;
             if r != r_up {
-                return Err(Error::msg(format!(
+                return Err(Error::Adapter(format!(
                     "LoRA layer `{key}`: rank mismatch, down has rank {r} but up has rank {r_up}"
                 )));
             }
             let wd = w.dims().to_vec();
             if wd[0] != fan_out || w.elem_count() != fan_out * fan_in {
-                return Err(Error::msg(format!(
+                return Err(Error::Adapter(format!(
                     "LoRA layer `{key}`: up·down is [{fan_out}, {fan_in}] but `{name}` is {wd:?}"
                 )));
             }

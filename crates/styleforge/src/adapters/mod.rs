@@ -129,14 +129,14 @@ impl BaseWeights {
         for (k, v) in overrides {
             match map.get(k) {
                 Some(old) if old.dims() != v.dims() && !k.ends_with("token_embedding.weight") => {
-                    return Err(Error::msg(format!(
+                    return Err(Error::Adapter(format!(
                         "replacement for `{k}` has shape {:?}, the model's weight {:?}",
                         v.dims(),
                         old.dims()
                     )))
                 }
                 None => {
-                    return Err(Error::msg(format!(
+                    return Err(Error::Adapter(format!(
                         "replacement for `{k}`: the model has no such weight"
                     )))
                 }

@@ -55,7 +55,7 @@ pub(crate) fn add_tokens(
     table_rows: usize,
 ) -> Result<Vec<u32>> {
     if tokenizer.vocab_size() != table_rows {
-        return Err(Error::msg(format!(
+        return Err(Error::Adapter(format!(
             "the tokenizer has {} ids but the text encoder's token table {table_rows} rows",
             tokenizer.vocab_size()
         )));
@@ -65,7 +65,7 @@ pub(crate) fn add_tokens(
         .map_err(|e| Error::InvalidRequest(format!("cannot add the new token(s): {e}")))?;
     for (i, id) in ids.iter().enumerate() {
         if *id as usize != table_rows + i {
-            return Err(Error::msg(format!(
+            return Err(Error::Adapter(format!(
                 "token `{}` got id {id}, expected {}",
                 tokens[i],
                 table_rows + i

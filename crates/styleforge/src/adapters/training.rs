@@ -85,7 +85,7 @@ impl AdapterState {
                     base, tokenizer, &tokens, &inits,
                 )?))
             }
-            m => Err(Error::msg(format!(
+            m => Err(Error::Adapter(format!(
                 "method `{}` is not an adapter method",
                 m.name()
             ))),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{RngState, SamplerState};
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, StateSource};
+use styleforge_models::files;
 use styleforge_models::weights::{save_safetensors_atomic, varmap_tensors};
 
 /// The non-tensor part of a checkpoint (`state.json`).
@@ -31,13 +32,6 @@ pub fn checkpoint_dir(dir: &Path, step: usize) -> PathBuf {
     dir.join(format!("step-{step:07}"))
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Writes a checkpoint into `dir/step-NNNNNNN` atomically and keeps the newest `keep`.
 pub fn save(
     dir: &Path,
@@ -47,35 +41,20 @@ pub fn save(
     optimizer: &AdamW,
     keep: usize,
 ) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let final_dir = checkpoint_dir(dir, state.step);
-    let tmp = dir.join(format!(
-        ".step-{:07}.tmp-{}",
-        state.step,
-        std::process::id()
-    ));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let written = (|| -> Result<()> {
+    files::write_dir_with(&final_dir, |tmp| -> Result<()> {
         save_safetensors_atomic(&varmap_tensors(unet), &tmp.join("unet.safetensors"))?;
         if let Some(te) = text_encoder {
             save_safetensors_atomic(&varmap_tensors(te), &tmp.join("text_encoder.safetensors"))?;
         }
         optimizer.save_state(&tmp.join("optimizer.safetensors"))?;
-        let json = serde_json::to_string_pretty(state).map_err(|e| Error::msg(e.to_string()))?;
-        let state_path = tmp.join("state.json");
-        std::fs::write(&state_path, json).map_err(io(&state_path))?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+        let json = serde_json::to_string_pretty(state).map_err(|e| Error::Json {
+            what: "the checkpoint state".into(),
+            source: e,
+        })?;
+        // state.json last: a folder without it is not a checkpoint (see `list`).
+        Ok(files::write(&tmp.join("state.json"), json)?)
+    })?;
     prune(dir, keep)?;
     Ok(final_dir)
 }
@@ -104,7 +83,7 @@ fn prune(dir: &Path, keep: usize) -> Result<()> {
     let all = list(dir);
     let excess = all.len().saturating_sub(keep.max(1));
     for (_, path) in all.into_iter().take(excess) {
-        std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        std::fs::remove_dir_all(&path).map_err(files::at(&path))?;
     }
     Ok(())
 }
@@ -171,7 +150,7 @@ pub struct Loaded {
 /// Opens the checkpoint folder `path`.
 pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
     let state_path = path.join("state.json");
-    let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let text = files::read_to_string(&state_path)?;
     let state: TrainState = serde_json::from_str(&text).map_err(|e| Error::Config {
         path: state_path.clone(),
         message: e.to_string(),
@@ -190,20 +169,22 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
 
 /// Copies checkpoint weights into the variables of `varmap`; every variable must be there
 /// with its shape.
-pub fn restore_vars(varmap: &VarMap, tensors: &impl StateSource, what: &str) -> Result<()> {
+pub fn restore_vars(varmap: &VarMap, tensors: &TensorFile, what: &str) -> Result<()> {
     let data = varmap.data().lock().expect("varmap lock poisoned");
     for (name, var) in data.iter() {
-        let t = tensors.tensor(name)?.ok_or_else(|| {
-            Error::msg(format!(
-                "checkpoint {what} weights lack `{name}`; was it made by another config?"
-            ))
+        let t = tensors.tensor(name)?.ok_or_else(|| Error::Checkpoint {
+            path: tensors.path.clone(),
+            message: format!("the {what} weights lack `{name}`; was it made by another config?"),
         })?;
         if t.dims() != var.dims() {
-            return Err(Error::msg(format!(
-                "checkpoint {what} weight `{name}` has shape {:?}, the model {:?}",
-                t.dims(),
-                var.dims()
-            )));
+            return Err(Error::Checkpoint {
+                path: tensors.path.clone(),
+                message: format!(
+                    "{what} weight `{name}` has shape {:?}, the model {:?}",
+                    t.dims(),
+                    var.dims()
+                ),
+            });
         }
         var.set(&t.to_dtype(var.dtype())?)?;
     }

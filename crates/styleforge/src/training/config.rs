@@ -408,7 +408,7 @@ impl TrainConfig {
         let want_concepts = if m == Method::MultiStyleforge { 2 } else { 1 };
         let cd_two = m == Method::CustomDiffusion && self.data.concepts.len() == 2;
         if self.data.concepts.len() != want_concepts && !cd_two {
-            return Err(Error::msg(format!(
+            return Err(Error::InvalidConfig(format!(
                 "method `{}` needs {want_concepts} [[data.concepts]] (found {}){}",
                 m.name(),
                 self.data.concepts.len(),
@@ -478,7 +478,9 @@ impl TrainConfig {
             })
             .collect();
         if concepts.len() == 2 && concepts[0].token == concepts[1].token {
-            return Err(Error::msg("the two concepts need different tokens"));
+            return Err(Error::InvalidConfig(
+                "the two concepts need different tokens".into(),
+            ));
         }
         let o = &self.optim;
         let d = crate::optim::AdamWConfig::default();
@@ -565,7 +567,7 @@ impl TrainConfig {
 
 impl ResolvedConfig {
     fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::msg(m));
+        let bad = |m: String| Err(Error::InvalidConfig(m));
         if self.steps == 0 {
             return bad("optim.steps must be at least 1".into());
         }
@@ -596,7 +598,10 @@ impl ResolvedConfig {
 
     /// The effective config as TOML, for the run folder.
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).map_err(|e| Error::msg(e.to_string()))
+        toml::to_string_pretty(self).map_err(|e| Error::TomlWrite {
+            what: "the run config".into(),
+            source: e,
+        })
     }
 
     /// The learning rate of every optimizer step: warm-up, then `lr_schedule` to 0 at the
@@ -619,10 +624,13 @@ pub(crate) fn apply_overrides<T: Serialize>(
     overrides: &[String],
     example: &str,
 ) -> Result<String> {
-    let mut doc = toml::Table::try_from(value).map_err(|e| Error::msg(e.to_string()))?;
+    let mut doc = toml::Table::try_from(value).map_err(|e| Error::TomlWrite {
+        what: "the config".into(),
+        source: e,
+    })?;
     for item in overrides {
         let (key, raw) = item.split_once('=').ok_or_else(|| {
-            Error::msg(format!(
+            Error::InvalidConfig(format!(
                 "override `{item}` is not key=value (e.g. {example})"
             ))
         })?;
@@ -638,10 +646,13 @@ pub(crate) fn apply_overrides<T: Serialize>(
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
                 .ok_or_else(|| {
-                    Error::msg(format!("override `{key}`: `{part}` is not a section"))
+                    Error::InvalidConfig(format!("override `{key}`: `{part}` is not a section"))
                 })?;
         }
         table.insert(parts[parts.len() - 1].to_string(), value);
     }
-    toml::to_string(&doc).map_err(|e| Error::msg(e.to_string()))
+    toml::to_string(&doc).map_err(|e| Error::TomlWrite {
+        what: "the config with its overrides".into(),
+        source: e,
+    })
 }

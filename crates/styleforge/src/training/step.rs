@@ -86,7 +86,7 @@ pub fn compute_loss(
 ) -> Result<LossParts> {
     let b = batch.latents.dim(0)?;
     if batch.timesteps.len() != b || batch.input_ids.dim(0)? != b || batch.instance_rows == 0 {
-        return Err(Error::msg(format!(
+        return Err(Error::InvalidRequest(format!(
             "inconsistent training batch: {b} latents, {} timesteps, {} prompts, {} instance rows",
             batch.timesteps.len(),
             batch.input_ids.dim(0)?,
