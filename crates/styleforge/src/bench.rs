@@ -404,6 +404,9 @@ fn styleforge_step(
         timesteps: vec![100.0, 500.0],
         input_ids: Tensor::from_vec(ids, (b, 77), device)?,
         instance_rows: 1,
+        input_noise: None,
+        instance_weights: None,
+        prior_weights: None,
     };
     let named: Vec<(String, candle_core::Var)> = varmap
         .data()

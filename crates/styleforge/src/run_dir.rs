@@ -15,6 +15,7 @@
 //! <run>/cache/                      cached latents
 //! <run>/base-model/                 a single-file base converted to a folder
 //! <run>/model/                      the trained model (diffusers folder or adapter files)
+//! <run>/model-raw/                  with an EMA as the model: the raw trained weights
 //! <run>/model.safetensors           the trained model as a single file
 //! <run>/vae/, <run>/vae_log.jsonl   pretraining's first stage
 //! ```
@@ -96,6 +97,11 @@ impl RunDir {
     /// `model/`: the trained model (a diffusers folder, or an adapter's files).
     pub fn model(&self) -> PathBuf {
         self.root.join("model")
+    }
+
+    /// `model-raw/`: with an EMA written as the model, the raw trained weights.
+    pub fn model_raw(&self) -> PathBuf {
+        self.root.join("model-raw")
     }
 
     /// `model.safetensors`: the trained model in the single-file layout.

@@ -73,6 +73,9 @@ fn batch(r: &HashMap<String, Tensor>, p: &str, step: usize, instance_rows: usize
             .unwrap(),
         input_ids: r[&format!("{p}.input_ids")].to_dtype(DType::U32).unwrap(),
         instance_rows,
+        input_noise: None,
+        instance_weights: None,
+        prior_weights: None,
     }
 }
 

@@ -259,6 +259,9 @@ fn calibrate_step_parts() {
             )
             .unwrap(),
             instance_rows: 1,
+            input_noise: None,
+            instance_weights: None,
+            prior_weights: None,
         };
         let step_models = StepModels {
             unet: &unet,
@@ -274,6 +277,7 @@ fn calibrate_step_parts() {
             gradient_accumulation: 1,
             attention: styleforge::training::memory::AttentionMemory::Fused,
             checkpoint_saves: false,
+            ema: false,
         };
         let est = estimate(&models, &settings).unwrap();
         let base_live = LIVE.load(Ordering::Relaxed);

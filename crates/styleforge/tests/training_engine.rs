@@ -238,6 +238,9 @@ fn loss_on_the_training_pair_falls_well_below_its_start() {
         timesteps: vec![300.0, 500.0],
         input_ids: Tensor::from_vec(ids, (2, 77), &dev).unwrap(),
         instance_rows: 1,
+        input_noise: None,
+        instance_weights: None,
+        prior_weights: None,
     };
     let score = |model: &Path| -> f64 {
         let f = ModelFolder::open(model).unwrap();
@@ -501,4 +504,86 @@ fn an_8bit_checkpointed_run_resumes_bit_exactly() {
     let state = candle_core::safetensors::load(ckpt, &Device::Cpu).unwrap();
     assert!(state.values().any(|t| t.dtype() == DType::U8));
     assert!(state.keys().any(|k| k.ends_with(".absmax1")));
+}
+
+#[test]
+fn ema_and_objective_options_resume_bit_exactly_and_the_model_is_the_average() {
+    use styleforge::training::objective::TimestepSampling;
+    let data = dataset();
+    let run = |name: &str| {
+        let mut cfg = config(Method::Styleforge, data.path(), &data.path().join(name));
+        let t = &mut cfg.training;
+        t.snr_gamma = Some(5.0);
+        t.snr_weight_prior = Some(true);
+        t.timestep_sampling = Some(TimestepSampling::LogitNormal);
+        t.timestep_mean = Some(0.5);
+        t.min_timestep = Some(10);
+        t.noise_offset = Some(0.05);
+        t.input_perturbation = Some(0.1);
+        t.ema_decay = Some(0.9);
+        cfg.output.save_raw = Some(true);
+        cfg.data.caption_dropout = Some(0.3);
+        cfg.data.shuffle_tags = Some(true);
+        cfg.data.validation_dir = Some(data.path().join("style2"));
+        cfg.output.validation_loss_every = Some(2);
+        cfg.resolve().unwrap()
+    };
+    let straight = train(&run("straight"), &RunOptions::default(), &mut NoProgress).unwrap();
+    let split = run("split");
+    let first = RunOptions {
+        resume: false,
+        stop_after: Some(4),
+    };
+    assert_eq!(train(&split, &first, &mut NoProgress).unwrap().steps, 4);
+    assert!(data
+        .path()
+        .join("split/checkpoints/step-0000003/ema.safetensors")
+        .is_file());
+    let resume = RunOptions {
+        resume: true,
+        stop_after: None,
+    };
+    let resumed = train(&split, &resume, &mut NoProgress).unwrap();
+    let same = |a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>| {
+        assert_eq!(a.len(), b.len());
+        a.iter().all(|(name, t)| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        })
+    };
+    let ema_a = weights(&straight.model_dir.unwrap());
+    let ema_b = weights(&resumed.model_dir.unwrap());
+    assert!(same(&ema_a, &ema_b), "the EMA model differs after resume");
+    let raw_a = weights(&data.path().join("straight/model-raw"));
+    let raw_b = weights(&data.path().join("split/model-raw"));
+    assert!(same(&raw_a, &raw_b), "the raw model differs after resume");
+    assert!(
+        !same(&ema_a, &raw_a),
+        "the EMA model equals the raw weights"
+    );
+    let log = read_log(&data.path().join("straight/train_log.jsonl"));
+    assert_eq!(log.len(), 6);
+    assert!(log.iter().all(|e| e.loss.is_finite() && e.loss_prior > 0.0));
+    // The validation loss every 2 steps, the same in the resumed run (fixed noise and
+    // timesteps, its own generator).
+    let val = |log: &[styleforge::training::LogEntry]| -> Vec<(usize, f64)> {
+        log.iter()
+            .filter_map(|e| Some((e.step, e.val_loss?)))
+            .collect()
+    };
+    let measured = val(&log);
+    assert_eq!(measured.iter().map(|m| m.0).collect::<Vec<_>>(), [2, 4, 6]);
+    assert!(measured.iter().all(|m| m.1.is_finite() && m.1 > 0.0));
+    let resumed_log = read_log(&data.path().join("split/train_log.jsonl"));
+    assert_eq!(measured, val(&resumed_log));
+
+    // Options out of range are refused when the config is resolved.
+    let mut bad = config(Method::Styleforge, data.path(), &data.path().join("bad"));
+    bad.training.ema_decay = Some(1.5);
+    assert!(bad.resolve().is_err());
+    let mut bad = config(Method::Styleforge, data.path(), &data.path().join("bad"));
+    bad.training.min_timestep = Some(500);
+    bad.training.max_timestep = Some(400);
+    let err = bad.resolve().unwrap_err().to_string();
+    assert!(err.contains("min_timestep"), "{err}");
 }

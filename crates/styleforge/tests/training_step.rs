@@ -93,6 +93,9 @@ fn batch(r: &HashMap<String, Tensor>, step: usize) -> StepBatch {
         timesteps,
         input_ids: r["input_ids"].to_dtype(DType::U32).unwrap(),
         instance_rows: 1,
+        input_noise: None,
+        instance_weights: None,
+        prior_weights: None,
     }
 }
 

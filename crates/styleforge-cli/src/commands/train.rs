@@ -17,11 +17,14 @@ use crate::progress::Bar;
 /// single-file base, as `convert --config`), `[[data.concepts]]` (style_dir,
 /// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images),
 /// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,
-/// num_aux_images, aux_steps, gradient_checkpointing, ignore_memory_check), `[optim]`
+/// num_aux_images, aux_steps, gradient_checkpointing, ignore_memory_check; the objective:
+/// snr_gamma, snr_weight_prior, timestep_sampling = uniform|logit-normal, min_timestep,
+/// max_timestep, timestep_mean, timestep_scale, noise_offset, input_perturbation; an EMA of
+/// the weights: ema_decay, ema_warmup, ema_power, ema_update_after_step), `[optim]`
 /// (steps, lr, beta1, beta2, weight_decay, eps, gradient_accumulation, max_grad_norm,
 /// lr_schedule, warmup_steps, optimizer) and `[output]` (dir,
 /// checkpoint_every, keep_checkpoints, validate_every, validation_prompts,
-/// validation_steps, save_format), plus top-level `method` and `seed`. See examples/train/*.toml.
+/// validation_steps, save_format, save_ema, save_raw), plus top-level `method` and `seed`. See examples/train/*.toml.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct TrainArgs {

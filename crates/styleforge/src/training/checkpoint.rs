@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
+use super::ema::Ema;
 use crate::data::{RngState, SamplerState};
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, StateSource};
@@ -27,6 +28,9 @@ pub struct TrainState {
     pub aux_samplers: Vec<SamplerState>,
 }
 
+/// The file of the weights' moving average in a checkpoint.
+const EMA_FILE: &str = "ema.safetensors";
+
 /// The folder of the checkpoint at `step` inside `dir`.
 pub fn checkpoint_dir(dir: &Path, step: usize) -> PathBuf {
     dir.join(format!("step-{step:07}"))
@@ -39,6 +43,7 @@ pub fn save(
     unet: &VarMap,
     text_encoder: Option<&VarMap>,
     optimizer: &AdamW,
+    ema: Option<&Ema>,
     keep: usize,
 ) -> Result<PathBuf> {
     let final_dir = checkpoint_dir(dir, state.step);
@@ -48,6 +53,9 @@ pub fn save(
             save_safetensors_atomic(&varmap_tensors(te), &tmp.join("text_encoder.safetensors"))?;
         }
         optimizer.save_state(&tmp.join("optimizer.safetensors"))?;
+        if let Some(ema) = ema {
+            save_safetensors_atomic(&ema.state()?, &tmp.join(EMA_FILE))?;
+        }
         let json = serde_json::to_string_pretty(state).map_err(|e| Error::Json {
             what: "the checkpoint state".into(),
             source: e,
@@ -145,6 +153,8 @@ pub struct Loaded {
     pub text_encoder: Option<TensorFile>,
     /// Optimizer state.
     pub optimizer: TensorFile,
+    /// The moving average of the weights, when the run keeps one.
+    pub ema: Option<TensorFile>,
 }
 
 /// Opens the checkpoint folder `path`.
@@ -156,6 +166,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
         message: e.to_string(),
     })?;
     let te_path = path.join("text_encoder.safetensors");
+    let ema_path = path.join(EMA_FILE);
     Ok(Loaded {
         unet: TensorFile::open(&path.join("unet.safetensors"), device)?,
         text_encoder: te_path
@@ -163,6 +174,10 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
             .then(|| TensorFile::open(&te_path, device))
             .transpose()?,
         optimizer: TensorFile::open(&path.join("optimizer.safetensors"), device)?,
+        ema: ema_path
+            .is_file()
+            .then(|| TensorFile::open(&ema_path, device))
+            .transpose()?,
         state,
     })
 }

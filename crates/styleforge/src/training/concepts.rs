@@ -46,6 +46,8 @@ fn vae_tag(base: &Path) -> String {
 pub(crate) struct ConceptData {
     pub(crate) style: LatentCache,
     pub(crate) style_ids: Vec<Vec<u32>>,
+    /// The StyleRef images (their captions, for per-step caption handling).
+    pub(crate) style_entries: Vec<crate::data::ImageEntry>,
     /// Absent when the run has no prior-preservation loss (`prior_loss_weight = 0`).
     pub(crate) aux: Option<LatentCache>,
     pub(crate) aux_ids: Vec<Vec<u32>>,
@@ -156,12 +158,54 @@ fn prepare_aux(
     Ok(run_aux)
 }
 
-fn prompt_ids(tokenizer: &ClipTokenizer, folder: &ImageFolder, default: &str) -> Vec<Vec<u32>> {
+pub(crate) fn prompt_ids(
+    tokenizer: &ClipTokenizer,
+    folder: &ImageFolder,
+    default: &str,
+) -> Vec<Vec<u32>> {
     folder
         .entries()
         .iter()
         .map(|e| tokenizer.encode_padded(&e.prompt(default, default)).ids)
         .collect()
+}
+
+/// How a run's images are cropped and resized.
+pub(crate) fn preprocess(cfg: &ResolvedConfig) -> Preprocess {
+    Preprocess {
+        resolution: cfg.resolution,
+        crop: cfg.crop,
+        seed: cfg.seed,
+        allow_upscale: cfg.allow_upscale,
+    }
+}
+
+/// The cached latents of `folder` (built on first use, reused while the images and the VAE
+/// are unchanged).
+pub(crate) fn cached_latents(
+    cfg: &ResolvedConfig,
+    folder: &ImageFolder,
+    models: &Models,
+    device: &Device,
+    progress: &mut dyn Progress,
+) -> Result<LatentCache> {
+    let prep = preprocess(cfg);
+    let tag = vae_tag(&cfg.base);
+    let source = CacheSource {
+        folder,
+        preprocess: &prep,
+        with_flips: cfg.flip,
+        vae_tag: &tag,
+    };
+    let (c, _) = LatentCache::load_or_build(
+        &RunDir::new(&cfg.output_dir).cache(),
+        &source,
+        &models.vae,
+        DType::F32,
+        device,
+        progress,
+    )?;
+    Ok(c)
 }
 
 pub(crate) fn load_concepts(
@@ -170,14 +214,7 @@ pub(crate) fn load_concepts(
     device: &Device,
     progress: &mut dyn Progress,
 ) -> Result<Vec<ConceptData>> {
-    let prep = Preprocess {
-        resolution: cfg.resolution,
-        crop: cfg.crop,
-        seed: cfg.seed,
-        allow_upscale: cfg.allow_upscale,
-    };
-    let cache_dir = RunDir::new(&cfg.output_dir).cache();
-    let tag = vae_tag(&cfg.base);
+    let prep = preprocess(cfg);
     let mut out = Vec::new();
     for (i, concept) in cfg.concepts.iter().enumerate() {
         let style_folder = ImageFolder::scan(&concept.style_dir, &prep, cfg.min_images)?;
@@ -189,22 +226,8 @@ pub(crate) fn load_concepts(
         } else {
             None
         };
-        let cache = |folder: &ImageFolder, progress: &mut dyn Progress| -> Result<LatentCache> {
-            let source = CacheSource {
-                folder,
-                preprocess: &prep,
-                with_flips: cfg.flip,
-                vae_tag: &tag,
-            };
-            let (c, _) = LatentCache::load_or_build(
-                &cache_dir,
-                &source,
-                &models.vae,
-                DType::F32,
-                device,
-                progress,
-            )?;
-            Ok(c)
+        let cache = |folder: &ImageFolder, progress: &mut dyn Progress| {
+            cached_latents(cfg, folder, models, device, progress)
         };
         let style = cache(&style_folder, progress)?;
         let aux = match &aux_folder {
@@ -213,6 +236,7 @@ pub(crate) fn load_concepts(
         };
         out.push(ConceptData {
             style_ids: prompt_ids(&models.tokenizer, &style_folder, &concept.instance_prompt),
+            style_entries: style_folder.entries().to_vec(),
             aux_ids: aux_folder
                 .as_ref()
                 .map(|f| prompt_ids(&models.tokenizer, f, &concept.aux_prompt))

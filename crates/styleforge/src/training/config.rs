@@ -143,6 +143,19 @@ pub struct DataSection {
     /// Fewest StyleRef images per concept (default 2).
     #[serde(default)]
     pub min_images: Option<usize>,
+    /// Probability of training a StyleRef image with the bare token prompt instead of its
+    /// caption (default 0).
+    #[serde(default)]
+    pub caption_dropout: Option<f64>,
+    /// Shuffle the comma-separated tags of StyleRef captions every step (default false).
+    #[serde(default)]
+    pub shuffle_tags: Option<bool>,
+    /// Leading tags kept in place when shuffling (default 0).
+    #[serde(default)]
+    pub keep_tokens: Option<usize>,
+    /// Held-out style images for the validation loss (default: none).
+    #[serde(default)]
+    pub validation_dir: Option<PathBuf>,
 }
 
 /// `[training]`: prompts and what is trained.
@@ -170,6 +183,46 @@ pub struct TrainingSection {
     /// such a run is refused with the settings that would fit).
     #[serde(default)]
     pub ignore_memory_check: Option<bool>,
+    /// Min-SNR-γ loss weighting (off by default; 5 is the Min-SNR paper's value).
+    #[serde(default)]
+    pub snr_gamma: Option<f64>,
+    /// Whether min-SNR also weights the Aux (prior) loss (default false).
+    #[serde(default)]
+    pub snr_weight_prior: Option<bool>,
+    /// `uniform` (default) or `logit-normal` timestep sampling.
+    #[serde(default)]
+    pub timestep_sampling: Option<super::objective::TimestepSampling>,
+    /// First training timestep (default 0).
+    #[serde(default)]
+    pub min_timestep: Option<usize>,
+    /// One past the last training timestep (default: the schedule's 1000).
+    #[serde(default)]
+    pub max_timestep: Option<usize>,
+    /// Logit-normal mean (default 0; positive spends more steps at high noise).
+    #[serde(default)]
+    pub timestep_mean: Option<f64>,
+    /// Logit-normal scale (default 1).
+    #[serde(default)]
+    pub timestep_scale: Option<f64>,
+    /// Per-sample, per-channel noise offset (default 0; 0.05–0.1 is usual).
+    #[serde(default)]
+    pub noise_offset: Option<f64>,
+    /// Input perturbation of the noise (default 0; diffusers suggests 0.1).
+    #[serde(default)]
+    pub input_perturbation: Option<f64>,
+    /// Keep an exponential moving average of the trained weights with this decay (default:
+    /// none; 0.9999 for long runs, lower for short ones).
+    #[serde(default)]
+    pub ema_decay: Option<f64>,
+    /// EMA warm-up (`1 − (1 + k)^−power`; default false: `(1 + k)/(10 + k)`).
+    #[serde(default)]
+    pub ema_warmup: Option<bool>,
+    /// EMA warm-up power (default 2/3).
+    #[serde(default)]
+    pub ema_power: Option<f64>,
+    /// Optimizer steps before the EMA starts averaging (default 0).
+    #[serde(default)]
+    pub ema_update_after_step: Option<usize>,
     /// Aux images per concept; generated from the base model when the folder has fewer
     /// (StyleForge default 20, DreamBooth 100).
     #[serde(default)]
@@ -258,6 +311,16 @@ pub struct OutputSection {
     /// `diffusers` (default), `single-file` or `both`.
     #[serde(default)]
     pub save_format: Option<SaveFormat>,
+    /// Steps between validation-loss measurements (default 50; needs data.validation_dir).
+    #[serde(default)]
+    pub validation_loss_every: Option<usize>,
+    /// With an EMA: write the averaged weights as the model (default true).
+    #[serde(default)]
+    pub save_ema: Option<bool>,
+    /// With an EMA written as the model: also write the raw trained weights, to
+    /// `<run>/model-raw` (default false).
+    #[serde(default)]
+    pub save_raw: Option<bool>,
 }
 
 /// A training run's configuration as written in TOML.
@@ -340,6 +403,27 @@ pub struct ResolvedConfig {
     /// Start even when the memory estimate exceeds what is available.
     #[serde(default)]
     pub ignore_memory_check: bool,
+    /// Timestep sampling, noise offset, min-SNR weighting.
+    #[serde(default)]
+    pub objective: super::objective::Objective,
+    /// Caption dropout and tag shuffling of the StyleRef prompts.
+    #[serde(default)]
+    pub captions: super::captions::CaptionOptions,
+    /// Held-out style images for the validation loss.
+    #[serde(default)]
+    pub validation_dir: Option<PathBuf>,
+    /// Steps between validation-loss measurements (0: never).
+    #[serde(default)]
+    pub validation_loss_every: usize,
+    /// The moving average of the weights, when kept.
+    #[serde(default)]
+    pub ema: Option<super::ema::EmaConfig>,
+    /// With an EMA: the model written is the average.
+    #[serde(default)]
+    pub save_ema: bool,
+    /// With an EMA written as the model: the raw weights are written to `model-raw/` too.
+    #[serde(default)]
+    pub save_raw: bool,
     /// Aux images per concept.
     pub num_aux_images: usize,
     /// Steps for generating Aux images.
@@ -536,6 +620,45 @@ impl TrainConfig {
                 .unwrap_or(!dreambooth && m != Method::Lora),
             gradient_checkpointing: t.gradient_checkpointing.unwrap_or(false),
             ignore_memory_check: t.ignore_memory_check.unwrap_or(false),
+            validation_dir: self.data.validation_dir.clone(),
+            validation_loss_every: if self.data.validation_dir.is_some() {
+                self.output.validation_loss_every.unwrap_or(50)
+            } else {
+                0
+            },
+            captions: super::captions::CaptionOptions {
+                dropout: self.data.caption_dropout.unwrap_or(0.0),
+                shuffle_tags: self.data.shuffle_tags.unwrap_or(false),
+                keep_tokens: self.data.keep_tokens.unwrap_or(0),
+            },
+            objective: {
+                let d = super::objective::Objective::default();
+                super::objective::Objective {
+                    snr_gamma: t.snr_gamma,
+                    snr_weight_prior: t.snr_weight_prior.unwrap_or(d.snr_weight_prior),
+                    timestep_sampling: t.timestep_sampling.unwrap_or(d.timestep_sampling),
+                    min_timestep: t.min_timestep.unwrap_or(d.min_timestep),
+                    max_timestep: t.max_timestep,
+                    timestep_mean: t.timestep_mean.unwrap_or(d.timestep_mean),
+                    timestep_scale: t.timestep_scale.unwrap_or(d.timestep_scale),
+                    noise_offset: t.noise_offset.unwrap_or(d.noise_offset),
+                    input_perturbation: t.input_perturbation.unwrap_or(d.input_perturbation),
+                }
+            },
+            ema: t.ema_decay.map(|decay| {
+                let d = super::ema::EmaConfig::default();
+                super::ema::EmaConfig {
+                    decay,
+                    warmup: t.ema_warmup.unwrap_or(d.warmup),
+                    power: t.ema_power.unwrap_or(d.power),
+                    update_after_step: t.ema_update_after_step.unwrap_or(d.update_after_step),
+                    ..d
+                }
+            }),
+            save_ema: t.ema_decay.is_some() && self.output.save_ema.unwrap_or(true),
+            save_raw: t.ema_decay.is_some()
+                && self.output.save_ema.unwrap_or(true)
+                && self.output.save_raw.unwrap_or(false),
             num_aux_images: t.num_aux_images.unwrap_or(method_aux),
             aux_steps: t.aux_steps.unwrap_or(30),
             steps: o.steps.unwrap_or(method_steps),
@@ -592,6 +715,12 @@ impl ResolvedConfig {
         }
         if self.prior_loss_weight < 0.0 {
             return bad("training.prior_loss_weight must be >= 0".into());
+        }
+        // The timestep range is checked against the model's schedule when the run starts.
+        self.objective.validate(usize::MAX)?;
+        self.captions.validate()?;
+        if let Some(ema) = &self.ema {
+            ema.validate()?;
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use styleforge_models::nn::checkpoint::backward as checkpointed_backward;
 
 use super::checkpoint::{self, TrainState};
+use super::ema::{Ema, EmaConfig};
 use super::log::{LogEntry, LogWriter};
 use super::lr::LrPlan;
 use super::memory::peak_rss_bytes;
@@ -78,6 +79,11 @@ pub trait TrainTask {
         Ok(())
     }
 
+    /// The validation loss of the current weights (`None`: the task has no validation set).
+    fn validation_loss(&mut self) -> Result<Option<f64>> {
+        Ok(None)
+    }
+
     /// The periodic pictures (validation or sample grids) at `step`.
     fn pictures(&mut self, _step: usize) -> Result<()> {
         Ok(())
@@ -102,8 +108,12 @@ pub struct LoopSettings {
     pub keep_checkpoints: usize,
     /// Pictures every this many steps (0: never); the last step's are left to the caller.
     pub pictures_every: usize,
+    /// The validation loss every this many steps and at the last (0: never).
+    pub validation_loss_every: usize,
     /// Seed of the run's generator.
     pub seed: u64,
+    /// A moving average of the trained weights (`None`: none kept).
+    pub ema: Option<EmaConfig>,
     /// The progress label ("training", "pretrain").
     pub label: &'static str,
 }
@@ -130,6 +140,7 @@ pub struct RunLoop<T: TrainTask> {
     rng: ChaCha8Rng,
     step: usize,
     device: Device,
+    ema: Option<Ema>,
 }
 
 impl<T: TrainTask> RunLoop<T> {
@@ -144,7 +155,9 @@ impl<T: TrainTask> RunLoop<T> {
         device: &Device,
     ) -> Result<Self> {
         let vars = named.iter().map(|(_, v)| v.clone()).collect();
+        let ema = settings.ema.map(|c| Ema::new(c, &named)).transpose()?;
         Ok(Self {
+            ema,
             task,
             optimizer: AdamW::new(named, adamw)?,
             vars,
@@ -169,6 +182,35 @@ impl<T: TrainTask> RunLoop<T> {
     /// The run folder.
     pub fn run_dir(&self) -> &RunDir {
         &self.run
+    }
+
+    /// Whether the run keeps a moving average of its weights.
+    pub fn has_ema(&self) -> bool {
+        self.ema.is_some()
+    }
+
+    /// Runs `f` with the moving average in place of the trained weights (the weights come
+    /// back afterwards); without an EMA, on the weights themselves.
+    pub fn with_ema_weights<R>(&mut self, f: impl FnOnce(&mut T) -> Result<R>) -> Result<R> {
+        let Some(ema) = &self.ema else {
+            return f(&mut self.task);
+        };
+        let saved = ema.swap_in()?;
+        self.task.after_update()?;
+        let result = f(&mut self.task);
+        ema.restore(saved)?;
+        self.task.after_update()?;
+        result
+    }
+
+    /// Replaces the trained weights by their moving average for good (the end of a run
+    /// whose output is the EMA); nothing happens without an EMA.
+    pub fn apply_ema(&mut self) -> Result<()> {
+        if let Some(ema) = &self.ema {
+            ema.swap_in()?;
+            self.task.after_update()?;
+        }
+        Ok(())
     }
 
     /// Resumes from the newest checkpoint (`resume`), or checks that the run folder holds
@@ -215,6 +257,20 @@ impl<T: TrainTask> RunLoop<T> {
             }
         }
         self.optimizer.load_state(&loaded.optimizer)?;
+        match (&mut self.ema, &loaded.ema) {
+            (Some(ema), Some(file)) => ema.load_state(file, path)?,
+            (Some(_), None) => {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: "it holds no EMA weights but this run keeps an EMA (ema_decay); resume with the config that made it".into(),
+                })
+            }
+            (None, Some(_)) => tracing::warn!(
+                "{} holds EMA weights but this run keeps none; they are ignored",
+                path.display()
+            ),
+            (None, None) => {}
+        }
         self.task.after_update()?;
         self.rng = loaded.state.rng.restore();
         self.task
@@ -239,6 +295,7 @@ impl<T: TrainTask> RunLoop<T> {
             weights.unet,
             weights.text_encoder,
             &self.optimizer,
+            self.ema.as_ref(),
             self.settings.keep_checkpoints,
         )
     }
@@ -283,6 +340,9 @@ impl<T: TrainTask> RunLoop<T> {
         let lr = self.settings.lr.at(self.step + 1);
         self.optimizer.set_lr(lr);
         self.optimizer.step(&grads)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update()?;
+        }
         self.task.after_update()?;
         self.step += 1;
         let n = accum as f64;
@@ -294,6 +354,7 @@ impl<T: TrainTask> RunLoop<T> {
             grad_norm,
             lr,
             step_time_s: start.elapsed().as_secs_f64(),
+            val_loss: None,
         })
     }
 
@@ -334,7 +395,11 @@ impl<T: TrainTask> RunLoop<T> {
                 );
                 break;
             }
-            let entry = self.train_step()?;
+            let mut entry = self.train_step()?;
+            let every_val = self.settings.validation_loss_every;
+            if every_val > 0 && (self.step.is_multiple_of(every_val) || self.step == total) {
+                entry.val_loss = self.task.validation_loss()?;
+            }
             last_loss = entry.loss;
             log.append(&entry)?;
             progress.advance(1);
@@ -353,7 +418,7 @@ impl<T: TrainTask> RunLoop<T> {
                 self.task.after_checkpoint(step)?;
             }
             if every(self.settings.pictures_every) {
-                self.task.pictures(step)?;
+                self.with_ema_weights(|task| task.pictures(step))?;
             }
         }
         progress.finish();

@@ -19,6 +19,7 @@ use super::core::{normal, LoopSettings, RunLoop, TrainTask, TrainedWeights};
 use super::log::read_log;
 use super::models::{load_models, Models};
 use super::step::{compute_loss, LossParts, NoiseSchedule, StepBatch, StepModels};
+use super::validation::ValidationSet;
 use crate::data::{EpochSampler, SamplerState};
 use crate::error::{Error, Result};
 use crate::image_io::tensor_to_rgb;
@@ -97,6 +98,7 @@ struct FineTune<'a> {
     style_sampler: EpochSampler,
     style_pairs: Vec<(usize, usize)>,
     aux_samplers: Vec<EpochSampler>,
+    validation: Option<ValidationSet>,
 }
 
 impl FineTune<'_> {
@@ -109,10 +111,20 @@ impl FineTune<'_> {
         let with_prior = self.cfg.prior_loss_weight > 0.0;
         let flip_style = self.cfg.flip && rng.gen_bool(0.5);
         let flip_aux = self.cfg.flip && rng.gen_bool(0.5);
+        let style_ids = if self.cfg.captions.is_active() {
+            let instance = &self.cfg.concepts[ci].instance_prompt;
+            let prompt = self
+                .cfg
+                .captions
+                .prompt(&c.style_entries[si], instance, rng);
+            self.models.tokenizer.encode_padded(&prompt).ids
+        } else {
+            c.style_ids[si].clone()
+        };
         let shape = c.style.latent_shape();
         let eps = normal(rng, &shape, &self.device)?;
         let mut latents = vec![c.style.sample(si, flip_style, &eps)?];
-        let mut ids = vec![c.style_ids[si].clone()];
+        let mut ids = vec![style_ids];
         if let (true, Some(aux)) = (with_prior, &c.aux) {
             let eps = normal(rng, &aux.latent_shape(), &self.device)?;
             latents.push(aux.sample(ai, flip_aux, &eps)?);
@@ -120,17 +132,32 @@ impl FineTune<'_> {
         }
         let latents = Tensor::cat(&latents, 0)?;
         let b = latents.dim(0)?;
-        let noise = normal(rng, latents.dims(), &self.device)?;
-        let t_max = self.schedule.num_train_timesteps();
-        let timesteps: Vec<f64> = (0..b).map(|_| rng.gen_range(0..t_max) as f64).collect();
+        let objective = &self.cfg.objective;
+        let noise = objective.noise(rng, latents.dims(), &self.device)?;
+        let timesteps = objective.timesteps(rng, b, self.schedule.num_train_timesteps());
+        let weights = objective.snr_weights(
+            self.schedule.ddpm.alphas_cumprod(),
+            self.schedule.prediction_type,
+            &timesteps,
+        );
+        let (instance_weights, prior_weights) = match weights {
+            Some(w) => {
+                let prior = objective.snr_weight_prior.then(|| w[1..].to_vec());
+                (Some(w[..1].to_vec()), prior.filter(|p| !p.is_empty()))
+            }
+            None => (None, None),
+        };
         let len = ids[0].len();
         let flat: Vec<u32> = ids.into_iter().flatten().collect();
         Ok(StepBatch {
             latents,
-            noise,
+            noise: noise.noise,
+            input_noise: noise.input_noise,
             timesteps,
             input_ids: Tensor::from_vec(flat, (b, len), &self.device)?,
             instance_rows: 1,
+            instance_weights,
+            prior_weights,
         })
     }
 
@@ -175,8 +202,23 @@ impl FineTune<'_> {
     /// `<run>/model.safetensors`.
     fn save_model(&self) -> Result<PathBuf> {
         let out = self.run.model();
+        self.write_model(&out)?;
+        if self.models.adapter.is_some() || self.cfg.save_format == SaveFormat::Diffusers {
+            return Ok(out);
+        }
+        let file = self.run.model_single_file();
+        styleforge_models::single_file::folder_to_single_file(&out, &file)?;
+        if self.cfg.save_format == SaveFormat::SingleFile {
+            std::fs::remove_dir_all(&out).map_err(files::at(&out))?;
+            return Ok(file);
+        }
+        Ok(out)
+    }
+
+    /// Writes the current weights as a diffusers folder (or the adapter's files) at `out`.
+    fn write_model(&self, out: &Path) -> Result<()> {
         let base = &self.cfg.base;
-        files::write_dir_with(&out, |tmp| -> Result<()> {
+        files::write_dir_with(out, |tmp| -> Result<()> {
             if let Some((weights, adapter)) = &self.models.adapter {
                 return adapter.save(weights, tmp);
             }
@@ -212,17 +254,7 @@ impl FineTune<'_> {
                 None => files::copy_dir(&base.join("text_encoder"), &tmp.join("text_encoder"))?,
             }
             Ok(())
-        })?;
-        if self.models.adapter.is_some() || self.cfg.save_format == SaveFormat::Diffusers {
-            return Ok(out);
-        }
-        let file = self.run.model_single_file();
-        styleforge_models::single_file::folder_to_single_file(&out, &file)?;
-        if self.cfg.save_format == SaveFormat::SingleFile {
-            std::fs::remove_dir_all(&out).map_err(files::at(&out))?;
-            return Ok(file);
-        }
-        Ok(out)
+        })
     }
 }
 
@@ -262,6 +294,18 @@ impl TrainTask for FineTune<'_> {
             .map(EpochSampler::from_state)
             .collect::<Result<Vec<_>>>()?;
         Ok(())
+    }
+
+    fn validation_loss(&mut self) -> Result<Option<f64>> {
+        let Some(set) = &self.validation else {
+            return Ok(None);
+        };
+        let models = StepModels {
+            unet: &self.models.unet,
+            text_encoder: &self.models.text_encoder,
+            train_text_encoder: false,
+        };
+        set.loss(&models, &self.schedule).map(Some)
     }
 
     fn pictures(&mut self, step: usize) -> Result<()> {
@@ -379,10 +423,13 @@ pub fn train(
     let models = load_models(cfg, &device)?;
     let concepts = load_concepts(cfg, &models, &device, progress)?;
     let ddpm = DdpmScheduler::from_config(&models.scheduler_config)?;
+    cfg.objective
+        .validate(styleforge_schedulers::Scheduler::num_train_timesteps(&ddpm))?;
     let schedule = NoiseSchedule {
         prediction_type: ddpm.config().prediction_type,
         ddpm,
     };
+    let validation = ValidationSet::load(cfg, &models, &schedule, &device, progress)?;
     let named = named_vars(&models);
     let style_pairs: Vec<(usize, usize)> = concepts
         .iter()
@@ -408,6 +455,7 @@ pub fn train(
         models,
         concepts,
         schedule,
+        validation,
     };
     let settings = LoopSettings {
         total_steps: cfg.steps,
@@ -417,7 +465,9 @@ pub fn train(
         checkpoint_every: cfg.checkpoint_every,
         keep_checkpoints: cfg.keep_checkpoints,
         pictures_every: cfg.validate_every,
+        validation_loss_every: cfg.validation_loss_every,
         seed: cfg.seed,
+        ema: cfg.ema,
         label: "training",
     };
     let mut run_loop = RunLoop::new(task, named, cfg.adamw, settings, run.clone(), &device)?;
@@ -432,6 +482,12 @@ pub fn train(
             model_dir: None,
             run_dir: cfg.output_dir.clone(),
         });
+    }
+    if cfg.save_ema {
+        if cfg.save_raw {
+            run_loop.task().write_model(&run.model_raw())?;
+        }
+        run_loop.apply_ema()?;
     }
     let model_dir = run_loop.task().save_model()?;
     run_loop.task().validate(steps)?;

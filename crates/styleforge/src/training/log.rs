@@ -26,6 +26,9 @@ pub struct LogEntry {
     pub lr: f64,
     /// Seconds the step took.
     pub step_time_s: f64,
+    /// The validation loss after this step, on the steps where it is measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
 }
 
 /// Reads a training log, skipping unreadable lines.

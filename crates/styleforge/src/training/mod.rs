@@ -5,25 +5,33 @@
 //! - [`config`]: the TOML run configuration and each method's defaults.
 //! - [`core`]: the loop — optimizer, learning-rate plan ([`lr`]), accumulation, clipping,
 //!   the log ([`log`]), checkpoints ([`checkpoint`]) and exact resume.
-//! - [`step`]: the loss of one step (prior preservation) and gradient clipping.
-//! - [`engine`]: fine-tuning: [`models`] (what is trained), [`concepts`] (the data),
+//! - [`step`]: the loss of one step (prior preservation) and gradient clipping;
+//!   [`objective`]: timestep sampling, noise offset, min-SNR weighting; [`ema`]: the
+//!   moving average of the weights.
+//! - [`engine`]: fine-tuning: [`models`] (what is trained), [`concepts`] (the data;
+//!   [`captions`]: caption dropout and tag shuffling),
 //!   validation and the final model.
 //! - [`pretrain`]: `styleforge pretrain`, stage by stage.
+//! - [`validation`]: the validation loss on held-out images.
 //! - [`report`]: validation grids and the loss curve.
 //! - [`memory`]: the peak-memory estimate and the guard that refuses runs that cannot fit.
 
+pub mod captions;
 pub mod checkpoint;
 pub mod concepts;
 pub mod config;
 pub mod core;
+pub mod ema;
 pub mod engine;
 pub mod log;
 pub mod lr;
 pub mod memory;
 pub mod models;
+pub mod objective;
 pub mod pretrain;
 pub mod report;
 pub mod step;
+pub mod validation;
 
 pub use config::{Method, ResolvedConfig, TrainConfig};
 pub use engine::{train, RunOptions, TrainSummary};

@@ -22,5 +22,13 @@ pub fn validation_grid(rows: &[(String, Vec<RgbImage>)], step: usize, path: &Pat
 pub fn loss_curve(log: &[LogEntry], path: &Path) -> Result<()> {
     let losses: Vec<(f64, f64)> = log.iter().map(|e| (e.step as f64, e.loss)).collect();
     let lrs: Vec<(f64, f64)> = log.iter().map(|e| (e.step as f64, e.lr)).collect();
-    crate::report::chart::loss_curve(&losses, 20, Some(&lrs)).save(path, 800, 450)
+    let validation: Vec<(f64, f64)> = log
+        .iter()
+        .filter_map(|e| Some((e.step as f64, e.val_loss?)))
+        .collect();
+    let mut chart = crate::report::chart::loss_curve(&losses, 20, Some(&lrs));
+    if !validation.is_empty() {
+        chart = chart.series("validation loss", &validation, image::Rgb([214, 39, 40]));
+    }
+    chart.save(path, 800, 450)
 }

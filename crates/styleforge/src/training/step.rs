@@ -15,14 +15,20 @@ use crate::error::{Error, Result};
 pub struct StepBatch {
     /// Clean latents `[b, c, h, w]` (already multiplied by the VAE scaling factor).
     pub latents: Tensor,
-    /// Standard normal noise of the same shape.
+    /// The noise the target is built from (standard normal, plus any offset).
     pub noise: Tensor,
+    /// The noise the input is made with, when it differs from `noise` (input perturbation).
+    pub input_noise: Option<Tensor>,
     /// One training timestep per row.
     pub timesteps: Vec<f64>,
     /// Prompt token ids `[b, 77]`.
     pub input_ids: Tensor,
     /// How many leading rows are instance (StyleRef) rows; the rest are prior rows.
     pub instance_rows: usize,
+    /// Loss weights of the instance rows (min-SNR); `None`: the plain mean.
+    pub instance_weights: Option<Vec<f64>>,
+    /// Loss weights of the prior rows; `None`: the plain mean.
+    pub prior_weights: Option<Vec<f64>>,
 }
 
 /// The loss of a step and its two parts.
@@ -76,6 +82,25 @@ fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok((a - b)?.sqr()?.mean_all()?)
 }
 
+/// The mean squared error, or with `weights` the mean over rows of each row's MSE times its
+/// weight (how diffusers applies min-SNR).
+fn weighted_mse(a: &Tensor, b: &Tensor, weights: Option<&[f64]>) -> Result<Tensor> {
+    let Some(w) = weights else {
+        return mse(a, b);
+    };
+    let n = a.dim(0)?;
+    if w.len() != n {
+        return Err(Error::InvalidRequest(format!(
+            "{} loss weights for {n} rows",
+            w.len()
+        )));
+    }
+    let per_row = (a - b)?.sqr()?.flatten_from(1)?.mean(1)?;
+    let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+    let w = Tensor::from_vec(w, n, a.device())?;
+    Ok((per_row * w)?.mean_all()?)
+}
+
 /// Forward pass and loss of one step: noise the latents, predict, and compare with the
 /// target, instance and prior halves each averaged over their own elements.
 pub fn compute_loss(
@@ -93,9 +118,10 @@ pub fn compute_loss(
             batch.instance_rows
         )));
     }
+    let input_noise = batch.input_noise.as_ref().unwrap_or(&batch.noise);
     let noisy = schedule
         .ddpm
-        .add_noise(&batch.latents, &batch.noise, &batch.timesteps)?;
+        .add_noise(&batch.latents, input_noise, &batch.timesteps)?;
     let context = models.text_encoder.forward(&batch.input_ids)?;
     let context = if models.train_text_encoder {
         context
@@ -110,7 +136,11 @@ pub fn compute_loss(
         .to_dtype(DType::F32)?;
     let target = schedule.target(&batch.latents, &batch.noise, &batch.timesteps)?;
     let n = batch.instance_rows;
-    let instance = mse(&pred.narrow(0, 0, n)?, &target.narrow(0, 0, n)?)?;
+    let instance = weighted_mse(
+        &pred.narrow(0, 0, n)?,
+        &target.narrow(0, 0, n)?,
+        batch.instance_weights.as_deref(),
+    )?;
     if n == b {
         let value = instance.to_scalar::<f32>()? as f64;
         return Ok(LossParts {
@@ -119,7 +149,11 @@ pub fn compute_loss(
             prior: 0.0,
         });
     }
-    let prior = mse(&pred.narrow(0, n, b - n)?, &target.narrow(0, n, b - n)?)?;
+    let prior = weighted_mse(
+        &pred.narrow(0, n, b - n)?,
+        &target.narrow(0, n, b - n)?,
+        batch.prior_weights.as_deref(),
+    )?;
     let total = (&instance + (&prior * prior_loss_weight)?)?;
     Ok(LossParts {
         instance: instance.to_scalar::<f32>()? as f64,

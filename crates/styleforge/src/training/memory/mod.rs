@@ -191,6 +191,8 @@ pub struct MemorySettings {
     pub attention: AttentionMemory,
     /// Whether the run saves checkpoints (a save copies one weight tensor at a time).
     pub checkpoint_saves: bool,
+    /// Whether the run keeps a moving average of the trained weights (an f32 copy).
+    pub ema: bool,
 }
 
 impl MemorySettings {
@@ -220,6 +222,7 @@ impl MemorySettings {
             gradient_accumulation: cfg.gradient_accumulation,
             attention: AttentionMemory::for_device(device),
             checkpoint_saves: cfg.checkpoint_every > 0 && cfg.checkpoint_every < cfg.steps,
+            ema: cfg.ema.is_some(),
         }
     }
 }
@@ -239,6 +242,8 @@ pub struct MemoryEstimate {
     pub gradients: u64,
     /// Optimizer moments.
     pub optimizer_states: u64,
+    /// The moving average of the trainable weights (f32; 0 without EMA).
+    pub ema_weights: u64,
     /// Forward activations held for backward (UNet and, when trained, text encoder).
     pub activations: u64,
     /// Transient gradients during backward (skip connections, largest tensors).
@@ -275,6 +280,7 @@ impl fmt::Display for MemoryEstimate {
             ),
             ("gradients".to_string(), self.gradients),
             ("optimizer states".to_string(), self.optimizer_states),
+            ("EMA weights".to_string(), self.ema_weights),
             ("activations".to_string(), self.activations),
             ("backward workspace".to_string(), self.backward_workspace),
             (
@@ -284,6 +290,9 @@ impl fmt::Display for MemoryEstimate {
             ("runtime + allocator overhead".to_string(), self.overhead),
         ];
         for (label, bytes) in rows {
+            if label == "EMA weights" && bytes == 0 {
+                continue;
+            }
             writeln!(f, "  {label:<38} {:>7.2} GB", gb(bytes))?;
         }
         write!(f, "  {:<38} {:>7.2} GB", "estimated peak", gb(self.total))
@@ -620,8 +629,13 @@ pub fn estimate(models: &ModelConfigs, s: &MemorySettings) -> Result<MemoryEstim
     } else {
         0
     };
+    let ema_weights = if s.ema { trainable_params * F32 } else { 0 };
     let step = gradients + activations + workspace;
-    let tensors = trainable_weights + frozen_weights + optimizer_states + step.max(checkpoint_save);
+    let tensors = trainable_weights
+        + frozen_weights
+        + optimizer_states
+        + ema_weights
+        + step.max(checkpoint_save);
     let overhead = RUNTIME_OVERHEAD_BYTES + (tensors as f64 * ALLOCATOR_SLACK) as u64;
     let total = tensors + overhead;
     Ok(MemoryEstimate {
@@ -631,6 +645,7 @@ pub fn estimate(models: &ModelConfigs, s: &MemorySettings) -> Result<MemoryEstim
         frozen_weights,
         gradients,
         optimizer_states,
+        ema_weights,
         activations,
         backward_workspace: workspace,
         checkpoint_save,

@@ -48,6 +48,7 @@ fn styleforge_512() -> MemorySettings {
         gradient_accumulation: 1,
         attention: AttentionMemory::Fused,
         checkpoint_saves: true,
+        ema: false,
     }
 }
 
@@ -156,6 +157,16 @@ fn sd15_at_512_fits_only_with_checkpointing_and_8bit() {
 }
 
 #[test]
+fn an_ema_holds_one_more_copy_of_the_trained_weights() {
+    let (m, s) = (sd15(), styleforge_512());
+    let plain = estimate(&m, &s).unwrap();
+    let with = estimate(&m, &MemorySettings { ema: true, ..s }).unwrap();
+    assert_eq!(plain.ema_weights, 0);
+    assert_eq!(with.ema_weights, with.trainable_params * 4);
+    assert!(with.total > plain.total + with.ema_weights);
+}
+
+#[test]
 fn adapters_train_few_parameters() {
     let m = sd15();
     let s = styleforge_512();
@@ -223,6 +234,7 @@ fn a_lower_resolution_is_suggested_when_it_fits() {
         gradient_checkpointing: true,
         optimizer: OptimizerKind::AdamW8bit,
         checkpoint_saves: false,
+        ema: false,
         ..styleforge_512()
     };
     let at_384 = estimate(
@@ -310,6 +322,7 @@ fn print_estimates() {
     };
     let no_save = MemorySettings {
         checkpoint_saves: false,
+        ema: false,
         ..s
     };
     for (name, file, batch) in [

@@ -493,7 +493,9 @@ pub fn pretrain(
         checkpoint_every: cfg.output.checkpoint_every,
         keep_checkpoints: cfg.output.keep_checkpoints,
         pictures_every: cfg.output.sample_every,
+        validation_loss_every: 0,
         seed: cfg.seed,
+        ema: None,
         label: "pretrain",
     };
     let adamw = AdamWConfig {

@@ -278,6 +278,9 @@ impl TrainTask for UnetTask<'_> {
             timesteps,
             input_ids: Tensor::from_vec(ids, (b, len), &self.device)?,
             instance_rows: b,
+            input_noise: None,
+            instance_weights: None,
+            prior_weights: None,
         };
         let models = StepModels {
             unet: &self.unet,
