@@ -181,6 +181,54 @@ fn pretrain_writes_a_loadable_model_and_resumes_exactly() {
 }
 
 #[test]
+fn pretraining_with_an_ema_writes_the_average_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with_ema = |out: &str| {
+        let mut cfg = micro_run(tmp.path(), out);
+        cfg.unet.ema_decay = Some(0.9);
+        cfg
+    };
+    let plain = pretrain(
+        &micro_run(tmp.path(), "plain"),
+        &PretrainOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    let straight = pretrain(
+        &with_ema("ema"),
+        &PretrainOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    let split = with_ema("ema-split");
+    let stop = PretrainOptions {
+        stop_after: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(pretrain(&split, &stop, &mut NoProgress).unwrap().steps, 2);
+    let resume = PretrainOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let resumed = pretrain(&split, &resume, &mut NoProgress).unwrap();
+    let unet = |m: &Option<PathBuf>| {
+        bytes(
+            &m.as_ref()
+                .unwrap()
+                .join("unet/diffusion_pytorch_model.safetensors"),
+        )
+    };
+    assert!(
+        unet(&straight.model_dir) == unet(&resumed.model_dir),
+        "the EMA model differs after resume"
+    );
+    assert!(
+        unet(&straight.model_dir) != unet(&plain.model_dir),
+        "the EMA model equals the last weights"
+    );
+}
+
+#[test]
 fn f16_weights_load_with_no_flag_and_an_uncaptioned_folder_image_trains() {
     let tmp = tempfile::tempdir().unwrap();
     // A captioned folder from the world, one caption removed.

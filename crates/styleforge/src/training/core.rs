@@ -74,7 +74,8 @@ pub trait TrainTask {
     /// Restores the samplers from a checkpoint.
     fn restore_samplers(&mut self, main: SamplerState, others: Vec<SamplerState>) -> Result<()>;
 
-    /// Called after each periodic checkpoint at `step`.
+    /// Called after each periodic checkpoint at `step` (with the EMA weights in place when
+    /// the run keeps an EMA).
     fn after_checkpoint(&mut self, _step: usize) -> Result<()> {
         Ok(())
     }
@@ -415,7 +416,7 @@ impl<T: TrainTask> RunLoop<T> {
             let every = |n: usize| n > 0 && step.is_multiple_of(n) && step < total;
             if every(self.settings.checkpoint_every) {
                 self.save_checkpoint()?;
-                self.task.after_checkpoint(step)?;
+                self.with_ema_weights(|task| task.after_checkpoint(step))?;
             }
             if every(self.settings.pictures_every) {
                 self.with_ema_weights(|task| task.pictures(step))?;
