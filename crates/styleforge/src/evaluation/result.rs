@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::{self, ExtractorId};
+use super::cache::ExtractorId;
 use super::features::ExtractionStats;
 use crate::error::{Error, Result};
 
@@ -180,11 +180,11 @@ impl EvalResult {
             .map_err(|e| Error::msg(format!("cannot serialise the evaluation result: {e}")))
     }
 
-    /// Writes `metrics.json`'s text to `path` (temporary file + rename).
+    /// Writes `metrics.json`'s text to `path` (atomically).
     pub fn save_json(&self, path: &Path) -> Result<()> {
         let mut text = self.to_json()?;
         text.push('\n');
-        cache::write_atomic(path, text.as_bytes())
+        Ok(styleforge_models::files::write(path, text)?)
     }
 
     /// The metric table, one row per metric (skipped ones say why).
