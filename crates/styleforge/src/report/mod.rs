@@ -1,7 +1,8 @@
-//! Pictures for people: labelled image grids and line charts, drawn without any font or
-//! plotting library.
+//! Pictures for people: labelled image grids and line charts, drawn without a plotting
+//! library.
 //!
-//! - [`font`]: a built-in 5×9 bitmap font for printable ASCII ([`draw_text`], [`text_width`]).
+//! - [`text`]: anti-aliased text in any script, in the embedded DejaVu Sans
+//!   ([`draw_text`], [`text_width`]).
 //! - [`draw`]: rectangles, thick lines and nearest-neighbour pasting.
 //! - [`grid`]: [`ImageGrid`], rows × columns of images with row, column and cell labels.
 //! - [`chart`]: [`LineChart`], named series with ticks, a legend, log scale and a second
@@ -27,11 +28,11 @@
 
 pub mod chart;
 pub mod draw;
-pub mod font;
 pub mod grid;
+pub mod text;
 
-pub use chart::{loss_curve, moving_average, LineChart, PALETTE};
-pub use font::{draw_text, text_width};
-pub use grid::ImageGrid;
 /// The one PNG writer, [`crate::image_io::save_png`].
 pub use crate::image_io::save_png;
+pub use chart::{loss_curve, moving_average, LineChart, PALETTE};
+pub use grid::ImageGrid;
+pub use text::{draw_text, text_width};
