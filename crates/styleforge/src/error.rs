@@ -47,6 +47,13 @@ pub enum Error {
         #[source]
         source: png::DecodingError,
     },
+    /// A value that cannot be written as JSON (`what` names it).
+    #[error("cannot serialise {what} as JSON: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A request that cannot be carried out as asked (bad size, strength, ...).
     #[error("{0}")]
     InvalidRequest(String),

@@ -171,8 +171,10 @@ impl FeatureCache {
         files::create_dir_all(&bucket)?;
         let about = bucket.join("extractor.json");
         if !about.is_file() {
-            let text = serde_json::to_string_pretty(id)
-                .map_err(|e| Error::msg(format!("cannot serialise the extractor id: {e}")))?;
+            let text = serde_json::to_string_pretty(id).map_err(|source| Error::Serialize {
+                what: "the extractor id",
+                source,
+            })?;
             files::write(&about, text)?;
         }
         Ok(Self {

@@ -176,8 +176,10 @@ impl EvalResult {
 
     /// `metrics.json`'s text (pretty JSON).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self)
-            .map_err(|e| Error::msg(format!("cannot serialise the evaluation result: {e}")))
+        serde_json::to_string_pretty(self).map_err(|source| Error::Serialize {
+            what: "the evaluation result",
+            source,
+        })
     }
 
     /// Writes `metrics.json`'s text to `path` (atomically).
