@@ -80,6 +80,15 @@ fn item(c: char) -> Item {
     }
 }
 
+/// Format characters with no ink of their own (zero-width space and joiners, direction
+/// marks, variation selectors, the byte-order mark): skipped rather than boxed.
+fn invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x200B..=0x200F | 0x2060..=0x2064 | 0xFE00..=0xFE0F | 0xFEFF | 0xE0100..=0xE01EF
+    )
+}
+
 fn hex(code: u32) -> String {
     format!("{code:04X}")
 }
@@ -109,7 +118,7 @@ fn layout(text: &str, m: &Metrics) -> (Vec<(Item, f32)>, f32) {
     let mut pen = 0.0f32;
     let mut prev: Option<GlyphId> = None;
     let mut items = Vec::with_capacity(text.len());
-    for c in text.chars() {
+    for c in text.chars().filter(|&c| !invisible(c)) {
         let it = item(c);
         match it {
             Item::Glyph(id) => {
@@ -390,6 +399,8 @@ mod tests {
             assert!(matches!(item(c), Item::Glyph(_)), "{c:?}");
         }
         assert_eq!(item('東'), Item::Missing(0x6771));
+        // A zero-width joiner or variation selector adds nothing.
+        assert_eq!(text_width("a\u{200d}b\u{fe0f}", 1), text_width("ab", 1));
         assert_eq!(item('\t'), item(' '));
     }
 
