@@ -27,7 +27,10 @@ pub enum Error {
     },
     /// An image file that cannot be decoded: corrupt, truncated, of an unsupported format,
     /// or larger than the decoder's memory limit.
-    #[error("{}: cannot decode the image ({source}); expected a PNG, JPEG or WebP file", path.display())]
+    #[error(
+        "{}: cannot decode the image ({source}); expected a PNG, JPEG or WebP file",
+        path.display()
+    )]
     ImageDecode {
         path: std::path::PathBuf,
         #[source]

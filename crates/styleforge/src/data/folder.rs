@@ -1,8 +1,8 @@
 //! A folder of training images with optional per-image captions.
 //!
-//! Images are the files with an image extension
-//! ([`crate::image_io::IMAGE_EXTENSIONS`], any case) directly in the folder, in file-name order; hidden files (`.name`, e.g. macOS `._x.png` forks) and
-//! subfolders are skipped. A caption for `cat.png` is read from `cat.txt` beside it
+//! Images are the files with an image extension ([`crate::image_io::IMAGE_EXTENSIONS`],
+//! any case) directly in the folder, in file-name order; hidden files (`.name`, e.g. macOS
+//! `._x.png` forks) and subfolders are skipped. A caption for `cat.png` is read from `cat.txt` beside it
 //! (trimmed; an empty file counts as no caption). Scanning decodes every image once, so an
 //! unreadable file or one smaller than the training resolution is reported up front, by name.
 

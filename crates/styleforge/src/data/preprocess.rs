@@ -1,10 +1,10 @@
 //! The training square, made as diffusers' DreamBooth script makes it.
 //!
 //! `examples/dreambooth/train_dreambooth.py` opens each image with PIL, applies
-//! `exif_transpose`, `convert("RGB")` (both done by [`crate::image_io::decode`]), then the torchvision transforms
-//! `Resize(size, BILINEAR)` (short side → `size`; on PIL images bilinear is antialiased, as
-//! `antialias=True` is for tensors), `CenterCrop(size)` or `RandomCrop(size)`, `ToTensor()`
-//! and `Normalize([0.5], [0.5])`. Its text-to-image sibling adds `RandomHorizontalFlip`
+//! `exif_transpose` and `convert("RGB")` (both done by [`crate::image_io::decode`]), then
+//! the torchvision transforms `Resize(size, BILINEAR)` (short side → `size`; on PIL images
+//! bilinear is antialiased, as `antialias=True` is for tensors), `CenterCrop(size)` or
+//! `RandomCrop(size)`, `ToTensor()` and `Normalize([0.5], [0.5])`. Its text-to-image sibling adds `RandomHorizontalFlip`
 //! after the crop. This module does the same steps in that order:
 //!
 //! - **Resize**: `image`'s `resize` with [`FilterType::Triangle`]. Like PIL's antialiased
