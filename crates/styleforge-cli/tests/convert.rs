@@ -132,3 +132,64 @@ fn truncated_checkpoint_fails_clearly_and_leaves_no_folder() {
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// Runs the binary under umask 022, so the expected modes are known whatever the test
+/// runner's umask.
+#[cfg(unix)]
+fn run_with_umask_022(args: &[&str]) -> Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_styleforge"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("sh runs")
+}
+
+#[cfg(unix)]
+#[test]
+fn converted_files_and_folders_get_the_normal_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("model");
+    let file = fixture("single_file/tiny-sd1.safetensors");
+    let cfg = fixture("tiny-sd1");
+    let o = run_with_umask_022(&[
+        "convert",
+        "--from",
+        file.to_str().unwrap(),
+        "--to",
+        folder.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut checked = 0;
+    for dir in ["", "unet", "vae", "text_encoder", "scheduler", "tokenizer"] {
+        assert_eq!(mode(&folder.join(dir)), 0o755, "folder {dir:?}");
+        checked += 1;
+    }
+    for part in [
+        "model_index.json",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "tokenizer/vocab.json",
+    ] {
+        assert_eq!(mode(&folder.join(part)), 0o644, "{part}");
+        checked += 1;
+    }
+    let back = dir.path().join("back.safetensors");
+    let o = run_with_umask_022(&[
+        "convert",
+        "--from",
+        folder.to_str().unwrap(),
+        "--to",
+        back.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode(&back), 0o644, "single file");
+    assert_eq!(checked + 1, 12);
+}

@@ -86,7 +86,12 @@ pub fn write_with<E: From<FileError>>(
         .tempfile_in(dir)
         .map_err(|e| FileError::new(dir, e))?
         .into_temp_path();
+    let normal = std::fs::metadata(&tmp).map_err(at(&tmp))?.permissions();
     fill(&tmp)?;
+    // Writers that themselves write aside and rename (safetensors' `serialize_to_file`,
+    // behind candle's `safetensors::save`) replace the temporary with a private 0600 file:
+    // give it back the normal mode.
+    std::fs::set_permissions(&tmp, normal).map_err(at(&tmp))?;
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
         .map_err(at(path))?;
@@ -229,6 +234,28 @@ mod tests {
         let plain_dir = dir.path().join("plain_dir");
         std::fs::create_dir(&plain_dir).unwrap();
         assert_eq!(mode(&sub), mode(&plain_dir));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_writer_that_replaces_the_temporary_still_gives_the_normal_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let t = candle_core::Tensor::new(&[1f32, 2.0], &candle_core::Device::Cpu).unwrap();
+        write_with(&path, |tmp| {
+            candle_core::safetensors::save(&std::collections::HashMap::from([("t", t)]), tmp)
+                .map_err(|e| FileError::new(tmp, io::Error::other(e)))
+        })
+        .unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), mode(&plain));
+        // A private temporary file (what the writer above makes) really is 0600, so the
+        // check above is not vacuous unless the umask itself is 077.
+        let private = tempfile::NamedTempFile::new_in(dir.path()).unwrap();
+        assert_eq!(mode(private.path()), 0o600);
     }
 
     #[test]

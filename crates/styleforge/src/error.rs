@@ -28,6 +28,38 @@ pub enum Error {
         path: std::path::PathBuf,
         message: String,
     },
+    /// An image file that cannot be decoded: corrupt, truncated, of an unsupported format,
+    /// or larger than the decoder's memory limit.
+    #[error(
+        "{}: cannot decode the image ({source}); expected a PNG, JPEG or WebP file",
+        path.display()
+    )]
+    ImageDecode {
+        path: std::path::PathBuf,
+        #[source]
+        source: image::ImageError,
+    },
+    /// A PNG that cannot be encoded.
+    #[error("{}: cannot write the PNG ({source})", path.display())]
+    PngEncode {
+        path: std::path::PathBuf,
+        #[source]
+        source: png::EncodingError,
+    },
+    /// A PNG whose header or text chunks cannot be read.
+    #[error("{}: not a readable PNG ({source})", path.display())]
+    PngRead {
+        path: std::path::PathBuf,
+        #[source]
+        source: png::DecodingError,
+    },
+    /// A value that cannot be written as JSON (`what` names it).
+    #[error("cannot serialise {what} as JSON: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A request that cannot be carried out as asked (bad size, strength, ...).
     #[error("{0}")]
     InvalidRequest(String),

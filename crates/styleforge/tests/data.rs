@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use image::{GrayImage, ImageFormat, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use styleforge::data::{
-    image_to_tensor, CacheSource, CropMode, EpochSampler, ImageFolder, LatentCache, Preprocess,
-    SamplerState,
+    CacheSource, CropMode, EpochSampler, ImageFolder, LatentCache, Preprocess, SamplerState,
 };
+use styleforge::image_io::image_to_tensor;
 use styleforge::models::folder::{load_vae, LoadOptions};
 use styleforge::models::vae::AutoencoderKL;
 use styleforge::progress::NoProgress;

@@ -57,7 +57,7 @@ fn shipped_base_model_draws_the_prompted_styles_and_objects() {
         .txt2img_prompts(&prompts, &seeds, &sampling, 32, 32, &mut NoProgress)
         .unwrap();
     let images: Vec<_> = (0..16)
-        .map(|i| styleforge::image_io::tensor_to_rgb(&images.get(i).unwrap()).unwrap())
+        .map(|i| styleforge::image_io::tensor_to_image(&images.get(i).unwrap()).unwrap())
         .collect();
     let labels = probes.predict(&images).unwrap();
     let styles = labels

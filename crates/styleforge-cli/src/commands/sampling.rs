@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use styleforge::adapters::generation::{expand_placeholders, load_pipeline, GenerationAdapters};
 use styleforge::adapters::lora::parse_lora_arg;
-use styleforge::image_io::{save_png_with_parameters, tensor_to_rgb};
+use styleforge::image_io::{save_png_with_parameters, tensor_to_image};
 use styleforge::models::candle::Tensor;
 use styleforge::models::folder::LoadOptions;
 use styleforge::models::hub;
@@ -209,7 +209,7 @@ pub fn write_images(images: &Tensor, params: &GenerationParameters, out: &Path) 
     let n = images.dim(0)?;
     let paths = output_paths(out, n, params.seed);
     for (i, path) in paths.iter().enumerate() {
-        let rgb = tensor_to_rgb(&images.get(i)?)?;
+        let rgb = tensor_to_image(&images.get(i)?)?;
         let mut p = params.clone();
         p.batch_index = (n > 1).then_some(i);
         save_png_with_parameters(&rgb, &p.to_a1111_text(), path)

@@ -16,7 +16,8 @@ use crate::progress::Bar;
 pub struct StylizeArgs {
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// The image to restyle (PNG, JPEG or WebP; any size and colour mode).
+    /// The image to restyle (PNG, JPEG or WebP; any size and colour mode; read as diffusers'
+    /// `load_image` reads it: EXIF orientation applied, transparency ignored).
     #[arg(long)]
     image: PathBuf,
     /// How much to change it, in (0, 1]: 1 ignores the image, 0.3 keeps most of it.

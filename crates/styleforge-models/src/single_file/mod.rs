@@ -605,7 +605,7 @@ impl SingleFile {
                 let dir = tmp.join(name);
                 create_dir(&dir)?;
                 write_json(&dir.join("config.json"), &comp.config)?;
-                candle_core::safetensors::save(&comp.tensors, dir.join(file))?;
+                save_safetensors_atomic(&comp.tensors, &dir.join(file))?;
             }
             create_dir(&tmp.join("scheduler"))?;
             write_json(
@@ -676,8 +676,9 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds a folder beside `out` with `fill`, then renames it to `out`; on error the partial
-/// folder is removed and `out` is untouched.
+/// Builds the folder `out` atomically with `fill` ([`crate::files::write_dir_with`]: a
+/// temporary folder beside it, renamed into place; on error nothing is left). `out` must not
+/// exist, or be an empty folder.
 pub fn write_folder_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if out.exists() {
         let empty = out.is_dir()
@@ -691,32 +692,7 @@ pub fn write_folder_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -
             )));
         }
     }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    create_dir(&parent)?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    create_dir(&tmp)?;
-    if let Err(e) = fill(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if out.exists() {
-        let _ = std::fs::remove_dir(out);
-    }
-    std::fs::rename(&tmp, out).map_err(|source| {
-        let _ = std::fs::remove_dir_all(&tmp);
-        ModelError::Io {
-            path: out.to_path_buf(),
-            source,
-        }
-    })
+    crate::files::write_dir_with(out, fill)
 }
 
 /// Converts a single file to a diffusers folder at `out`.

@@ -1,8 +1,8 @@
 //! A folder of training images with optional per-image captions.
 //!
-//! Images are the files ending in `.png`, `.jpg`, `.jpeg` or `.webp` (any case) directly in
-//! the folder, in file-name order; hidden files (`.name`, e.g. macOS `._x.png` forks) and
-//! subfolders are skipped. A caption for `cat.png` is read from `cat.txt` beside it
+//! Images are the files with an image extension ([`crate::image_io::IMAGE_EXTENSIONS`],
+//! any case) directly in the folder, in file-name order; hidden files (`.name`, e.g. macOS
+//! `._x.png` forks) and subfolders are skipped. A caption for `cat.png` is read from `cat.txt` beside it
 //! (trimmed; an empty file counts as no caption). Scanning decodes every image once, so an
 //! unreadable file or one smaller than the training resolution is reported up front, by name.
 
@@ -10,21 +10,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use image::RgbImage;
+use styleforge_models::files;
 
 use super::data_error;
 use super::hash::fnv128;
-use super::preprocess::{decode_rgb, image_to_tensor, Preprocess};
+use super::preprocess::Preprocess;
 use crate::error::{Error, Result};
-
-/// File extensions taken as images (compared case-insensitively).
-const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
-
-/// Whether `path` names an image file by its extension (png, jpg, jpeg, webp; any case).
-pub fn is_image_file(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
-}
+use crate::image_io::{decode_rgb, image_to_tensor, is_image_file, IMAGE_EXTENSIONS};
 
 /// One image of a folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +98,10 @@ impl ImageFolder {
             };
             return Err(data_error(
                 root,
-                format!("found {found} (png, jpg, jpeg or webp), at least {min_images} needed"),
+                format!(
+                    "found {found} ({}), at least {min_images} needed",
+                    IMAGE_EXTENSIONS.join(", ")
+                ),
             ));
         }
         tracing::debug!(folder = %root.display(), images = entries.len(), "scanned image folder");
@@ -179,10 +174,7 @@ impl ImageFolder {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(files::read(path)?)
 }
 
 /// The trimmed content of `<stem>.txt` beside `image`, if that file exists and is not blank.

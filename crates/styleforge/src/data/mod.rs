@@ -19,9 +19,11 @@ pub mod sampler;
 
 pub(crate) mod hash;
 
-pub use folder::{is_image_file, ImageEntry, ImageFolder};
+/// Where image files are recognised: [`crate::image_io::is_image_file`].
+pub use crate::image_io::is_image_file;
+pub use folder::{ImageEntry, ImageFolder};
 pub use latent_cache::{CacheSource, LatentCache, LatentCacheKey};
-pub use preprocess::{image_to_tensor, CropMode, Preprocess};
+pub use preprocess::{CropMode, Preprocess};
 pub use sampler::{EpochSampler, RngState, SamplerState};
 
 use std::path::Path;

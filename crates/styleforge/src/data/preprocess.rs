@@ -1,10 +1,10 @@
 //! The training square, made as diffusers' DreamBooth script makes it.
 //!
 //! `examples/dreambooth/train_dreambooth.py` opens each image with PIL, applies
-//! `exif_transpose`, `convert("RGB")`, then the torchvision transforms
-//! `Resize(size, BILINEAR)` (short side → `size`; on PIL images bilinear is antialiased, as
-//! `antialias=True` is for tensors), `CenterCrop(size)` or `RandomCrop(size)`, `ToTensor()`
-//! and `Normalize([0.5], [0.5])`. Its text-to-image sibling adds `RandomHorizontalFlip`
+//! `exif_transpose` and `convert("RGB")` (both done by [`crate::image_io::decode`]), then
+//! the torchvision transforms `Resize(size, BILINEAR)` (short side → `size`; on PIL images
+//! bilinear is antialiased, as `antialias=True` is for tensors), `CenterCrop(size)` or
+//! `RandomCrop(size)`, `ToTensor()` and `Normalize([0.5], [0.5])`. Its text-to-image sibling adds `RandomHorizontalFlip`
 //! after the crop. This module does the same steps in that order:
 //!
 //! - **Resize**: `image`'s `resize` with [`FilterType::Triangle`]. Like PIL's antialiased
@@ -19,17 +19,13 @@
 //!   which images are prepared. With latents cached once per image, a random crop is drawn
 //!   once per image for the whole run (DreamBooth redraws it each epoch).
 //! - **Flip**: mirrors the cropped square.
-//! - **Tensor**: `[3, H, W]` f32, `(v / 255 - 0.5) / 0.5`.
-//!
-//! Alpha is dropped (PIL's `convert("RGB")` keeps the stored colour of transparent pixels);
-//! grayscale and palette images become RGB; 16-bit images are scaled to 8 bits.
+//! - **Tensor**: `[3, H, W]` f32 in [-1, 1] ([`crate::image_io::image_to_tensor`], equal
+//!   value for value to `Normalize([0.5], [0.5])(ToTensor())`).
 
-use std::io::Cursor;
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -167,42 +163,6 @@ fn half_round_even(spare: u32) -> u32 {
     } else {
         q
     }
-}
-
-/// Decodes image bytes (format guessed from the content), applies the EXIF orientation and
-/// converts to 8-bit RGB. `path` names the file in errors.
-pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
-    let bad = |e: &dyn std::fmt::Display| {
-        data_error(
-            path,
-            format!("cannot decode the image ({e}); expected a PNG, JPEG or WebP file"),
-        )
-    };
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| bad(&e))?;
-    let mut decoder = reader.into_decoder().map_err(|e| bad(&e))?;
-    // a missing or unreadable EXIF block is no reason to refuse the image
-    let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?;
-    if let Some(o) = orientation {
-        img.apply_orientation(o);
-    }
-    Ok(img.to_rgb8())
-}
-
-/// An RGB image as a `[3, H, W]` f32 tensor in [-1, 1] (torchvision's `ToTensor` then
-/// `Normalize([0.5], [0.5])`).
-pub fn image_to_tensor(img: &RgbImage, device: &Device) -> Result<Tensor> {
-    let (w, h) = img.dimensions();
-    let data: Vec<f32> = img
-        .as_raw()
-        .iter()
-        .map(|&v| (v as f32 / 255.0 - 0.5) / 0.5)
-        .collect();
-    Ok(Tensor::from_vec(data, (h as usize, w as usize, 3), device)?
-        .permute((2, 0, 1))?
-        .contiguous()?)
 }
 
 #[cfg(test)]

@@ -20,14 +20,16 @@
 //!   the middle would share a bucket; delete the cache folder if you edit weights in
 //!   place.
 //!
-//! Files are written under a temporary name and renamed, so concurrent runs and
-//! interruptions never leave a partial entry; an unreadable entry is treated as missing.
+//! Files are written atomically ([`styleforge_models::files`]: a uniquely named temporary,
+//! renamed into place), so concurrent runs and interruptions never leave a partial entry;
+//! an unreadable entry is treated as missing.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use styleforge_models::files;
 
 use crate::data::hash::Fnv128;
 use crate::error::{Error, Result};
@@ -166,15 +168,14 @@ impl FeatureCache {
     /// The bucket of `id` under `root`, created with its `extractor.json` if new.
     pub fn open(root: &Path, id: &ExtractorId) -> Result<Self> {
         let bucket = root.join(id.bucket_name());
-        std::fs::create_dir_all(&bucket).map_err(|source| Error::Io {
-            path: bucket.clone(),
-            source,
-        })?;
+        files::create_dir_all(&bucket)?;
         let about = bucket.join("extractor.json");
         if !about.is_file() {
-            let text = serde_json::to_string_pretty(id)
-                .map_err(|e| Error::msg(format!("cannot serialise the extractor id: {e}")))?;
-            write_atomic(&about, text.as_bytes())?;
+            let text = serde_json::to_string_pretty(id).map_err(|source| Error::Serialize {
+                what: "the extractor id",
+                source,
+            })?;
+            files::write(&about, text)?;
         }
         Ok(Self {
             bucket: Some(bucket),
@@ -218,47 +219,18 @@ impl FeatureCache {
         }
     }
 
-    /// Stores the features of the image with `content_hash` (temporary file + rename). A
-    /// disabled cache does nothing.
+    /// Stores the features of the image with `content_hash` (atomically, through
+    /// [`files::write_with`]). A disabled cache does nothing.
     pub fn put(&self, content_hash: u128, features: &[f32]) -> Result<()> {
         let Some(path) = self.entry(content_hash) else {
             return Ok(());
         };
         let t = Tensor::from_slice(features, features.len(), &Device::Cpu)?;
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let result = candle_core::safetensors::save(&HashMap::from([("features", t)]), &tmp)
-            .map_err(Error::from)
-            .and_then(|()| {
-                std::fs::rename(&tmp, &path).map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })
-            });
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        files::write_with(&path, |tmp| {
+            candle_core::safetensors::save(&HashMap::from([("features", t)]), tmp)
+                .map_err(Error::from)
+        })
     }
-}
-
-/// Writes `bytes` to `path` under a temporary name, then renames it into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(io);
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

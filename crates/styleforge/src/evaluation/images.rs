@@ -4,14 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
+use styleforge_models::files;
 
 use crate::data::hash::fnv128;
 use crate::error::{Error, Result};
-use crate::image_io::{load_rgb, read_png_parameters};
+use crate::image_io::{is_image_file, load_rgb, read_png_parameters, IMAGE_EXTENSIONS};
 use crate::pipelines::GenerationParameters;
-
-/// File extensions (lower case) an image folder is scanned for.
-pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
 
 /// An image held in memory, with the name it is reported under.
 #[derive(Debug, Clone)]
@@ -105,13 +103,7 @@ impl EvalImage {
     /// pixels in memory have different keys, which only costs a recomputation).
     pub fn content_hash(&self) -> Result<u128> {
         match self {
-            EvalImage::File(p) => {
-                let bytes = std::fs::read(p).map_err(|source| Error::Io {
-                    path: p.clone(),
-                    source,
-                })?;
-                Ok(fnv128(&bytes))
-            }
+            EvalImage::File(p) => Ok(fnv128(&files::read(p)?)),
             EvalImage::Memory(m) => {
                 let mut h = crate::data::hash::Fnv128::default();
                 h.write(b"rgb8");
@@ -123,7 +115,8 @@ impl EvalImage {
         }
     }
 
-    /// Decodes the image as RGB. An unreadable or corrupt file is an error naming it.
+    /// Decodes the image as RGB ([`crate::image_io::decode`]). An unreadable or corrupt file
+    /// is an error naming it.
     pub fn load(&self) -> Result<RgbImage> {
         match self {
             EvalImage::File(p) => load_rgb(p),
@@ -159,7 +152,7 @@ pub fn prompt_of_parameters(text: &str) -> Option<String> {
     (!prompt.is_empty()).then(|| prompt.to_string())
 }
 
-/// The images directly inside `dir` (extensions [`IMAGE_EXTENSIONS`], any case), sorted by
+/// The images directly inside `dir` ([`is_image_file`]), sorted by
 /// file name. Hidden files are skipped. Errors when the folder cannot be read or holds no
 /// image.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -174,12 +167,8 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
             source,
         })?;
         let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let image_ext = path.extension().is_some_and(|e| {
-            let e = e.to_string_lossy().to_ascii_lowercase();
-            IMAGE_EXTENSIONS.contains(&e.as_str())
-        });
-        if image_ext && !name.starts_with('.') && path.is_file() {
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if is_image_file(&path) && !hidden && path.is_file() {
             files.push(path);
         }
     }

@@ -16,7 +16,7 @@ use image::RgbImage;
 
 use super::{EvalImage, EvalInputs, EvalResult};
 use crate::error::{Error, Result};
-use crate::report::save_png;
+use crate::image_io::save_png;
 
 /// Longest side of a thumbnail, in pixels.
 pub const THUMB_SIZE: u32 = 160;
@@ -195,7 +195,7 @@ pub fn write_report(
     let ref_thumbs = write_thumbs(out, "r", reference)?;
     let html = render_html(result, &gen_thumbs, &ref_thumbs);
     let path = out.join("report.html");
-    super::cache::write_atomic(&path, html.as_bytes())?;
+    styleforge_models::files::write(&path, html)?;
     Ok(path)
 }
 

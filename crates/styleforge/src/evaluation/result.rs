@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::{self, ExtractorId};
+use super::cache::ExtractorId;
 use super::features::ExtractionStats;
 use crate::error::{Error, Result};
 
@@ -176,15 +176,17 @@ impl EvalResult {
 
     /// `metrics.json`'s text (pretty JSON).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self)
-            .map_err(|e| Error::msg(format!("cannot serialise the evaluation result: {e}")))
+        serde_json::to_string_pretty(self).map_err(|source| Error::Serialize {
+            what: "the evaluation result",
+            source,
+        })
     }
 
-    /// Writes `metrics.json`'s text to `path` (temporary file + rename).
+    /// Writes `metrics.json`'s text to `path` (atomically).
     pub fn save_json(&self, path: &Path) -> Result<()> {
         let mut text = self.to_json()?;
         text.push('\n');
-        cache::write_atomic(path, text.as_bytes())
+        Ok(styleforge_models::files::write(path, text)?)
     }
 
     /// The metric table, one row per metric (skipped ones say why).

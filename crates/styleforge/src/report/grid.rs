@@ -11,7 +11,7 @@ use std::path::Path;
 use image::{Rgb, RgbImage};
 
 use super::draw::{blit_scaled, fill_rect, stroke_rect, Rect};
-use super::font::{draw_text, line_height, text_width, wrap_to_width};
+use super::text::{draw_text, line_height, text_width, wrap_to_width};
 use crate::error::Result;
 
 /// Side in pixels that automatic enlargement aims for.
@@ -415,9 +415,13 @@ mod tests {
         let img = grid.render();
         let blues = img.pixels().filter(|p| **p == Rgb([0, 0, 255])).count();
         assert_eq!(blues, 8 * 16 * 9);
+        // Anti-aliased caption ink: grey, between the caption colour and the frame's.
+        let caption_ink = |p: &Rgb<u8>| {
+            p.0[0] == p.0[1] && p.0[1] == p.0[2] && (CAPTION.0[0]..170).contains(&p.0[0])
+        };
         let caption_rows = img
             .enumerate_pixels()
-            .filter(|(_, y, p)| *y > 96 && p.0 == CAPTION.0)
+            .filter(|(_, y, p)| *y > 96 && caption_ink(p))
             .count();
         assert!(caption_rows > 20, "no caption pixels below the images");
 
@@ -429,5 +433,46 @@ mod tests {
             .row("r", vec![RgbImage::new(1, 1)]);
         assert_eq!(one.effective_cell_scale(), 1);
         one.render();
+    }
+
+    #[test]
+    fn unicode_titles_and_labels_are_drawn_whole_inside_the_margins() {
+        let white = |p: &Rgb<u8>| p.0 == BACKGROUND.0;
+        let long = "café, naïve, 東京, Ωmega: a title long enough to wrap onto a second line \
+                    of the picture, so that wrapping is checked too";
+        for title in ["café, naïve, 東京, Ωmega", long] {
+            let grid = ImageGrid::new(title)
+                .columns(["東京", "naïve"])
+                .captioned_row("Ωmega", vec![(checker(Rgb([200, 0, 0])), "café 東")]);
+            let img = grid.render();
+            let (w, h) = img.dimensions();
+            let pad = 10;
+            // Every title line fits the picture less its margins, nothing is cut.
+            let lines = wrap_to_width(title, w - 2 * pad, 2, 3);
+            assert_eq!(lines.join(" "), title, "the title was cut: {lines:?}");
+            assert!(lines.iter().all(|l| text_width(l, 2) <= w - 2 * pad));
+            // No ink in the margins: the title (and all else) stays inside.
+            let mut margin_pixels = 0;
+            for (x, y, p) in img.enumerate_pixels() {
+                if x < pad - 1 || x > w - pad || y < pad - 1 || y > h - pad {
+                    margin_pixels += 1;
+                    assert!(white(p), "{title:?}: ink at ({x}, {y}) in the margin");
+                }
+            }
+            assert!(margin_pixels > 4 * pad as usize * (w.min(h) as usize - pad as usize));
+            // The title band holds ink right up to its measured end on the first line.
+            let first = text_width(&lines[0], 2);
+            let band = pad..pad + line_height(2);
+            let rightmost = img
+                .enumerate_pixels()
+                .filter(|(_, y, p)| band.contains(y) && !white(p))
+                .map(|(x, _, _)| x)
+                .max()
+                .unwrap();
+            assert!(
+                rightmost + 6 >= pad + first && rightmost < pad + first,
+                "{rightmost}"
+            );
+        }
     }
 }

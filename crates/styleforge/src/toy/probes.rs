@@ -12,7 +12,7 @@
 //! (a [`ProbeFile`]: format tag, network config, label vocabulary, and the held-out
 //! accuracy and the training run that made the weights).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -22,10 +22,11 @@ use serde::{Deserialize, Serialize};
 use styleforge_models::init::PyTorchInit;
 use styleforge_models::nn::{conv2d, linear, Conv2d, GroupNorm, Linear};
 use styleforge_models::weights::{save_safetensors_atomic, varmap_tensors, WeightStore};
-use styleforge_models::ModelError;
+use styleforge_models::{files, ModelError};
 use styleforge_world::{Colour, Ground, ObjectKind, Scene, Sky, Style};
 
 use super::train::{ProbeAccuracy, ProbeTraining};
+use crate::image_io::image_to_tensor;
 use crate::{Error, Result};
 
 /// The weights file of a probe folder.
@@ -477,14 +478,13 @@ impl Probes {
     /// Writes [`WEIGHTS_FILE`] and [`CONFIG_FILE`] into `dir` (created if missing), each
     /// atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
+        files::create_dir_all(dir)?;
+        save_safetensors_atomic(&varmap_tensors(&self.varmap), &dir.join(WEIGHTS_FILE))?;
+        let json = serde_json::to_string_pretty(&self.file).map_err(|source| Error::Serialize {
+            what: "the probe config",
             source,
         })?;
-        save_safetensors_atomic(&varmap_tensors(&self.varmap), &dir.join(WEIGHTS_FILE))?;
-        let json = serde_json::to_string_pretty(&self.file)
-            .map_err(|e| Error::msg(format!("probe config to JSON: {e}")))?;
-        write_atomic(&dir.join(CONFIG_FILE), format!("{json}\n").as_bytes())
+        Ok(files::write(&dir.join(CONFIG_FILE), format!("{json}\n"))?)
     }
 
     /// The file contents (config, vocabulary, accuracy, training).
@@ -578,48 +578,26 @@ pub fn decode(out: &ProbeOutput) -> Result<Vec<ProbeLabels>> {
         .collect())
 }
 
-/// Pictures as a `[n, 3, size, size]` `f32` tensor with values in `[-1, 1]`; every picture
-/// must be `size`×`size`.
+/// Pictures as a `[n, 3, size, size]` `f32` tensor with values in `[-1, 1]`
+/// ([`crate::image_io::image_to_tensor`] per picture); every picture must be
+/// `size`×`size`.
 pub fn images_to_tensor(images: &[RgbImage], size: usize, device: &Device) -> Result<Tensor> {
-    let plane = size * size;
-    let mut data = vec![0f32; images.len() * 3 * plane];
-    for (i, img) in images.iter().enumerate() {
-        if img.width() as usize != size || img.height() as usize != size {
-            return Err(Error::InvalidRequest(format!(
-                "the probes read {size}×{size} pictures; picture {i} is {}×{}",
-                img.width(),
-                img.height()
-            )));
-        }
-        let base = i * 3 * plane;
-        for (p, px) in img.pixels().enumerate() {
-            for c in 0..3 {
-                data[base + c * plane + p] = px.0[c] as f32 / 127.5 - 1.0;
-            }
-        }
+    if images.is_empty() {
+        return Ok(Tensor::zeros((0, 3, size, size), DType::F32, device)?);
     }
-    Ok(Tensor::from_vec(
-        data,
-        (images.len(), 3, size, size),
-        device,
-    )?)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
-    })
+    let planes = images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            if img.width() as usize != size || img.height() as usize != size {
+                return Err(Error::InvalidRequest(format!(
+                    "the probes read {size}×{size} pictures; picture {i} is {}×{}",
+                    img.width(),
+                    img.height()
+                )));
+            }
+            image_to_tensor(img, &Device::Cpu)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::stack(&planes, 0)?.to_device(device)?)
 }
