@@ -261,14 +261,16 @@ impl AdamW {
 
     /// Writes [`Self::state`] to a safetensors file straight from the optimizer's buffers,
     /// without the copy `state` makes (for SD-1.5 with f32 AdamW that copy is 7.9 GB, held
-    /// while a checkpoint is written). Read back with [`Self::load_state`].
-    pub fn save_state(&self, path: &std::path::Path) -> Result<()> {
+    /// while a checkpoint is written), atomically. Read back with [`Self::load_state`].
+    pub fn save_state(&self, path: &std::path::Path) -> crate::Result<()> {
         let step = [self.step as f64];
-        safetensors::tensor::serialize_to_file(self.views(&step), None, path).map_err(|e| {
-            candle_core::Error::msg(format!(
-                "cannot write the optimizer state to {}: {e}",
-                path.display()
-            ))
+        styleforge_models::files::write_with(path, |tmp| {
+            safetensors::tensor::serialize_to_file(self.views(&step), None, tmp).map_err(|e| {
+                crate::Error::Data {
+                    path: path.to_path_buf(),
+                    message: format!("cannot write the optimizer state: {e}"),
+                }
+            })
         })
     }
 
@@ -748,7 +750,7 @@ mod tests {
             }
             let dir = tempfile::tempdir().map_err(candle_core::Error::wrap)?;
             let path = dir.path().join("optimizer.safetensors");
-            opt.save_state(&path)?;
+            opt.save_state(&path).map_err(candle_core::Error::wrap)?;
             let saved = candle_core::safetensors::load(&path, &dev)?;
             let state = opt.state()?;
             assert_eq!(saved.len(), state.len());

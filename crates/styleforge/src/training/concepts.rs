@@ -12,7 +12,7 @@ use super::config::ResolvedConfig;
 use super::models::Models;
 use crate::data::{CacheSource, ImageFolder, LatentCache, Preprocess};
 use crate::error::{Error, Result};
-use crate::image_io::{save_png_with_parameters, tensor_to_rgb};
+use crate::image_io::{is_image_file, save_png_with_parameters, tensor_to_image};
 use crate::pipelines::{GenerationParameters, SamplingOptions, SchedulerChoice, Txt2ImgRequest};
 use crate::progress::{NoProgress, Progress};
 use crate::run_dir::RunDir;
@@ -76,7 +76,7 @@ fn prepare_aux(
             let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(files::at(dir))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| crate::data::is_image_file(p))
+                .filter(|p| is_image_file(p))
                 .collect();
             v.sort();
             v
@@ -106,7 +106,7 @@ fn prepare_aux(
     let have = std::fs::read_dir(&run_aux)
         .map_err(files::at(&run_aux))?
         .filter_map(|e| e.ok())
-        .filter(|e| crate::data::is_image_file(&e.path()))
+        .filter(|e| is_image_file(&e.path()))
         .count();
     if have < wanted {
         tracing::info!(
@@ -147,7 +147,7 @@ fn prepare_aux(
             };
             let path = run_aux.join(format!("generated-{i:05}.png"));
             save_png_with_parameters(
-                &tensor_to_rgb(&images.get(0)?)?,
+                &tensor_to_image(&images.get(0)?)?,
                 &params.to_a1111_text(),
                 &path,
             )?;

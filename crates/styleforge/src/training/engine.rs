@@ -22,7 +22,7 @@ use super::step::{compute_loss, LossParts, NoiseSchedule, StepBatch, StepModels}
 use super::validation::ValidationSet;
 use crate::data::{EpochSampler, SamplerState};
 use crate::error::{Error, Result};
-use crate::image_io::tensor_to_rgb;
+use crate::image_io::tensor_to_image;
 use crate::pipelines::{SamplingOptions, Txt2ImgRequest};
 use crate::progress::{NoProgress, Progress};
 use crate::run_dir::RunDir;
@@ -187,7 +187,7 @@ impl FineTune<'_> {
                 };
                 let img =
                     sd.txt2img(&req, &mut SeededNoise::new(self.cfg.seed), &mut NoProgress)?;
-                images.push(tensor_to_rgb(&img.get(0)?)?);
+                images.push(tensor_to_image(&img.get(0)?)?);
             }
             rows.push((prompt.clone(), images));
         }

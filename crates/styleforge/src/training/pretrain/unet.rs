@@ -23,7 +23,7 @@ use super::data::DataSet;
 use super::{count_params, named_vars, read_json, write_json, PretrainConfig, Style};
 use crate::data::{EpochSampler, SamplerState};
 use crate::error::{Error, Result};
-use crate::image_io::tensor_to_rgb;
+use crate::image_io::tensor_to_image;
 use crate::pipelines::{SamplingOptions, StableDiffusion, Txt2ImgRequest};
 use crate::progress::NoProgress;
 use crate::report::ImageGrid;
@@ -240,7 +240,7 @@ impl<'a> UnetTask<'a> {
                 };
                 let img =
                     sd.txt2img(&req, &mut SeededNoise::new(self.cfg.seed), &mut NoProgress)?;
-                row.push(tensor_to_rgb(&img.get(0)?)?);
+                row.push(tensor_to_image(&img.get(0)?)?);
             }
             grid = grid.row(content.to_string(), row);
         }
