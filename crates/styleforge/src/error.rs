@@ -53,6 +53,20 @@ pub enum Error {
         available: u64,
         suggestions: Vec<String>,
     },
+    /// A value that could not be encoded or decoded as JSON; `what` names it.
+    #[error("cannot encode or decode {what} as JSON: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A protocol's output folder that does not hold what a step needs (a merge before
+    /// every shard finished, a shard of another protocol's plan); `path` names the folder.
+    #[error("{}: {message}", path.display())]
+    Protocol {
+        path: std::path::PathBuf,
+        message: String,
+    },
     /// Anything else, said in words.
     #[error("{0}")]
     Msg(String),

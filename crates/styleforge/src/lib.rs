@@ -28,6 +28,7 @@ pub mod image_io;
 pub mod optim;
 pub mod pipelines;
 pub mod progress;
+pub mod protocol;
 pub mod report;
 pub mod run_dir;
 pub mod toy;
