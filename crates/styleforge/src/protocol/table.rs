@@ -146,8 +146,8 @@ pub struct Report {
     pub tables: Vec<Table>,
     /// What follows them.
     pub notes: Vec<Note>,
-    /// The machine-readable result (pretty-printed into the `.json` file).
-    pub json: serde_json::Value,
+    /// The machine-readable result: the `.json` file's text ([`to_json`]).
+    pub json: String,
 }
 
 /// The files a report was written to.
@@ -172,9 +172,10 @@ impl ReportFiles {
     }
 }
 
-/// Encodes a result as the report's JSON value.
-pub fn to_json(value: &impl Serialize) -> Result<serde_json::Value> {
-    serde_json::to_value(value).map_err(|source| Error::Json {
+/// Encodes a result as the report's JSON text (pretty-printed, fields in their declared
+/// order).
+pub fn to_json(value: &impl Serialize) -> Result<String> {
+    serde_json::to_string_pretty(value).map_err(|source| Error::Json {
         what: "the protocol's result".into(),
         source,
     })
@@ -186,11 +187,7 @@ pub fn write_report(dir: &Path, stem: &str, report: &Report) -> Result<ReportFil
     let out = ReportFiles::new(dir, stem);
     files::write(&out.markdown, render_markdown(report))?;
     files::write(&out.html, render_html(report))?;
-    let json = serde_json::to_string_pretty(&report.json).map_err(|source| Error::Json {
-        what: "the protocol's result".into(),
-        source,
-    })?;
-    files::write(&out.json, json)?;
+    files::write(&out.json, &report.json)?;
     Ok(out)
 }
 
@@ -395,7 +392,7 @@ mod tests {
                 align_right: false,
             }],
             notes: vec![Note::Legend],
-            json: serde_json::Value::Null,
+            json: String::new(),
         }
     }
 

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use styleforge_models::files;
 use styleforge_world::{Sample, Style, World};
 
 use crate::error::{Error, Result};
@@ -130,22 +131,24 @@ pub enum CaptionText {
 /// Writes `samples` into `dir` (created; existing files of the same names replaced) as
 /// `img_NNNN.png` + `img_NNNN.txt`.
 pub fn write_samples(dir: &Path, samples: &[Sample], captions: CaptionText) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // Each file is written atomically: protocol shards write the same shared sets at the
+    // same time while others may already be training on them.
+    files::create_dir_all(dir)?;
     for (k, s) in samples.iter().enumerate() {
         let png = dir.join(format!("img_{k:04}.png"));
-        s.image
-            .save(&png)
-            .map_err(|e| Error::msg(format!("cannot write {}: {e}", png.display())))?;
+        files::write_with(&png, |tmp| {
+            s.image
+                .save_with_format(tmp, image::ImageFormat::Png)
+                .map_err(|e| Error::Image {
+                    path: png.clone(),
+                    message: format!("cannot encode the picture: {e}"),
+                })
+        })?;
         let text = match captions {
             CaptionText::Content => &s.content_caption,
             CaptionText::Full => &s.caption,
         };
-        let txt = png.with_extension("txt");
-        std::fs::write(&txt, text).map_err(io(&txt))?;
+        files::write(&png.with_extension("txt"), text)?;
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use styleforge_models::files;
+
 use crate::error::{Error, Result};
 
 include!(concat!(env!("OUT_DIR"), "/toy_assets.rs"));
@@ -18,21 +20,9 @@ fn unpack(dir: &Path, prefix: &str) -> Result<PathBuf> {
         if std::fs::read(&path).is_ok_and(|b| b == *bytes) {
             continue;
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Io {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".partial");
-        let tmp = PathBuf::from(tmp);
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
+        // Atomic, with a temporary of its own: protocol shards unpack into the same
+        // folder at the same time.
+        files::write(&path, bytes)?;
     }
     if !any {
         return Err(Error::msg(format!(
