@@ -25,7 +25,7 @@ pub struct ProtocolArgs {
     #[command(subcommand)]
     action: Option<ProtocolAction>,
     #[command(flatten)]
-    inputs: ProtocolInputs,
+    inputs: Box<ProtocolInputs>,
     /// Run only slice i of N of the protocol's jobs (0 ≤ i < N; deterministic contiguous
     /// blocks of the job list in plan/jobs.json: training runs and generation), then stop;
     /// `styleforge protocol merge --out DIR` builds the tables once every shard is done.
@@ -37,7 +37,7 @@ pub struct ProtocolArgs {
 enum ProtocolAction {
     /// Write the protocol's job list (plan/jobs.json in the output folder) and ready-made
     /// Slurm (job array + merge) and Ray job-submission files that run it in shards.
-    Plan(PlanArgs),
+    Plan(Box<PlanArgs>),
     /// Build the tables from what the shards wrote (the same files a single run writes);
     /// the protocol's inputs are read back from plan/jobs.json.
     Merge(MergeArgs),
@@ -328,7 +328,7 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
 /// A protocol ready to run: the toy world's or real images'.
 enum Setup {
     Toy(ToyProtocolOptions),
-    Images(ProtocolSettings),
+    Images(Box<ProtocolSettings>),
 }
 
 impl Setup {
@@ -336,7 +336,7 @@ impl Setup {
         Ok(if args.toy {
             Setup::Toy(toy_options(args)?)
         } else {
-            Setup::Images(image_settings(args)?)
+            Setup::Images(Box::new(image_settings(args)?))
         })
     }
 }
@@ -465,32 +465,20 @@ fn setup_out(setup: &Setup) -> &Path {
     }
 }
 
-/// Parses a recorded protocol command line (`styleforge [-q] protocol …`).
-#[derive(Parser, Debug)]
-#[command(name = "styleforge")]
-struct Recorded {
-    #[arg(long, short, global = true)]
-    quiet: bool,
-    #[arg(long, short, global = true)]
-    verbose: bool,
-    #[command(subcommand)]
-    command: RecordedCommand,
-}
-
-#[derive(Subcommand, Debug)]
-enum RecordedCommand {
-    Protocol(ProtocolArgs),
-}
-
 fn merge(args: &MergeArgs, quiet: bool) -> Result<()> {
     let plan = engine::plan::read_plan(&args.out)?;
-    let recorded = Recorded::try_parse_from(&plan.launch.command).with_context(|| {
+    let recorded = crate::Cli::try_parse_from(&plan.launch.command).with_context(|| {
         format!(
             "the command in {} does not parse",
             engine::plan::plan_file(&args.out).display()
         )
     })?;
-    let RecordedCommand::Protocol(p) = recorded.command;
+    let crate::Command::Protocol(p) = recorded.command else {
+        bail!(
+            "the command in {} is not a protocol",
+            engine::plan::plan_file(&args.out).display()
+        );
+    };
     // The recorded paths are relative to where the plan was made.
     std::env::set_current_dir(&plan.launch.cwd).with_context(|| {
         format!(
