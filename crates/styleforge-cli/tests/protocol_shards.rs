@@ -177,6 +177,21 @@ fn three_shards_merge_into_the_single_process_tables() {
     assert_eq!(read(&out.join("toy-protocol.md")), single_md);
     assert_eq!(read(&out.join("toy-protocol.json")), single_json);
     assert!(out.join("samples-pointillist.png").is_file());
+
+    // A shard of another protocol (one method fewer) is refused in this folder.
+    let other: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a == "styleforge,textual-inversion" {
+                "styleforge".to_string()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let o = spawn_shard(&other, "0/3").wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("another protocol"), "{}", stderr(&o));
 }
 
 #[test]

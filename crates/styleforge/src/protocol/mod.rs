@@ -99,6 +99,7 @@ pub fn run_shard<P: Protocol>(
     p.check()?;
     let jobs = p.jobs()?;
     if let Some(launch) = launch {
+        check_same_plan(p, &jobs, shard)?;
         write_plan_file(p, &jobs, launch)?;
     }
     let mine = &jobs[shard.range(jobs.len())];
@@ -175,6 +176,36 @@ fn make_executable(path: &Path) -> Result<()> {
 
 #[cfg(not(unix))]
 fn make_executable(_: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Refuses a shard whose jobs are not those of the plan already in the output folder: two
+/// protocols writing into one folder would mix their pictures and tables.
+fn check_same_plan<P: Protocol>(p: &P, jobs: &[Job<P::Work>], shard: Shard) -> Result<()> {
+    if !plan::plan_file(p.out()).is_file() {
+        return Ok(());
+    }
+    let existing = plan::read_plan(p.out())?;
+    let ids: Vec<&str> = existing
+        .jobs
+        .iter()
+        .filter_map(|j| j.get("id").and_then(|id| id.as_str()))
+        .collect();
+    let ours: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    if existing.protocol != p.stem() || ids != ours || existing.launch.shards != shard.count {
+        return Err(Error::Protocol {
+            path: plan::plan_file(p.out()),
+            message: format!(
+                "this output folder was planned for another protocol ({} jobs in {} shards; \
+                 this one has {} jobs in {} shards): use another --out, or run \
+                 `styleforge protocol plan` with these inputs first",
+                ids.len(),
+                existing.launch.shards,
+                ours.len(),
+                shard.count
+            ),
+        });
+    }
     Ok(())
 }
 
