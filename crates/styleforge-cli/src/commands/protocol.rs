@@ -358,7 +358,7 @@ fn execute<P: Protocol>(p: &mut P, mode: Mode, quiet: bool) -> Result<()> {
             println!(
                 "shard {shard}: {} jobs done; when every shard is: {}",
                 done.len(),
-                shell_line(&launch.merge_command)
+                engine::plan::shell_line(&launch.merge_command)
             );
             Ok(())
         }
@@ -393,14 +393,6 @@ fn run_setup(setup: &Setup, mode: Mode, quiet: bool) -> Result<()> {
         Setup::Toy(opts) => execute(&mut ToyProtocol::new(opts), mode, quiet),
         Setup::Images(settings) => execute(&mut ImageProtocol::new(settings)?, mode, quiet),
     }
-}
-
-fn shell_line(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| engine::plan::shell_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The command line that started this process, split around its `protocol` word: the

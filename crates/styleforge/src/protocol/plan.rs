@@ -192,7 +192,8 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-fn shell_line(words: &[String]) -> String {
+/// Words as one POSIX shell line, each quoted where needed.
+pub fn shell_line(words: &[String]) -> String {
     words
         .iter()
         .map(|w| shell_quote(w))
