@@ -53,13 +53,6 @@ pub enum Error {
         #[source]
         source: png::DecodingError,
     },
-    /// A value that cannot be written as JSON (`what` names it).
-    #[error("cannot serialise {what} as JSON: {source}")]
-    Serialize {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
     /// A request that cannot be carried out as asked (bad size, strength, ...).
     #[error("{0}")]
     InvalidRequest(String),
@@ -122,6 +115,13 @@ pub enum Error {
         estimate: u64,
         available: u64,
         suggestions: Vec<String>,
+    },
+    /// A protocol's output folder that does not hold what a step needs (a merge before
+    /// every shard finished, a shard of another protocol's plan); `path` names the folder.
+    #[error("{}: {message}", path.display())]
+    Protocol {
+        path: std::path::PathBuf,
+        message: String,
     },
     /// Anything else, said in words.
     #[error("{0}")]

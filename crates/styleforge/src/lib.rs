@@ -13,6 +13,8 @@
 //! - [`report`]: labelled image grids and line charts (loss curves) as PNG, with a built-in font.
 //! - [`evaluation`]: `styleforge eval`: FID, KID, CLIP-T and CLIP-I of generated images, with
 //!   a feature cache and an HTML report.
+//! - [`protocol`]: the protocol engine behind `styleforge protocol` (real images and
+//!   `--toy`): jobs, shards and merge, one resumable generator, one table renderer.
 //! - [`toy`]: the toy world's probes (style, objects, colours, sky, ground classifiers),
 //!   personalization sets and `protocol --toy`; [`world`] is the renderer itself.
 //! - [`demo`]: `styleforge demo`, StyleForge on the embedded toy base model.
@@ -28,6 +30,7 @@ pub mod image_io;
 pub mod optim;
 pub mod pipelines;
 pub mod progress;
+pub mod protocol;
 pub mod report;
 pub mod run_dir;
 pub mod toy;

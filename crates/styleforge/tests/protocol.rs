@@ -184,3 +184,44 @@ fn bad_protocols_fail_clearly() {
     assert!(err.contains("distinct labels"), "{err}");
     assert!(!s.out.join("protocol.md").exists());
 }
+
+#[test]
+fn shards_then_a_merge_write_what_one_process_writes() {
+    use styleforge::evaluation::protocol::ImageProtocol;
+    use styleforge::protocol::{merge, run_shard, Launch, Protocol, Shard};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    lora_run(&tmp.path().join("data"), &run);
+    let s = settings(tmp.path(), &run);
+    let single = run_protocol(&s, &mut NoProgress).unwrap();
+    let md = std::fs::read_to_string(&single.markdown).unwrap();
+    let json = std::fs::read_to_string(s.out.join("protocol.json")).unwrap();
+    std::fs::rename(&s.out, tmp.path().join("single")).unwrap();
+
+    let mut p = ImageProtocol::new(&s).unwrap();
+    let jobs = p.jobs().unwrap();
+    assert_eq!(jobs.len(), 2, "one job per model for two prompts");
+    let launch = Launch {
+        command: vec!["styleforge".into(), "protocol".into()],
+        merge_command: vec!["styleforge".into(), "protocol".into(), "merge".into()],
+        cwd: tmp.path().to_path_buf(),
+        shards: 2,
+    };
+    let mut ran = Vec::new();
+    for index in 0..2 {
+        let shard = Shard { index, count: 2 };
+        ran.extend(run_shard(&mut p, shard, Some(&launch), &mut NoProgress).unwrap());
+    }
+    assert_eq!(ran, jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>());
+    let (files, merged) = merge(&mut p, &mut NoProgress).unwrap();
+    for c in &merged.cells {
+        assert_eq!(
+            c.generated_now, 4,
+            "{}: the shards' pictures count",
+            c.label
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&files.markdown).unwrap(), md);
+    assert_eq!(std::fs::read_to_string(&files.json).unwrap(), json);
+}

@@ -1,19 +1,71 @@
-//! `styleforge protocol`: the paper's evaluation of several trained models, as one table
-//! (glue over [`styleforge::evaluation::protocol`]).
+//! `styleforge protocol`: the paper's evaluation of several trained models, as one table,
+//! in one process or as shards on a cluster (glue over [`styleforge::protocol`],
+//! [`styleforge::evaluation::protocol`] and [`styleforge::toy::protocol`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
 use styleforge::evaluation::protocol::{
-    parse_prompts, run_protocol, ProtocolFile, ProtocolModel, ProtocolSettings, ProtocolStyle,
+    parse_prompts, ImageProtocol, ProtocolFile, ProtocolModel, ProtocolSettings, ProtocolStyle,
 };
 use styleforge::evaluation::CacheLocation;
+use styleforge::protocol::{self as engine, Launch, Protocol, ReportFiles, Shard};
+use styleforge::toy::protocol::{ToyProtocol, ToyProtocolOptions, ALL_METHODS};
 
 use super::eval::ResizeArg;
 use crate::progress::Bar;
 
-/// Arguments of `styleforge protocol`.
+/// Arguments of `styleforge protocol`: the inputs (below) run the protocol here;
+/// `--shard i/N` runs one slice of its jobs; `plan` writes the job list and Slurm / Ray
+/// files for a cluster; `merge` builds the tables from what the shards wrote.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ProtocolArgs {
+    #[command(subcommand)]
+    action: Option<ProtocolAction>,
+    #[command(flatten)]
+    inputs: Box<ProtocolInputs>,
+    /// Run only slice i of N of the protocol's jobs (0 ≤ i < N; deterministic contiguous
+    /// blocks of the job list in plan/jobs.json: training runs and generation), then stop;
+    /// `styleforge protocol merge --out DIR` builds the tables once every shard is done.
+    #[arg(long, value_name = "i/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProtocolAction {
+    /// Write the protocol's job list (plan/jobs.json in the output folder) and ready-made
+    /// Slurm (job array + merge) and Ray job-submission files that run it in shards.
+    Plan(Box<PlanArgs>),
+    /// Build the tables from what the shards wrote (the same files a single run writes);
+    /// the protocol's inputs are read back from plan/jobs.json.
+    Merge(MergeArgs),
+}
+
+/// Arguments of `styleforge protocol plan`.
+#[derive(Args, Debug)]
+struct PlanArgs {
+    #[command(flatten)]
+    inputs: ProtocolInputs,
+    /// How many shards (Slurm array tasks / Ray jobs).
+    #[arg(long, default_value_t = 4)]
+    shards: usize,
+}
+
+/// Arguments of `styleforge protocol merge`.
+#[derive(Args, Debug)]
+struct MergeArgs {
+    /// The protocol's output folder (where the shards wrote).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_shard(s: &str) -> std::result::Result<Shard, String> {
+    s.parse().map_err(|e: styleforge::Error| e.to_string())
+}
+
+/// The inputs of a protocol (a run, a shard of it, or its plan).
 ///
 /// Either a TOML file (`--config`) with `[[style]]` tables (name, reference) and
 /// `[[model]]` tables (run = a training run folder, or path = a model folder with phrase =
@@ -22,7 +74,7 @@ use crate::progress::Bar;
 /// or the flags below for one style. Flags add to and override the file.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
-pub struct ProtocolArgs {
+pub struct ProtocolInputs {
     /// A protocol TOML file (several styles and models).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -118,8 +170,7 @@ pub struct ProtocolArgs {
     probes: Option<PathBuf>,
 }
 
-fn run_toy(args: &ProtocolArgs, quiet: bool) -> Result<()> {
-    use styleforge::toy::protocol::{run_toy_protocol, ToyProtocolOptions, ALL_METHODS};
+fn toy_options(args: &ProtocolInputs) -> Result<ToyProtocolOptions> {
     use styleforge::world::Style;
     let out = args
         .out
@@ -175,20 +226,10 @@ fn run_toy(args: &ProtocolArgs, quiet: bool) -> Result<()> {
     if let Some(s) = args.seed {
         opts.seed = s;
     }
-    let result = run_toy_protocol(&opts, &mut Bar::new(quiet))?;
-    print!(
-        "{}",
-        std::fs::read_to_string(&result.markdown).unwrap_or_default()
-    );
-    println!("table: {}", result.html.display());
-    Ok(())
+    Ok(opts)
 }
 
-/// Runs `styleforge protocol`.
-pub fn run(args: &ProtocolArgs, quiet: bool) -> Result<()> {
-    if args.toy {
-        return run_toy(args, quiet);
-    }
+fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
     let mut file = match &args.config {
         Some(p) => ProtocolFile::from_file(p)?,
         None => ProtocolFile::default(),
@@ -281,11 +322,192 @@ pub fn run(args: &ProtocolArgs, quiet: bool) -> Result<()> {
     if settings.eval.inception.is_none() && settings.eval.clip.is_none() {
         bail!("no metric to compute: give --inception (FID, KID) and/or --clip (CLIP-T, CLIP-I)");
     }
-    let result = run_protocol(&settings, &mut Bar::new(quiet))?;
+    Ok(settings)
+}
+
+/// A protocol ready to run: the toy world's or real images'.
+enum Setup {
+    Toy(ToyProtocolOptions),
+    Images(Box<ProtocolSettings>),
+}
+
+impl Setup {
+    fn from_inputs(args: &ProtocolInputs) -> Result<Self> {
+        Ok(if args.toy {
+            Setup::Toy(toy_options(args)?)
+        } else {
+            Setup::Images(Box::new(image_settings(args)?))
+        })
+    }
+}
+
+/// What to do with a protocol.
+enum Mode {
+    Run,
+    Shard(Shard, Launch),
+    Plan(Launch),
+    Merge,
+}
+
+fn execute<P: Protocol>(p: &mut P, mode: Mode, quiet: bool) -> Result<()> {
+    match mode {
+        Mode::Run => print_tables(&engine::run(p, &mut Bar::new(quiet))?.0),
+        Mode::Merge => print_tables(&engine::merge(p, &mut Bar::new(quiet))?.0),
+        Mode::Shard(shard, launch) => {
+            let done = engine::run_shard(p, shard, Some(&launch), &mut Bar::new(quiet))?;
+            println!(
+                "shard {shard}: {} jobs done; when every shard is: {}",
+                done.len(),
+                engine::plan::shell_line(&launch.merge_command)
+            );
+            Ok(())
+        }
+        Mode::Plan(launch) => {
+            let f = engine::plan(p, &launch)?;
+            println!(
+                "{} jobs in {} shards: {}\nSlurm: {} (array {}, merge {})\nRay: {}",
+                f.job_count,
+                launch.shards,
+                f.jobs.display(),
+                f.slurm_submit.display(),
+                f.slurm_array.display(),
+                f.slurm_merge.display(),
+                f.ray.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_tables(files: &ReportFiles) -> Result<()> {
     print!(
         "{}",
-        std::fs::read_to_string(&result.markdown).unwrap_or_default()
+        std::fs::read_to_string(&files.markdown).unwrap_or_default()
     );
-    println!("table: {}", result.html.display());
+    println!("table: {}", files.html.display());
     Ok(())
+}
+
+fn run_setup(setup: &Setup, mode: Mode, quiet: bool) -> Result<()> {
+    match setup {
+        Setup::Toy(opts) => execute(&mut ToyProtocol::new(opts), mode, quiet),
+        Setup::Images(settings) => execute(&mut ImageProtocol::new(settings)?, mode, quiet),
+    }
+}
+
+/// The command line that started this process, split around its `protocol` word: the
+/// program (absolute), the global flags before the word, and the words after it.
+fn this_command() -> Result<(Vec<String>, Vec<String>)> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args
+        .iter()
+        .skip(1)
+        .position(|a| a == "protocol")
+        .map(|i| i + 1)
+        .context("the command line has no `protocol` word")?;
+    let program = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| args[0].clone());
+    let mut head = vec![program];
+    head.extend(args[1..at].iter().cloned());
+    head.push("protocol".into());
+    Ok((head, args[at + 1..].to_vec()))
+}
+
+/// `words` without `flag VALUE` / `flag=VALUE`.
+fn without_flag(words: &[String], flag: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for w in words {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if w == flag {
+            skip = true;
+        } else if !w.starts_with(&format!("{flag}=")) {
+            out.push(w.clone());
+        }
+    }
+    out
+}
+
+fn launch(head: Vec<String>, words: Vec<String>, out: &Path, shards: usize) -> Result<Launch> {
+    let cwd = std::env::current_dir().context("cannot read the current folder")?;
+    let out = if out.is_absolute() {
+        out.to_path_buf()
+    } else {
+        cwd.join(out)
+    };
+    let mut merge_command = vec![head[0].clone(), "protocol".into(), "merge".into()];
+    merge_command.extend(["--out".into(), out.display().to_string()]);
+    let mut command = head;
+    command.extend(words);
+    Ok(Launch {
+        command,
+        merge_command,
+        cwd,
+        shards,
+    })
+}
+
+fn setup_out(setup: &Setup) -> &Path {
+    match setup {
+        Setup::Toy(o) => &o.out,
+        Setup::Images(s) => &s.out,
+    }
+}
+
+fn merge(args: &MergeArgs, quiet: bool) -> Result<()> {
+    let plan = engine::plan::read_plan(&args.out)?;
+    let recorded = crate::Cli::try_parse_from(&plan.launch.command).with_context(|| {
+        format!(
+            "the command in {} does not parse",
+            engine::plan::plan_file(&args.out).display()
+        )
+    })?;
+    let crate::Command::Protocol(p) = recorded.command else {
+        bail!(
+            "the command in {} is not a protocol",
+            engine::plan::plan_file(&args.out).display()
+        );
+    };
+    // The recorded paths are relative to where the plan was made.
+    std::env::set_current_dir(&plan.launch.cwd).with_context(|| {
+        format!(
+            "cannot enter {}, the folder the protocol was planned in",
+            plan.launch.cwd.display()
+        )
+    })?;
+    let setup = Setup::from_inputs(&p.inputs)?;
+    run_setup(&setup, Mode::Merge, quiet)
+}
+
+/// Runs `styleforge protocol`.
+pub fn run(args: &ProtocolArgs, quiet: bool) -> Result<()> {
+    match &args.action {
+        Some(ProtocolAction::Merge(m)) => merge(m, quiet),
+        Some(ProtocolAction::Plan(plan)) => {
+            if plan.shards == 0 {
+                bail!("--shards must be at least 1");
+            }
+            let setup = Setup::from_inputs(&plan.inputs)?;
+            let (head, words) = this_command()?;
+            // `plan … --shards N` → the protocol's own words.
+            let words = without_flag(words.get(1..).unwrap_or_default(), "--shards");
+            let launch = launch(head, words, setup_out(&setup), plan.shards)?;
+            run_setup(&setup, Mode::Plan(launch), quiet)
+        }
+        None => {
+            let setup = Setup::from_inputs(&args.inputs)?;
+            match args.shard {
+                None => run_setup(&setup, Mode::Run, quiet),
+                Some(shard) => {
+                    let (head, words) = this_command()?;
+                    let words = without_flag(&words, "--shard");
+                    let launch = launch(head, words, setup_out(&setup), shard.count)?;
+                    run_setup(&setup, Mode::Shard(shard, launch), quiet)
+                }
+            }
+        }
+    }
 }

@@ -19,8 +19,6 @@ pub mod sampler;
 
 pub(crate) mod hash;
 
-/// Where image files are recognised: [`crate::image_io::is_image_file`].
-pub use crate::image_io::is_image_file;
 pub use folder::{ImageEntry, ImageFolder};
 pub use latent_cache::{CacheSource, LatentCache, LatentCacheKey};
 pub use preprocess::{CropMode, Preprocess};

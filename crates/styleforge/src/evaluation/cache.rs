@@ -171,8 +171,8 @@ impl FeatureCache {
         files::create_dir_all(&bucket)?;
         let about = bucket.join("extractor.json");
         if !about.is_file() {
-            let text = serde_json::to_string_pretty(id).map_err(|source| Error::Serialize {
-                what: "the extractor id",
+            let text = serde_json::to_string_pretty(id).map_err(|source| Error::Json {
+                what: "the extractor id".into(),
                 source,
             })?;
             files::write(&about, text)?;

@@ -176,8 +176,8 @@ impl EvalResult {
 
     /// `metrics.json`'s text (pretty JSON).
     pub fn to_json(&self) -> Result<String> {
-        serde_json::to_string_pretty(self).map_err(|source| Error::Serialize {
-            what: "the evaluation result",
+        serde_json::to_string_pretty(self).map_err(|source| Error::Json {
+            what: "the evaluation result".into(),
             source,
         })
     }

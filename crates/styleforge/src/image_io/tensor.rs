@@ -49,9 +49,6 @@ pub fn tensor_to_image(image: &Tensor) -> Result<RgbImage> {
     Ok(RgbImage::from_raw(w as u32, h as u32, data).expect("3·H·W bytes for a W×H image"))
 }
 
-/// The earlier name of [`tensor_to_image`].
-pub use self::tensor_to_image as tensor_to_rgb;
-
 /// Resizes to exactly `width`×`height` with a Lanczos filter (PIL's default for diffusers'
 /// image processor); returns the image unchanged when it already has that size.
 pub fn resize_exact(img: &RgbImage, width: u32, height: u32) -> RgbImage {

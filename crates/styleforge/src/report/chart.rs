@@ -411,9 +411,9 @@ impl LineChart {
         img
     }
 
-    /// Draws the chart and writes it as a PNG (atomically; see [`super::save_png`]).
+    /// Draws the chart and writes it as a PNG (atomically; see [`crate::image_io::save_png`]).
     pub fn save(&self, path: &Path, width: u32, height: u32) -> Result<()> {
-        super::save_png(&self.render(width, height), path)
+        crate::image_io::save_png(&self.render(width, height), path)
     }
 }
 

@@ -328,9 +328,9 @@ impl ImageGrid {
         img
     }
 
-    /// Draws the grid and writes it as a PNG (atomically; see [`super::save_png`]).
+    /// Draws the grid and writes it as a PNG (atomically; see [`crate::image_io::save_png`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        super::save_png(&self.render(), path)
+        crate::image_io::save_png(&self.render(), path)
     }
 }
 

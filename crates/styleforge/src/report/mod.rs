@@ -8,7 +8,8 @@
 //! - [`chart`]: [`LineChart`], named series with ticks, a legend, log scale and a second
 //!   y axis; [`loss_curve`] draws a training loss with its moving average.
 //!
-//! Everything renders to an [`image::RgbImage`]; [`save_png`] writes one atomically.
+//! Everything renders to an [`image::RgbImage`]; [`crate::image_io::save_png`] writes one
+//! atomically.
 //!
 //! ```no_run
 //! use styleforge::report::{ImageGrid, LineChart, PALETTE};
@@ -31,8 +32,6 @@ pub mod draw;
 pub mod grid;
 pub mod text;
 
-/// The one PNG writer, [`crate::image_io::save_png`].
-pub use crate::image_io::save_png;
 pub use chart::{loss_curve, moving_average, LineChart, PALETTE};
 pub use grid::ImageGrid;
 pub use text::{draw_text, text_width};

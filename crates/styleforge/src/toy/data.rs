@@ -132,6 +132,8 @@ pub enum CaptionText {
 /// Writes `samples` into `dir` (created; existing files of the same names replaced) as
 /// `img_NNNN.png` + `img_NNNN.txt`.
 pub fn write_samples(dir: &Path, samples: &[Sample], captions: CaptionText) -> Result<()> {
+    // Each file is written atomically (save_png, files::write): protocol shards write the
+    // same shared sets at the same time while others may already be training on them.
     files::create_dir_all(dir)?;
     for (k, s) in samples.iter().enumerate() {
         let png = dir.join(format!("img_{k:04}.png"));

@@ -20,6 +20,8 @@ fn unpack(dir: &Path, prefix: &str) -> Result<PathBuf> {
         if std::fs::read(&path).is_ok_and(|b| b == *bytes) {
             continue;
         }
+        // Atomic, with a temporary of its own: protocol shards unpack into the same
+        // folder at the same time.
         files::write(&path, bytes)?;
     }
     if !any {

@@ -480,8 +480,8 @@ impl Probes {
     pub fn save(&self, dir: &Path) -> Result<()> {
         files::create_dir_all(dir)?;
         save_safetensors_atomic(&varmap_tensors(&self.varmap), &dir.join(WEIGHTS_FILE))?;
-        let json = serde_json::to_string_pretty(&self.file).map_err(|source| Error::Serialize {
-            what: "the probe config",
+        let json = serde_json::to_string_pretty(&self.file).map_err(|source| Error::Json {
+            what: "the probe config".into(),
             source,
         })?;
         Ok(files::write(&dir.join(CONFIG_FILE), format!("{json}\n"))?)

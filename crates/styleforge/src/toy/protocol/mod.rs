@@ -20,6 +20,12 @@
 //! styles). Every run, image and table is written under the output folder, and a rerun
 //! reuses what is there (finished runs, generated pictures), so a long protocol can be
 //! stopped and continued.
+//!
+//! The jobs, the generator and the tables are the shared [`crate::protocol`] engine's
+//! ([`ToyProtocol`]); this module holds what is the toy world's own: the methods' recipes,
+//! the runs and ablations, their data and configs, and the probe scorer ([`ProbeScorer`]).
+
+mod engine;
 
 use std::path::{Path, PathBuf};
 
@@ -35,17 +41,17 @@ use super::measures::{
     content_scores_of, probe_frechet_distance, probe_kernel_distance, style_accuracy_of,
 };
 use super::probes::Probes;
-use crate::adapters::generation::{expand_placeholders, load_pipeline, GenerationAdapters};
-use crate::error::{Error, Result};
-use crate::evaluation::protocol::{method_label, resolve_model, ProtocolModel, ProtocolStyle};
-use crate::evaluation::report::escape_html;
-use crate::image_io::{load_rgb, tensor_to_rgb};
-use crate::pipelines::{SamplingOptions, StableDiffusion};
+use crate::adapters::generation::GenerationAdapters;
+use crate::error::Result;
+use crate::evaluation::protocol::method_label;
+use crate::pipelines::SamplingOptions;
 use crate::progress::Progress;
-use crate::report::{save_png, ImageGrid};
+use crate::protocol::generate::{
+    generate_missing, load_all, GenerateOptions, ImageSpec, LazyModel,
+};
 use crate::training::config::{ConceptConfig, DataSection, ModelSection, OptimSection};
 use crate::training::config::{Method, OutputSection, TrainConfig, TrainingSection};
-use crate::training::{train, RunOptions};
+pub use engine::{tables, ProbeScorer, ToyCell, ToyProtocol, ToyWork};
 
 /// Every method of the paper's comparison, in its table order.
 pub const ALL_METHODS: [Method; 6] = [
@@ -307,50 +313,33 @@ pub(crate) fn drift_scenes(n: usize) -> Vec<Prompted> {
         .collect()
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// One style's sample grid: labelled rows of pictures.
-type SampleGrid = (Style, Vec<(String, Vec<RgbImage>)>);
-
 /// Pictures denoised together.
 const SAMPLE_BATCH: usize = 16;
 
-/// Samples `prompts` (picture `i` with seed `seed + i`) into `dir/{prefix}_NNN.png`,
-/// reusing pictures already there.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sample_set(
-    sd: &StableDiffusion,
-    prompts: &[String],
-    dir: &Path,
-    prefix: &str,
-    sampling: &SamplingOptions,
-    seed: u64,
-    progress: &mut dyn Progress,
-) -> Result<Vec<RgbImage>> {
-    let size = sd.native_size();
-    let (w, h) = (size, size);
-    let path = |i: usize| dir.join(format!("{prefix}_{i:03}.png"));
-    let mut out: Vec<Option<RgbImage>> = (0..prompts.len())
-        .map(|i| path(i).is_file().then(|| load_rgb(&path(i)).ok()).flatten())
-        .collect();
-    let missing: Vec<usize> = (0..prompts.len()).filter(|&i| out[i].is_none()).collect();
-    // One batch per chunk: far faster than one picture at a time on small models.
-    for chunk in missing.chunks(SAMPLE_BATCH) {
-        let texts: Vec<String> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-        let seeds: Vec<u64> = chunk.iter().map(|&i| seed.wrapping_add(i as u64)).collect();
-        let t = sd.txt2img_prompts(&texts, &seeds, sampling, w, h, progress)?;
-        for (k, &i) in chunk.iter().enumerate() {
-            let img = tensor_to_rgb(&t.get(k)?)?;
-            save_png(&img, &path(i))?;
-            out[i] = Some(img);
-        }
+/// A run's pictures for the protocol, inside its run folder.
+pub const PROTOCOL_IMAGES: &str = "protocol-images";
+
+/// `dir/{prefix}_NNN.png` for `prompts`, picture `i` with seed `seed + i`.
+fn image_specs(prompts: Vec<String>, dir: &Path, prefix: &str, seed: u64) -> Vec<ImageSpec> {
+    prompts
+        .into_iter()
+        .enumerate()
+        .map(|(i, prompt)| ImageSpec {
+            path: dir.join(format!("{prefix}_{i:03}.png")),
+            prompt,
+            seed: seed.wrapping_add(i as u64),
+        })
+        .collect()
+}
+
+fn generate_options(opts: &ToyProtocolOptions, label: String) -> GenerateOptions {
+    GenerateOptions {
+        sampling: toy_sampling(opts),
+        size: None,
+        batch: Some(SAMPLE_BATCH),
+        parameters: None,
+        label,
     }
-    Ok(out.into_iter().flatten().collect())
 }
 
 /// The model's own sampler (the toy base model's is Euler a) with the protocol's steps and
@@ -402,13 +391,19 @@ pub(crate) fn prepare_data(
             // DreamBooth's class images, made once for every run (the trainer would make
             // them per run) with the protocol's sampler.
             let dir = data.join("aux-generated");
-            let n = opts.aux_images;
-            if (0..n).any(|i| !dir.join(format!("img_{i:03}.png")).is_file()) {
-                let sd = StableDiffusion::load(&opts.base, &Default::default())?;
-                let prompts = vec!["style".to_string(); n];
-                let sampling = toy_sampling(opts);
-                sample_set(&sd, &prompts, &dir, "img", &sampling, AUX_SEED, progress)?;
-            }
+            let specs = image_specs(
+                vec!["style".to_string(); opts.aux_images],
+                &dir,
+                "img",
+                AUX_SEED,
+            );
+            let none = GenerationAdapters::default();
+            generate_missing(
+                &mut LazyModel::auto(&opts.base, &none),
+                &specs,
+                &generate_options(opts, "generating the Aux set".into()),
+                progress,
+            )?;
             Some(dir)
         }
         AuxChoice::None => None,
@@ -476,6 +471,33 @@ pub(crate) struct Sampled {
     pub(crate) drift: Vec<RgbImage>,
 }
 
+/// The token and drift pictures of a model prompted with `phrases` (people, backgrounds),
+/// in `images/token_NNN.png` and `images/drift_NNN.png`.
+pub(crate) fn sample_specs(
+    opts: &ToyProtocolOptions,
+    phrases: (&str, &str),
+    evals: &[Prompted],
+    drifts: &[Prompted],
+    images: &Path,
+) -> (Vec<ImageSpec>, Vec<ImageSpec>) {
+    let token: Vec<String> = evals
+        .iter()
+        .map(|p| {
+            let phrase = if p.person { phrases.0 } else { phrases.1 };
+            styleforge_world::caption_with_style_word(&p.scene, phrase)
+        })
+        .collect();
+    let drift: Vec<String> = drifts
+        .iter()
+        .map(|p| styleforge_world::caption(&p.scene, p.base_style.unwrap_or(Style::Plain)))
+        .collect();
+    (
+        image_specs(token, images, "token", opts.seed),
+        image_specs(drift, images, "drift", opts.seed),
+    )
+}
+
+/// Samples the token and drift pictures of a model (those not on disk yet) and reads them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sample_model(
     opts: &ToyProtocolOptions,
@@ -487,40 +509,14 @@ pub(crate) fn sample_model(
     images: &Path,
     progress: &mut dyn Progress,
 ) -> Result<Sampled> {
-    let ap = load_pipeline(dir, adapters)?;
-    let token: Vec<String> = evals
-        .iter()
-        .map(|p| {
-            let phrase = if p.person { phrases.0 } else { phrases.1 };
-            let text = styleforge_world::caption_with_style_word(&p.scene, phrase);
-            expand_placeholders(&text, &ap.placeholders)
-        })
-        .collect();
-    let drift: Vec<String> = drifts
-        .iter()
-        .map(|p| styleforge_world::caption(&p.scene, p.base_style.unwrap_or(Style::Plain)))
-        .collect();
-    let sampling = toy_sampling(opts);
-    let seed = opts.seed;
+    let (token, drift) = sample_specs(opts, phrases, evals, drifts, images);
+    let mut model = LazyModel::with_adapters(dir, adapters);
+    let gen = generate_options(opts, format!("sampling {}", images.display()));
+    generate_missing(&mut model, &token, &gen, progress)?;
+    generate_missing(&mut model, &drift, &gen, progress)?;
     Ok(Sampled {
-        token: sample_set(
-            &ap.pipeline,
-            &token,
-            images,
-            "token",
-            &sampling,
-            seed,
-            progress,
-        )?,
-        drift: sample_set(
-            &ap.pipeline,
-            &drift,
-            images,
-            "drift",
-            &sampling,
-            seed,
-            progress,
-        )?,
+        token: load_all(&token)?,
+        drift: load_all(&drift)?,
     })
 }
 
@@ -570,366 +566,6 @@ pub fn run_toy_protocol(
     opts: &ToyProtocolOptions,
     progress: &mut dyn Progress,
 ) -> Result<ToyProtocolResult> {
-    if opts.styles.is_empty() || (opts.methods.is_empty() && !opts.ablations) {
-        return Err(Error::InvalidRequest(
-            "the toy protocol needs at least one style and one method".into(),
-        ));
-    }
-    if let Some(s) = opts.styles.iter().find(|s| s.is_base()) {
-        return Err(Error::InvalidRequest(format!(
-            "`{}` is one of the base model's pretraining styles; learn a held-out one ({})",
-            s.name(),
-            Style::HELD_OUT.map(|s| s.id()).join(", ")
-        )));
-    }
-    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
-    let probes = Probes::load(&opts.probes, &candle_core::Device::Cpu)?;
-    let evals = eval_scenes(opts.eval_prompts);
-    let drifts = drift_scenes(opts.drift_prompts);
-    let runs_dir = opts.out.join("runs");
-
-    let base_images = opts.out.join("images").join("base");
-    let mut rows = Vec::new();
-    let mut grids: Vec<SampleGrid> = Vec::new();
-    let mut base_drift = None;
-    for &style in &opts.styles {
-        let reference: Vec<RgbImage> = style_ref_samples(
-            style,
-            Composition::Mixed,
-            opts.reference_images,
-            EVAL_SEED + 2,
-        )
-        .into_iter()
-        .map(|s| s.image)
-        .collect();
-        // The base model with the (untrained) token: where every method starts from. Its
-        // prompts do not depend on the style, so its pictures are made once.
-        let base = sample_model(
-            opts,
-            &opts.base,
-            &GenerationAdapters::default(),
-            ("ohwx style", "ohwx style"),
-            &evals,
-            &drifts,
-            &base_images,
-            progress,
-        )?;
-        let bd = base_drift.get_or_insert_with(|| base.drift.clone()).clone();
-        rows.push(ToyRow {
-            label: "Base model".into(),
-            table: ToyTable::Main,
-            style,
-            run: None,
-            metrics: measure(&probes, style, &base, &bd, &evals, &drifts, &reference)?,
-        });
-        let mut grid = vec![
-            (
-                format!("true {} renders", style.name()),
-                // The prompted scenes themselves, drawn in the style: what a perfect
-                // model would make.
-                shown(&evals)
-                    .iter()
-                    .map(|p| styleforge_world::render(&p.scene, style, 32, opts.seed))
-                    .collect(),
-            ),
-            ("base model".to_string(), shown(&base.token)),
-        ];
-        for run in plan(opts).into_iter().filter(|r| r.style == style) {
-            let dir = runs_dir.join(style.id()).join(run.folder());
-            if !dir.join("model").is_dir() {
-                let (concepts, aux) = prepare_data(opts, &run, progress)?;
-                let cfg = run_config(opts, &run, &concepts, aux.as_deref(), &dir);
-                if dir.exists() {
-                    // An unfinished run: start it again (the protocol's runs are short).
-                    std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-                }
-                tracing::info!(
-                    "training {} on {} → {}",
-                    run.label,
-                    style.name(),
-                    dir.display()
-                );
-                train(&cfg.resolve()?, &RunOptions::default(), progress)?;
-            }
-            let model = resolve_model(
-                &ProtocolModel {
-                    label: Some(run.label.clone()),
-                    style: Some(style.id().to_string()),
-                    run: Some(dir.clone()),
-                    path: None,
-                    phrase: None,
-                },
-                &[ProtocolStyle {
-                    name: style.id().to_string(),
-                    reference: PathBuf::new(),
-                }],
-            )?;
-            let sampled = sample_model(
-                opts,
-                &model.dir,
-                &model.adapters,
-                (&model.person_phrase, &model.scene_phrase),
-                &evals,
-                &drifts,
-                &dir.join("protocol-images"),
-                progress,
-            )?;
-            let metrics = measure(&probes, style, &sampled, &bd, &evals, &drifts, &reference)?;
-            tracing::info!("{} on {}: {metrics:?}", run.label, style.name());
-            if run.table == ToyTable::Main {
-                grid.push((run.label.clone(), shown(&sampled.token)));
-            }
-            rows.push(ToyRow {
-                label: run.label.clone(),
-                table: run.table,
-                style,
-                run: Some(dir),
-                metrics,
-            });
-        }
-        grids.push((style, grid));
-    }
-    write_results(opts, &rows, &grids, &evals)
-}
-
-/// The token-prompt pictures shown in the sample grids: four with a person (the first half
-/// of the prompts), four without.
-fn shown<T: Clone>(items: &[T]) -> Vec<T> {
-    let half = items.len() / 2;
-    let mut v: Vec<T> = items.iter().take(half.min(4)).cloned().collect();
-    v.extend(items.iter().skip(half).take(4).cloned());
-    v
-}
-
-const COLUMNS: [(&str, &str); 8] = [
-    (
-        "style FD ↓",
-        "Probe Fréchet distance to renders of the style",
-    ),
-    (
-        "style KD ↓",
-        "Probe kernel distance to renders of the style",
-    ),
-    (
-        "style acc ↑",
-        "Token pictures the probe calls the target style",
-    ),
-    ("objects ↑", "Prompted objects found"),
-    ("colours ↑", "Prompted colour words found"),
-    (
-        "kept ↑",
-        "Drift pictures in the base style their prompt names",
-    ),
-    ("leak ↓", "Drift pictures in the learnt style"),
-    (
-        "drift FD ↓",
-        "Probe Fréchet distance of drift pictures to the base model's",
-    ),
-];
-
-fn cells(m: &ToyMetrics) -> [String; 8] {
-    [
-        format!("{:.1}", m.style_fd),
-        format!("{:.1}", m.style_kd),
-        format!("{:.2}", m.style_accuracy),
-        format!("{:.2}", m.object_recall),
-        format!("{:.2}", m.colour_accuracy),
-        format!("{:.2}", m.kept),
-        format!("{:.2}", m.leak),
-        format!("{:.1}", m.drift_fd),
-    ]
-}
-
-fn mean_metrics(ms: &[&ToyMetrics]) -> ToyMetrics {
-    let n = ms.len().max(1) as f64;
-    let avg = |f: fn(&ToyMetrics) -> f64| ms.iter().map(|m| f(m)).sum::<f64>() / n;
-    ToyMetrics {
-        style_fd: avg(|m| m.style_fd),
-        style_kd: avg(|m| m.style_kd),
-        style_accuracy: avg(|m| m.style_accuracy),
-        object_recall: avg(|m| m.object_recall),
-        colour_accuracy: avg(|m| m.colour_accuracy),
-        kept: avg(|m| m.kept),
-        leak: avg(|m| m.leak),
-        drift_fd: avg(|m| m.drift_fd),
-    }
-}
-
-/// The tables of the protocol: `(title, rows of (label, metrics))`.
-pub fn tables(rows: &[ToyRow], styles: &[Style]) -> Vec<(String, Vec<(String, ToyMetrics)>)> {
-    let mut out = Vec::new();
-    let main = |r: &&ToyRow| r.table == ToyTable::Main;
-    if styles.len() > 1 {
-        let mut labels: Vec<String> = Vec::new();
-        for r in rows.iter().filter(main) {
-            if !labels.contains(&r.label) {
-                labels.push(r.label.clone());
-            }
-        }
-        let mean = labels
-            .iter()
-            .map(|l| {
-                let ms: Vec<&ToyMetrics> = rows
-                    .iter()
-                    .filter(main)
-                    .filter(|r| &r.label == l)
-                    .map(|r| &r.metrics)
-                    .collect();
-                (l.clone(), mean_metrics(&ms))
-            })
-            .collect();
-        out.push((format!("Mean over {} held-out styles", styles.len()), mean));
-    }
-    for s in styles {
-        let t: Vec<_> = rows
-            .iter()
-            .filter(main)
-            .filter(|r| r.style == *s)
-            .map(|r| (r.label.clone(), r.metrics))
-            .collect();
-        out.push((format!("Style: {}", s.name()), t));
-    }
-    let Some(first) = styles.first() else {
-        return out;
-    };
-    let full = rows.iter().find(|r| {
-        r.table == ToyTable::Main
-            && r.style == *first
-            && r.label == method_label(Method::Styleforge)
-    });
-    for (table, title, full_label) in [
-        (
-            ToyTable::Composition,
-            "Ablation: StyleRef composition",
-            "StyleRef: mixed (StyleForge)",
-        ),
-        (
-            ToyTable::Aux,
-            "Ablation: Aux set",
-            "Aux: known-style-people (StyleForge)",
-        ),
-    ] {
-        let mut t: Vec<_> = rows
-            .iter()
-            .filter(|r| r.table == table)
-            .map(|r| (r.label.clone(), r.metrics))
-            .collect();
-        if t.is_empty() {
-            continue;
-        }
-        if let Some(f) = full {
-            t.push((full_label.to_string(), f.metrics));
-        }
-        out.push((format!("{title} ({})", first.name()), t));
-    }
-    out
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
-}
-
-fn write_results(
-    opts: &ToyProtocolOptions,
-    rows: &[ToyRow],
-    grids: &[SampleGrid],
-    evals: &[Prompted],
-) -> Result<ToyProtocolResult> {
-    let tables = tables(rows, &opts.styles);
-    let header = COLUMNS.map(|(c, _)| c);
-    let mut md = String::from("# Toy-world protocol\n\n");
-    md.push_str(&format!(
-        "{} token prompts and {} drift prompts per model, {} steps of the model's sampler, \
-         guidance {}, seeds {}…; distances against {} renders per style.\n\n",
-        opts.eval_prompts,
-        opts.drift_prompts,
-        opts.sample_steps,
-        opts.guidance,
-        opts.seed,
-        opts.reference_images
-    ));
-    let mut html = String::from(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Toy-world protocol</title>\
-<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
-table{border-collapse:collapse;margin-bottom:1.5em}td,th{padding:3px 9px;border-bottom:1px solid #ddd;text-align:right}\
-td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated;max-width:100%}</style></head><body>\
-<h1>Toy-world protocol</h1>",
-    );
-    for (title, t) in &tables {
-        md.push_str(&format!(
-            "## {title}\n\n| method | {} |\n|---|",
-            header.join(" | ")
-        ));
-        md.push_str(&"---:|".repeat(header.len()));
-        md.push('\n');
-        html.push_str(&format!(
-            "<h2>{}</h2><table><tr><th>method</th>",
-            escape_html(title)
-        ));
-        for (c, tip) in COLUMNS {
-            html.push_str(&format!(
-                "<th title=\"{}\">{}</th>",
-                escape_html(tip),
-                escape_html(c)
-            ));
-        }
-        html.push_str("</tr>");
-        for (label, m) in t {
-            let c = cells(m);
-            md.push_str(&format!("| {label} | {} |\n", c.join(" | ")));
-            html.push_str(&format!("<tr><td>{}</td>", escape_html(label)));
-            for v in &c {
-                html.push_str(&format!("<td>{v}</td>"));
-            }
-            html.push_str("</tr>");
-        }
-        md.push('\n');
-        html.push_str("</table>");
-    }
-    md.push_str("Columns: ");
-    md.push_str(
-        &COLUMNS
-            .iter()
-            .map(|(c, tip)| format!("**{c}**: {tip}"))
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
-    md.push_str(".\n");
-    let prompts: Vec<String> = shown(evals)
-        .iter()
-        .map(|p| styleforge_world::content_caption(&p.scene))
-        .collect();
-    for (style, grid) in grids {
-        let mut g = ImageGrid::new(format!("Token prompts, {} style learnt", style.name()))
-            .columns(prompts.iter().map(|p| p.as_str()));
-        for (label, imgs) in grid {
-            g = g.row(label.clone(), imgs.clone());
-        }
-        let name = format!("samples-{}.png", style.id());
-        g.save(&opts.out.join(&name))?;
-        md.push_str(&format!("\n![{}]({name})\n", style.name()));
-        html.push_str(&format!(
-            "<h2>Samples: {}</h2><img src=\"{name}\" alt=\"samples\">",
-            escape_html(style.name())
-        ));
-    }
-    html.push_str("</body></html>\n");
-    let markdown = opts.out.join("toy-protocol.md");
-    let html_path = opts.out.join("toy-protocol.html");
-    let json = opts.out.join("toy-protocol.json");
-    write_atomic(&markdown, &md)?;
-    write_atomic(&html_path, &html)?;
-    let json_text = serde_json::to_string_pretty(rows)
-        .map_err(|e| Error::msg(format!("cannot encode the protocol's rows: {e}")))?;
-    write_atomic(&json, &json_text)?;
-    Ok(ToyProtocolResult {
-        rows: rows.to_vec(),
-        markdown,
-        html: html_path,
-        json,
-    })
+    let mut p = ToyProtocol::new(opts);
+    Ok(crate::protocol::run(&mut p, progress)?.1)
 }

@@ -14,23 +14,28 @@
 //!
 //! Generation is resumable: an image already on disk (same model, prompt index and sample
 //! index; its seed follows from them) is not made again, so a long protocol can be stopped
-//! and rerun, or extended with more models.
+//! and rerun, or extended with more models. The jobs, the generator and the table renderer
+//! are the shared [`crate::protocol`] engine's; this module is what is particular to real
+//! images: prompts, models, and the Inception/CLIP scorer ([`InceptionClip`]).
+
+mod scorer;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use styleforge_models::files;
 
-use super::report::escape_html;
-use super::{evaluate_with, EvalModels, EvalResult, EvalSettings, ImageSet, Metrics, PromptSource};
-use crate::adapters::generation::{load_pipeline, GenerationAdapters};
-use crate::adapters::training::files;
+use super::{EvalSettings, ImageSet, Metrics};
+use crate::adapters::generation::GenerationAdapters;
+use crate::adapters::training::files as adapter_files;
 use crate::error::{Error, Result};
-use crate::image_io::{save_png_with_parameters, tensor_to_rgb};
-use crate::pipelines::{
-    GenerationParameters, SamplingOptions, SchedulerChoice, StableDiffusion, Txt2ImgRequest,
-};
+use crate::pipelines::{SamplingOptions, SchedulerChoice};
 use crate::progress::Progress;
 use crate::training::{Method, ResolvedConfig};
+use crate::RunDir;
+pub use scorer::{
+    report, CellImages, GenerationWork, ImageProtocol, InceptionClip, PROMPTS_PER_JOB,
+};
 
 /// What a content prompt shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +58,7 @@ pub struct ContentPrompt {
 
 /// The shipped prompt list (`assets/protocol/prompts.txt`).
 pub fn default_prompts() -> Vec<ContentPrompt> {
-    parse_prompts(include_str!("../../assets/protocol/prompts.txt"))
+    parse_prompts(include_str!("../../../assets/protocol/prompts.txt"))
         .expect("the shipped prompt list parses")
 }
 
@@ -164,7 +169,8 @@ pub fn method_label(method: Method) -> &'static str {
 
 /// Reads a run folder: its effective `config.toml` and trained `model/`.
 pub fn resolve_run(run: &Path) -> Result<(ResolvedConfig, PathBuf)> {
-    let config_path = run.join("config.toml");
+    let dir = RunDir::new(run);
+    let config_path = dir.config();
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Data {
         path: config_path.clone(),
         message: format!(
@@ -175,7 +181,7 @@ pub fn resolve_run(run: &Path) -> Result<(ResolvedConfig, PathBuf)> {
         path: config_path.clone(),
         message: e.to_string(),
     })?;
-    let model = run.join("model");
+    let model = dir.model();
     if !model.is_dir() {
         return Err(Error::Data {
             path: model,
@@ -216,15 +222,25 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
             let (person, scene) = match phrases.as_slice() {
                 [one] => (one.to_string(), one.to_string()),
                 [people, backgrounds, ..] => (people.to_string(), backgrounds.to_string()),
-                [] => return Err(Error::msg(format!("run {} has no concept", run.display()))),
+                [] => {
+                    return Err(Error::Config {
+                        path: RunDir::new(run).config(),
+                        message: "the run's config lists no concept".into(),
+                    })
+                }
             };
             let mut adapters = GenerationAdapters::default();
             let dir = if cfg.method.is_adapter() {
                 match cfg.method {
-                    Method::Lora => adapters.loras.push((model.join(files::LORA_PEFT), 1.0)),
-                    Method::TextualInversion => adapters.embeddings.push(model.join(files::TI_DIFFUSERS)),
+                    Method::Lora => adapters
+                        .loras
+                        .push((model.join(adapter_files::LORA_PEFT), 1.0)),
+                    Method::TextualInversion => adapters
+                        .embeddings
+                        .push(model.join(adapter_files::TI_DIFFUSERS)),
                     Method::CustomDiffusion => {
-                        adapters.custom_diffusion = Some(model.join(files::CUSTOM_DIFFUSION))
+                        adapters.custom_diffusion =
+                            Some(model.join(adapter_files::CUSTOM_DIFFUSION))
                     }
                     _ => {}
                 }
@@ -277,7 +293,7 @@ pub fn style_phrase(instance_prompt: &str) -> String {
 /// An adapter run's base model as a diffusers folder: the folder it names, or the
 /// `base-model/` a single-file base was converted into.
 fn base_folder(cfg: &ResolvedConfig, run: &Path) -> Result<PathBuf> {
-    let converted = run.join("base-model");
+    let converted = RunDir::new(run).base_model();
     if converted.join("model_index.json").is_file() {
         return Ok(converted);
     }
@@ -332,10 +348,7 @@ pub struct ProtocolFile {
 impl ProtocolFile {
     /// Reads a protocol file, resolving its relative paths against its folder.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = files::read_to_string(path)?;
         let mut f: ProtocolFile = toml::from_str(&text).map_err(|e| Error::Config {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -452,406 +465,23 @@ pub struct ProtocolResult {
     pub html: PathBuf,
 }
 
-/// File-name safe version of a label.
-fn slug(s: &str) -> String {
-    let out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let out = out.trim_matches('-').to_string();
-    if out.is_empty() {
-        "model".into()
-    } else {
-        out
-    }
-}
-
 /// Runs the protocol: generate what is missing, score every model, write the tables.
 pub fn run_protocol(
     settings: &ProtocolSettings,
     progress: &mut dyn Progress,
 ) -> Result<ProtocolResult> {
-    if settings.models.is_empty() || settings.styles.is_empty() {
-        return Err(Error::InvalidRequest(
-            "the protocol needs at least one style (reference folder) and one model".into(),
-        ));
-    }
-    if settings.images_per_prompt == 0 {
-        return Err(Error::InvalidRequest(
-            "images_per_prompt must be at least 1".into(),
-        ));
-    }
-    for s in &settings.styles {
-        if !s.reference.is_dir() {
-            return Err(Error::Data {
-                path: s.reference.clone(),
-                message: format!("the reference folder of style `{}` does not exist", s.name),
-            });
-        }
-    }
-    let resolved = settings
-        .models
-        .iter()
-        .map(|m| resolve_model(m, &settings.styles))
-        .collect::<Result<Vec<_>>>()?;
-    let mut labels: Vec<(String, String)> = Vec::new();
-    for r in &resolved {
-        let key = (r.label.clone(), r.style.clone());
-        if labels.contains(&key) {
-            return Err(Error::InvalidRequest(format!(
-                "two models are labelled `{}` for style `{}`; give them distinct labels",
-                r.label, r.style
-            )));
-        }
-        labels.push(key);
-    }
-    std::fs::create_dir_all(&settings.out).map_err(|source| Error::Io {
-        path: settings.out.clone(),
-        source,
-    })?;
-    let eval_models = EvalModels::load(&settings.eval)?;
-    let mut cells = Vec::new();
-    for model in &resolved {
-        let dir = settings
-            .out
-            .join("images")
-            .join(slug(&model.style))
-            .join(slug(&model.label));
-        let (files, made) = generate_images(settings, model, &dir, progress)?;
-        let style = settings
-            .styles
-            .iter()
-            .find(|s| s.name == model.style)
-            .expect("resolved against the styles");
-        let mut eval = settings.eval.clone();
-        eval.inputs.generated = ImageSet::Files(files.clone());
-        eval.inputs.reference = ImageSet::Folder(style.reference.clone());
-        // Image i of `files` was made from content prompt i / images_per_prompt.
-        eval.inputs.prompts = PromptSource::Lines(
-            files
-                .iter()
-                .enumerate()
-                .map(|(i, _)| {
-                    settings.prompts[i / settings.images_per_prompt]
-                        .text
-                        .clone()
-                })
-                .collect(),
-        );
-        tracing::info!("scoring {} ({})", model.label, model.style);
-        let result: EvalResult = evaluate_with(&eval, &eval_models, progress)?;
-        let eval_dir = settings
-            .out
-            .join("evals")
-            .join(slug(&model.style))
-            .join(slug(&model.label));
-        super::report::write_outputs(&eval_dir, &result, &eval.inputs)?;
-        cells.push(ProtocolCell {
-            label: model.label.clone(),
-            style: model.style.clone(),
-            metrics: result.metrics.clone(),
-            images: files.len(),
-            generated_now: made,
-            eval_dir: eval_dir
-                .strip_prefix(&settings.out)
-                .unwrap_or(&eval_dir)
-                .to_path_buf(),
-        });
-    }
-    let styles: Vec<String> = settings.styles.iter().map(|s| s.name.clone()).collect();
-    let markdown = settings.out.join("protocol.md");
-    let html = settings.out.join("protocol.html");
-    let result = ProtocolResult {
-        cells,
-        styles,
-        prompts: settings.prompts.clone(),
-        images_per_prompt: settings.images_per_prompt,
-        markdown: markdown.clone(),
-        html: html.clone(),
-    };
-    write_atomic(&markdown, &render_markdown(&result))?;
-    write_atomic(&html, &render_html(&result))?;
-    let json = serde_json::to_string_pretty(&result).map_err(|e| Error::msg(e.to_string()))?;
-    write_atomic(&settings.out.join("protocol.json"), &json)?;
-    Ok(result)
-}
-
-/// Makes the model's missing images in `dir`; returns every image path (prompt-major) and
-/// how many were made now. Loads the model only when something is missing.
-fn generate_images(
-    settings: &ProtocolSettings,
-    model: &ResolvedModel,
-    dir: &Path,
-    progress: &mut dyn Progress,
-) -> Result<(Vec<PathBuf>, usize)> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let n = settings.images_per_prompt;
-    let mut jobs = Vec::new();
-    let mut files = Vec::new();
-    for (p, prompt) in settings.prompts.iter().enumerate() {
-        for k in 0..n {
-            let seed = settings.seed + (p as u64) * 1000 + k as u64;
-            let path = dir.join(format!("p{p:04}-{k:02}-{seed}.png"));
-            if !path.is_file() {
-                jobs.push((p, prompt, seed, path.clone()));
-            }
-            files.push(path);
-        }
-    }
-    if jobs.is_empty() {
-        return Ok((files, 0));
-    }
-    let sd = load_model(model)?;
-    let native = sd.native_size();
-    let (width, height) = settings.size.unwrap_or((native, native));
-    progress.begin(
-        &format!("generating for {} ({})", model.label, model.style),
-        jobs.len(),
-    );
-    for (_, prompt, seed, path) in &jobs {
-        let text = model.prompt(prompt);
-        let req = Txt2ImgRequest {
-            sampling: SamplingOptions {
-                prompt: text.clone(),
-                num_images: 1,
-                ..settings.sampling.clone()
-            },
-            width,
-            height,
-            latents: None,
-        };
-        let mut noise = styleforge_schedulers::SeededNoise::new(*seed);
-        let images = sd.txt2img(&req, &mut noise, &mut crate::progress::NoProgress)?;
-        let params = GenerationParameters {
-            prompt: text,
-            negative_prompt: settings.sampling.negative_prompt.clone(),
-            steps: settings.sampling.steps,
-            scheduler: settings.sampling.scheduler.clone(),
-            default_sampler: sd.scheduler_config_class(),
-            guidance_scale: settings.sampling.guidance_scale,
-            seed: Some(*seed),
-            size: (width, height),
-            model: model.label.clone(),
-            denoising_strength: None,
-            batch_index: None,
-        };
-        // Written aside and renamed: a stopped run never leaves a half image that a rerun
-        // would take as done.
-        let tmp = path.with_extension("png.partial");
-        save_png_with_parameters(
-            &tensor_to_rgb(&images.get(0)?)?,
-            &params.to_a1111_text(),
-            &tmp,
-        )?;
-        std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        progress.advance(1);
-    }
-    progress.finish();
-    Ok((files, jobs.len()))
-}
-
-fn load_model(model: &ResolvedModel) -> Result<StableDiffusion> {
-    if model.adapters.is_empty() {
-        return StableDiffusion::load(&model.dir, &Default::default());
-    }
-    Ok(load_pipeline(&model.dir, &model.adapters)?.pipeline)
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    // `protocol.md.partial`, not `protocol.partial`: each file gets its own temporary.
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-/// The table's metric columns: name, lower-is-better, getter.
-type MetricColumn = (&'static str, bool, fn(&Metrics) -> Option<f64>);
-
-const COLUMNS: [MetricColumn; 4] = [
-    ("FID ↓", true, |m| m.fid),
-    ("KID×10³ ↓", true, |m| {
-        m.kid.as_ref().map(|k| k.mean * 1e3)
-    }),
-    ("CLIP-T ↑", false, |m| m.clip_t),
-    ("CLIP-I ↑", false, |m| m.clip_i),
-];
-
-/// The table's content: row labels, (metric, style) columns, values, best per column.
-struct Table {
-    rows: Vec<String>,
-    cols: Vec<(String, String)>,
-    values: Vec<Vec<Option<f64>>>,
-    best: Vec<Option<f64>>,
-}
-
-/// Rows (labels in first-seen order) × (metric, style) values, with the best per column.
-fn table(result: &ProtocolResult) -> Table {
-    let mut rows: Vec<String> = Vec::new();
-    for c in &result.cells {
-        if !rows.contains(&c.label) {
-            rows.push(c.label.clone());
-        }
-    }
-    let mut cols = Vec::new();
-    for (name, _, _) in COLUMNS {
-        for s in &result.styles {
-            cols.push((name.to_string(), s.clone()));
-        }
-    }
-    let values: Vec<Vec<Option<f64>>> = rows
-        .iter()
-        .map(|label| {
-            COLUMNS
-                .iter()
-                .flat_map(|(_, _, get)| {
-                    result.styles.iter().map(move |s| {
-                        result
-                            .cells
-                            .iter()
-                            .find(|c| &c.label == label && &c.style == s)
-                            .and_then(|c| get(&c.metrics))
-                    })
-                })
-                .collect()
-        })
-        .collect();
-    let best: Vec<Option<f64>> = (0..cols.len())
-        .map(|j| {
-            let lower = COLUMNS[j / result.styles.len()].1;
-            values
-                .iter()
-                .filter_map(|r| r[j])
-                .reduce(|a, b| if (b < a) == lower { b } else { a })
-        })
-        .collect();
-    Table {
-        rows,
-        cols,
-        values,
-        best,
-    }
+    let mut p = ImageProtocol::new(settings)?;
+    Ok(crate::protocol::run(&mut p, progress)?.1)
 }
 
 /// The comparison table as markdown (best value per column in bold).
-pub fn render_markdown(result: &ProtocolResult) -> String {
-    let Table {
-        rows,
-        cols,
-        values,
-        best,
-    } = table(result);
-    let mut s = String::from("# StyleForge protocol\n\n");
-    s.push_str(&format!(
-        "{} prompts × {} images per model; FID/KID against each style's reference set, CLIP-T \
-         against the content prompt, CLIP-I against the reference images.\n\n",
-        result.prompts.len(),
-        result.images_per_prompt
-    ));
-    s.push_str("| method |");
-    for (m, st) in &cols {
-        s.push_str(&format!(" {m} {st} |"));
-    }
-    s.push_str("\n|---|");
-    s.push_str(&"---|".repeat(cols.len()));
-    s.push('\n');
-    for (label, vals) in rows.iter().zip(&values) {
-        s.push_str(&format!("| {label} |"));
-        for (v, b) in vals.iter().zip(&best) {
-            match v {
-                Some(x) if Some(*x) == *b && rows.len() > 1 => {
-                    s.push_str(&format!(" **{x:.3}** |"))
-                }
-                Some(x) => s.push_str(&format!(" {x:.3} |")),
-                None => s.push_str(" – |"),
-            }
-        }
-        s.push('\n');
-    }
-    s
+pub fn render_markdown(result: &ProtocolResult) -> Result<String> {
+    Ok(crate::protocol::table::render_markdown(&report(result)?))
 }
 
 /// The comparison table as a self-contained HTML page.
-pub fn render_html(result: &ProtocolResult) -> String {
-    let Table {
-        rows,
-        cols,
-        values,
-        best,
-    } = table(result);
-    let mut h = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>StyleForge protocol</title><style>\
-         body{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222}\
-         table{border-collapse:collapse;background:#fff}\
-         th,td{border:1px solid #ddd;padding:.35rem .6rem;text-align:right}\
-         th:first-child,td:first-child{text-align:left}\
-         thead th{background:#f0f0f0}td.best{font-weight:700;background:#eef7ee}\
-         </style></head><body>\n<h1>StyleForge protocol</h1>\n",
-    );
-    h.push_str(&format!(
-        "<p>{} prompts × {} images per model. FID and KID against each style's reference set \
-         (lower is better); CLIP-T against the content prompt and CLIP-I against the \
-         reference images (higher is better). Best per column in bold.</p>\n",
-        result.prompts.len(),
-        result.images_per_prompt
-    ));
-    h.push_str("<table id=\"protocol\"><thead><tr><th rowspan=\"2\">method</th>");
-    for (name, _, _) in COLUMNS {
-        h.push_str(&format!(
-            "<th colspan=\"{}\">{}</th>",
-            result.styles.len(),
-            escape_html(name)
-        ));
-    }
-    h.push_str("</tr><tr>");
-    for (_, st) in &cols {
-        h.push_str(&format!("<th>{}</th>", escape_html(st)));
-    }
-    h.push_str("</tr></thead><tbody>\n");
-    for (label, vals) in rows.iter().zip(&values) {
-        h.push_str(&format!("<tr><td>{}</td>", escape_html(label)));
-        for (v, b) in vals.iter().zip(&best) {
-            match v {
-                Some(x) if Some(*x) == *b && rows.len() > 1 => {
-                    h.push_str(&format!("<td class=\"best\">{x:.3}</td>"))
-                }
-                Some(x) => h.push_str(&format!("<td>{x:.3}</td>")),
-                None => h.push_str("<td>–</td>"),
-            }
-        }
-        h.push_str("</tr>\n");
-    }
-    h.push_str("</tbody></table>\n<h2>Per model</h2>\n<ul>\n");
-    for c in &result.cells {
-        let rel = c.eval_dir.join("report.html");
-        h.push_str(&format!(
-            "<li>{} ({}): {} images — <a href=\"{}\">report</a></li>\n",
-            escape_html(&c.label),
-            escape_html(&c.style),
-            c.images,
-            escape_html(&rel.display().to_string())
-        ));
-    }
-    h.push_str("</ul>\n</body></html>\n");
-    h
+pub fn render_html(result: &ProtocolResult) -> Result<String> {
+    Ok(crate::protocol::table::render_html(&report(result)?))
 }
 
 #[cfg(test)]
@@ -934,7 +564,7 @@ mod tests {
             markdown: PathBuf::new(),
             html: PathBuf::new(),
         };
-        let md = render_markdown(&r);
+        let md = render_markdown(&r).unwrap();
         assert!(
             md.contains("| Single-StyleForge | **13.000** | – | 27.000 | – |"),
             "{md}"
@@ -943,7 +573,7 @@ mod tests {
             md.contains("| LoRA | 20.000 | – | **28.000** | – |"),
             "{md}"
         );
-        let html = render_html(&r);
+        let html = render_html(&r).unwrap();
         assert!(html.contains("<td class=\"best\">13.000</td>"));
         assert!(html.contains("<table id=\"protocol\">"));
     }
