@@ -15,6 +15,8 @@
 //! - [`files`]: atomic writes of files and folders, copies, errors that name the path.
 //! - [`folder`]: a diffusers model folder (`model_index.json`, `unet/`, `vae/`, ...).
 
+#![warn(missing_docs)]
+
 pub mod blocks;
 pub mod clip_text;
 pub mod clip_vision;
