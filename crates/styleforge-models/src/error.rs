@@ -27,6 +27,31 @@ pub enum ModelError {
         /// What it should have been (e.g. "diffusers model folder").
         what: &'static str,
     },
+    /// A model argument that is neither an existing path nor a Hugging Face Hub name.
+    #[error("{} not found: no such file or folder, and not a Hugging Face Hub name (owner/name[@revision]); expected {accepted}", arg.display())]
+    SourceNotFound {
+        /// The argument as given.
+        arg: PathBuf,
+        /// What is accepted here.
+        accepted: &'static str,
+    },
+    /// A model argument of a kind this use does not take (e.g. a single file where a folder
+    /// is needed).
+    #[error("{}: {found}, but {accepted} is expected here", arg.display())]
+    SourceKind {
+        /// The argument as given.
+        arg: PathBuf,
+        /// What it is.
+        found: &'static str,
+        /// What is accepted here.
+        accepted: &'static str,
+    },
+    /// A Hub name in a build without the `hub` feature.
+    #[error("{model} names a Hugging Face Hub model, but this build has no Hub support (the `hub` feature of styleforge-models is off); download the model and give its folder, or rebuild with the feature")]
+    HubUnsupported {
+        /// The model as named.
+        model: String,
+    },
     /// A `config.json` is not valid JSON or has a value of the wrong type.
     #[error("invalid config {}: {message}", path.display())]
     Config {

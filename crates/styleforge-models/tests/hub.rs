@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use styleforge_models::folder::ModelFolder;
 use styleforge_models::hub::{resolve, resolve_arg, HubModel, HubOptions, RepoLayout};
+use styleforge_models::source::{self, ResolveOptions};
 
 const REPO: &str = "tiny/sd1";
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -336,6 +337,17 @@ fn downloads_into_the_hf_cache_layout_and_resumes() {
         ..opts(&server, home.path())
     };
     assert_eq!(resolve(&model, &offline).unwrap(), snapshot);
+    // The one model-argument resolver takes the same route.
+    let local = source::resolve(
+        REPO,
+        &ResolveOptions {
+            hub: offline.clone(),
+            ..ResolveOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(local.path, snapshot);
+    assert!(local.is_hub() && !local.is_single_file());
     let pinned = HubModel::parse(&format!("{REPO}@{SHA}")).unwrap();
     assert_eq!(
         resolve(&pinned, &opts(&server, home.path())).unwrap(),

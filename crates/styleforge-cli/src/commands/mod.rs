@@ -5,6 +5,7 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod generate;
+pub mod model_source;
 pub mod pretrain;
 pub mod protocol;
 pub mod sampling;

@@ -9,7 +9,7 @@ use styleforge::adapters::lora::parse_lora_arg;
 use styleforge::image_io::{save_png_with_parameters, tensor_to_rgb};
 use styleforge::models::candle::Tensor;
 use styleforge::models::folder::LoadOptions;
-use styleforge::models::hub;
+use styleforge::models::source::{LocalModel, ResolveOptions};
 use styleforge::pipelines::{
     GenerationParameters, SamplingOptions, SchedulerChoice, StableDiffusion,
 };
@@ -136,21 +136,18 @@ impl SamplingArgs {
             embeddings: self.embedding.clone(),
             custom_diffusion: self.custom_diffusion.clone(),
         };
-        let model = self.model_path()?;
+        let model = self.resolve_model()?;
+        let shown = model.path.display();
         let mut sd = if adapters.is_empty() {
             let load = LoadOptions {
                 variant: self.variant.clone(),
                 ..LoadOptions::default()
             };
-            StableDiffusion::load(&model, &load)
-                .with_context(|| format!("cannot load the model in {}", model.display()))?
+            StableDiffusion::load_local(&model, &load)
+                .with_context(|| format!("cannot load the model in {shown}"))?
         } else {
-            let a = load_pipeline(&model, &adapters).with_context(|| {
-                format!(
-                    "cannot load the model in {} with its adapters",
-                    model.display()
-                )
-            })?;
+            let a = load_pipeline(&model.path, &adapters)
+                .with_context(|| format!("cannot load the model in {shown} with its adapters"))?;
             options.prompt = expand_placeholders(&options.prompt, &a.placeholders);
             options.negative_prompt = options
                 .negative_prompt
@@ -161,20 +158,10 @@ impl SamplingArgs {
         Ok((sd, options))
     }
 
-    /// `--model` as a local path: itself when it exists or is no `owner/name[@revision]`,
-    /// else the Hub model's snapshot folder in the Hugging Face cache (downloaded if needed).
-    pub fn model_path(&self) -> Result<PathBuf> {
-        let opts = hub::HubOptions {
-            variant: self.variant.clone(),
-            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            ..hub::HubOptions::from_env()
-        };
-        match hub::resolve_arg(&self.model, &opts) {
-            Some(found) => {
-                found.with_context(|| format!("cannot get the Hub model {}", self.model.display()))
-            }
-            None => Ok(self.model.clone()),
-        }
+    /// `--model` on disk: a folder or single file as it is, a Hub model's snapshot folder in
+    /// the Hugging Face cache (downloaded if needed, `--variant`'s files).
+    pub fn resolve_model(&self) -> Result<LocalModel> {
+        super::model_source::resolve(&self.model, ResolveOptions::diffusers(self.variant.clone()))
     }
 }
 

@@ -80,7 +80,10 @@ mod tests {
         assert_eq!(plan.env.len(), expected, "{:?}", plan.env);
         for (name, value) in &plan.env {
             assert!(unset(name), "{name} is already set");
-            assert!(value.parse::<usize>().is_ok_and(|n| n >= 1), "{name}={value}");
+            assert!(
+                value.parse::<usize>().is_ok_and(|n| n >= 1),
+                "{name}={value}"
+            );
         }
         assert!(plan.malloc.mmap_threshold > 128 << 10);
     }
