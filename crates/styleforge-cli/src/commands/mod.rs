@@ -1,6 +1,7 @@
 //! One module per subcommand: argument parsing and glue over the library.
 
 pub mod bench;
+pub mod choices;
 pub mod convert;
 pub mod demo;
 pub mod eval;

@@ -10,6 +10,7 @@ use styleforge::evaluation::protocol::{
 };
 use styleforge::evaluation::CacheLocation;
 
+use super::choices::MethodArg;
 use super::eval::ResizeArg;
 use crate::progress::Bar;
 
@@ -97,10 +98,9 @@ pub struct ProtocolArgs {
     /// Toy: held-out styles to learn [default: cel,cubist,pointillist].
     #[arg(long, value_delimiter = ',', requires = "toy")]
     held_out: Vec<String>,
-    /// Toy: methods to compare [default: all six: styleforge, multi-styleforge, dreambooth,
-    /// lora, textual-inversion, custom-diffusion].
-    #[arg(long, value_delimiter = ',', requires = "toy")]
-    methods: Vec<String>,
+    /// Toy: methods to compare [default: all six].
+    #[arg(long, value_enum, value_delimiter = ',', requires = "toy")]
+    methods: Vec<MethodArg>,
     /// Toy: skip the StyleRef-composition and Aux ablations.
     #[arg(long, requires = "toy")]
     no_ablations: bool,
@@ -119,7 +119,7 @@ pub struct ProtocolArgs {
 }
 
 fn run_toy(args: &ProtocolArgs, quiet: bool) -> Result<()> {
-    use styleforge::toy::protocol::{run_toy_protocol, ToyProtocolOptions, ALL_METHODS};
+    use styleforge::toy::protocol::{run_toy_protocol, ToyProtocolOptions};
     use styleforge::world::Style;
     let out = args
         .out
@@ -147,19 +147,7 @@ fn run_toy(args: &ProtocolArgs, quiet: bool) -> Result<()> {
             .collect::<Result<_>>()?;
     }
     if !args.methods.is_empty() {
-        opts.methods = args
-            .methods
-            .iter()
-            .map(|m| {
-                ALL_METHODS
-                    .into_iter()
-                    .find(|x| x.name() == m.trim())
-                    .with_context(|| {
-                        let names: Vec<_> = ALL_METHODS.iter().map(|x| x.name()).collect();
-                        format!("unknown method `{m}` (one of {})", names.join(", "))
-                    })
-            })
-            .collect::<Result<_>>()?;
+        opts.methods = args.methods.iter().map(|&m| m.into()).collect();
     }
     opts.ablations = !args.no_ablations;
     opts.steps = args.train_steps;

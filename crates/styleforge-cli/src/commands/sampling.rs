@@ -14,6 +14,8 @@ use styleforge::pipelines::{
     GenerationParameters, SamplingOptions, SchedulerChoice, StableDiffusion,
 };
 
+use super::choices::SchedulerArg;
+
 /// Model, prompt and sampler options.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
@@ -37,9 +39,9 @@ pub struct SamplingArgs {
     /// Classifier-free guidance scale (1 turns guidance off).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
-    /// Sampler: ddim, pndm, euler, euler_a, dpm++2m, dpm++2m_sde, ddpm (default: the model's own).
-    #[arg(long)]
-    pub scheduler: Option<String>,
+    /// Sampler [default: the model's own].
+    #[arg(long, value_enum, ignore_case = true)]
+    pub scheduler: Option<SchedulerArg>,
     /// Karras sigmas (euler, dpm++2m).
     #[arg(long)]
     pub karras: bool,
@@ -81,7 +83,7 @@ impl SamplingArgs {
             steps: self.steps,
             guidance_scale: self.guidance,
             scheduler: SchedulerChoice {
-                name: self.scheduler.clone(),
+                name: self.scheduler.map(|s| s.name().to_string()),
                 karras: self.karras,
             },
             num_images: self.num_images,
@@ -107,8 +109,9 @@ impl SamplingArgs {
         if self.steps == 0 {
             bail!("--steps must be at least 1");
         }
-        if let Some(name) = &self.scheduler {
-            styleforge::schedulers::SchedulerKind::from_name(name, self.karras)?;
+        if let Some(s) = self.scheduler {
+            // `--karras` with a sampler that has no Karras sigmas.
+            styleforge::schedulers::SchedulerKind::from_name(s.name(), self.karras)?;
         }
         let is_png = self
             .out
