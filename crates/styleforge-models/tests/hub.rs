@@ -304,6 +304,7 @@ fn downloads_into_the_hf_cache_layout_and_resumes() {
     );
     let mut want = BTreeMap::new();
     walk(&fixture(), &fixture(), &mut want);
+    assert!(want.len() > 5, "{} fixture files", want.len());
     for (name, data) in &want {
         if name.contains('/') || name == "model_index.json" {
             assert_eq!(&std::fs::read(snapshot.join(name)).unwrap(), data, "{name}");
