@@ -425,16 +425,30 @@ fn help_lists_every_method_and_sampler() {
         assert!(o.status.success(), "{}", stderr(&o));
         let help = String::from_utf8_lossy(&o.stdout);
         for m in methods {
-            assert!(help.contains(&format!("{m}:")), "{command}: {m} missing\n{help}");
+            assert!(
+                help.contains(&format!("{m}:")),
+                "{command}: {m} missing\n{help}"
+            );
         }
     }
     let o = run(&["generate", "--help"]);
     let help = String::from_utf8_lossy(&o.stdout);
-    for s in ["ddim", "pndm", "euler", "euler_a", "dpm++2m", "dpm++2m_sde", "ddpm"] {
+    for s in [
+        "ddim",
+        "pndm",
+        "euler",
+        "euler_a",
+        "dpm++2m",
+        "dpm++2m_sde",
+        "ddpm",
+    ] {
         assert!(help.contains(&format!("{s}:")), "{s} missing\n{help}");
     }
     let o = run(&["train", "--config", "x.toml", "--method", "dreamboth"]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("dreamboth") && err.contains("dreambooth"), "{err}");
+    assert!(
+        err.contains("dreamboth") && err.contains("dreambooth"),
+        "{err}"
+    );
 }
