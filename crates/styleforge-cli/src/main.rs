@@ -2,6 +2,7 @@
 
 mod commands;
 mod progress;
+mod runtime;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run StyleForge end to end on the embedded tiny model and style images.
@@ -66,16 +69,13 @@ fn init_logging(quiet: bool, verbose: bool) {
 }
 
 fn main() -> std::process::ExitCode {
-    // candle asks the OS for the core count on every op unless this is set (5-10% lost).
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-    // One CPU thread pool instead of two competing ones, and malloc that keeps freed
-    // tensor memory (both measured in nn::kernels::runtime); before any thread exists.
-    styleforge::models::nn::kernels::configure_cpu_runtime();
+    // One CPU thread pool instead of two competing ones, rayon sized to the CPUs, and
+    // malloc that keeps freed tensor memory (measured in nn::kernels::runtime); before any
+    // thread exists.
+    let runtime = runtime::configure();
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
+    tracing::debug!("CPU runtime: {runtime}");
     let result = match &cli.command {
         Command::Demo(args) => commands::demo::run(args, cli.quiet),
         Command::Train(args) => commands::train::run(args, cli.quiet),

@@ -374,7 +374,12 @@ fn train_save_format_flag_reaches_the_config() {
     assert!(text.contains("base_config = \"c\""), "{text}");
     let o = run(&["train", "--config", c, "--save-format", "zip", "--dry-run"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("save_format"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--save-format") && err.contains("zip"),
+        "{err}"
+    );
+    assert!(err.contains("diffusers, single-file, both"), "{err}");
 }
 
 #[test]
@@ -403,4 +408,47 @@ fn protocol_explains_what_it_needs() {
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no metric"), "{}", stderr(&o));
+}
+
+#[test]
+fn help_lists_every_method_and_sampler() {
+    let methods = [
+        "styleforge",
+        "multi-styleforge",
+        "dreambooth",
+        "lora",
+        "textual-inversion",
+        "custom-diffusion",
+    ];
+    for command in ["train", "protocol"] {
+        let o = run(&[command, "--help"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let help = String::from_utf8_lossy(&o.stdout);
+        for m in methods {
+            assert!(
+                help.contains(&format!("{m}:")),
+                "{command}: {m} missing\n{help}"
+            );
+        }
+    }
+    let o = run(&["generate", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for s in [
+        "ddim",
+        "pndm",
+        "euler",
+        "euler_a",
+        "dpm++2m",
+        "dpm++2m_sde",
+        "ddpm",
+    ] {
+        assert!(help.contains(&format!("{s}:")), "{s} missing\n{help}");
+    }
+    let o = run(&["train", "--config", "x.toml", "--method", "dreamboth"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("dreamboth") && err.contains("dreambooth"),
+        "{err}"
+    );
 }

@@ -17,6 +17,8 @@
 //! Feature sets are passed as row-major `[n, d]` slices of `f32` or `f64` wrapped in a
 //! [`FeatureMatrix`].
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod features;
 pub mod fid;

@@ -114,6 +114,7 @@ fn covariance_matches_unbiased_definition() {
     assert!((s.mean[0] - 8.0 / 3.0).abs() < 1e-12 && (s.mean[1] - 4.0).abs() < 1e-12);
     // numpy.cov([[1,3,4],[2,1,9]]) = [[2.3333, 4.5], [4.5, 19]]
     let expected = [7.0 / 3.0, 4.5, 4.5, 19.0];
+    assert_eq!(s.cov.len(), expected.len());
     for (a, b) in s.cov.iter().zip(expected) {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }

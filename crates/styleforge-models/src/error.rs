@@ -10,7 +10,9 @@ pub enum ModelError {
     /// A file could not be read at all.
     #[error("cannot read {}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
@@ -19,33 +21,91 @@ pub enum ModelError {
     File(#[from] crate::files::FileError),
     /// A file or folder that should exist does not.
     #[error("{} not found: expected a {what}", path.display())]
-    NotFound { path: PathBuf, what: &'static str },
+    NotFound {
+        /// The missing path.
+        path: PathBuf,
+        /// What it should have been (e.g. "diffusers model folder").
+        what: &'static str,
+    },
+    /// A model argument that is neither an existing path nor a Hugging Face Hub name.
+    #[error("{} not found: no such file or folder, and not a Hugging Face Hub name (owner/name[@revision]); expected {accepted}", arg.display())]
+    SourceNotFound {
+        /// The argument as given.
+        arg: PathBuf,
+        /// What is accepted here.
+        accepted: &'static str,
+    },
+    /// A model argument of a kind this use does not take (e.g. a single file where a folder
+    /// is needed).
+    #[error("{}: {found}, but {accepted} is expected here", arg.display())]
+    SourceKind {
+        /// The argument as given.
+        arg: PathBuf,
+        /// What it is.
+        found: &'static str,
+        /// What is accepted here.
+        accepted: &'static str,
+    },
+    /// A Hub name in a build without the `hub` feature.
+    #[error("{model} names a Hugging Face Hub model, but this build has no Hub support (the `hub` feature of styleforge-models is off); download the model and give its folder, or rebuild with the feature")]
+    HubUnsupported {
+        /// The model as named.
+        model: String,
+    },
     /// A `config.json` is not valid JSON or has a value of the wrong type.
     #[error("invalid config {}: {message}", path.display())]
-    Config { path: PathBuf, message: String },
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A config asks for something this implementation does not provide.
     #[error("{}: unsupported {what} `{value}` (supported: {supported})", path.display())]
     Unsupported {
+        /// The file that asks for it.
         path: PathBuf,
+        /// The kind of setting (e.g. "activation").
         what: &'static str,
+        /// The value asked for.
         value: String,
+        /// The values that are supported.
         supported: String,
     },
     /// A weights file is not a readable safetensors file.
     #[error("{} is not a valid safetensors file ({reason}); it may be truncated or of another format: re-download or re-export it", path.display())]
-    InvalidWeights { path: PathBuf, reason: String },
+    InvalidWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// The parser's complaint.
+        reason: String,
+    },
     /// A model folder has no weights file that can be loaded.
     #[error("no weights in {}: expected {expected} (pickle `.bin`/`.ckpt` files are never loaded; convert them to safetensors)", dir.display())]
-    NoWeights { dir: PathBuf, expected: String },
+    NoWeights {
+        /// The component folder.
+        dir: PathBuf,
+        /// The file names looked for.
+        expected: String,
+    },
     /// The config expects a tensor that the weights file does not have.
     #[error("tensor `{name}` is missing from {files}; the weights do not match the config")]
-    MissingTensor { name: String, files: String },
+    MissingTensor {
+        /// The tensor's name.
+        name: String,
+        /// The files searched.
+        files: String,
+    },
     /// A tensor has a different shape than the config implies.
     #[error("tensor `{name}` in {file} has shape {found:?}, but the config expects {expected:?}")]
     ShapeMismatch {
+        /// The tensor's name.
         name: String,
+        /// The file it is in.
         file: String,
+        /// The shape the config implies.
         expected: Vec<usize>,
+        /// The shape in the file.
         found: Vec<usize>,
     },
     /// Input of the wrong shape or value was passed to a model.

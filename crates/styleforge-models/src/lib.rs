@@ -14,6 +14,10 @@
 //! - [`weights`]: strict safetensors loading with clear errors, frozen or trainable.
 //! - [`files`]: atomic writes of files and folders, copies, errors that name the path.
 //! - [`folder`]: a diffusers model folder (`model_index.json`, `unet/`, `vae/`, ...).
+//! - [`source`]: a model argument (folder, single file or Hub name) resolved to files on
+//!   disk; [`hub`]: the Hugging Face Hub part (the `hub` cargo feature).
+
+#![warn(missing_docs)]
 
 pub mod blocks;
 pub mod clip_text;
@@ -27,6 +31,7 @@ pub mod inception;
 pub mod init;
 pub mod nn;
 pub mod single_file;
+pub mod source;
 pub mod unet;
 pub mod vae;
 pub mod weights;

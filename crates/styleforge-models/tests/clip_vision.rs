@@ -124,6 +124,8 @@ fn clip_score_matches_torchmetrics() {
     let expected_pairs = r["torchmetrics_clip_score_per_pair"]
         .to_vec1::<f32>()
         .unwrap();
+    assert!(!per_pair.is_empty());
+    assert_eq!(per_pair.len(), expected_pairs.len());
     for (o, e) in per_pair.iter().zip(&expected_pairs) {
         assert!((o - e).abs() <= 1e-4 * e.abs().max(1.0), "{o} vs {e}");
     }

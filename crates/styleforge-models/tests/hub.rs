@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use styleforge_models::folder::ModelFolder;
-use styleforge_models::hub::{resolve, resolve_arg, HubModel, HubOptions, RepoLayout};
+use styleforge_models::hub::{resolve, HubModel, HubOptions, RepoLayout};
+use styleforge_models::source::{self, ResolveOptions};
 
 const REPO: &str = "tiny/sd1";
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -303,6 +304,7 @@ fn downloads_into_the_hf_cache_layout_and_resumes() {
     );
     let mut want = BTreeMap::new();
     walk(&fixture(), &fixture(), &mut want);
+    assert!(want.len() > 5, "{} fixture files", want.len());
     for (name, data) in &want {
         if name.contains('/') || name == "model_index.json" {
             assert_eq!(&std::fs::read(snapshot.join(name)).unwrap(), data, "{name}");
@@ -336,6 +338,17 @@ fn downloads_into_the_hf_cache_layout_and_resumes() {
         ..opts(&server, home.path())
     };
     assert_eq!(resolve(&model, &offline).unwrap(), snapshot);
+    // The one model-argument resolver takes the same route.
+    let local = source::resolve(
+        REPO,
+        &ResolveOptions {
+            hub: offline.clone(),
+            ..ResolveOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(local.path, snapshot);
+    assert!(local.is_hub() && !local.is_single_file());
     let pinned = HubModel::parse(&format!("{REPO}@{SHA}")).unwrap();
     assert_eq!(
         resolve(&pinned, &opts(&server, home.path())).unwrap(),
@@ -374,10 +387,6 @@ fn offline_without_cache_and_unknown_repos_fail_clearly() {
     // Nothing was written for them.
     let hub = home.path().join("hub");
     assert!(!hub.exists() || all_files(&hub).is_empty());
-
-    // Existing paths and non-Hub names are left alone.
-    assert!(resolve_arg(&fixture(), &opts(&server, home.path())).is_none());
-    assert!(resolve_arg(Path::new("./missing"), &opts(&server, home.path())).is_none());
 }
 
 #[test]

@@ -44,10 +44,13 @@ fn tensor(name: &str) -> Tensor {
         .clone()
 }
 
+/// The fixture cases of `section`; never none, so that no test passes by checking nothing.
 fn cases(section: &str) -> &'static [Value] {
-    fixtures().index[section]
+    let cases = fixtures().index[section]
         .as_array()
-        .unwrap_or_else(|| panic!("index.json has no {section}"))
+        .unwrap_or_else(|| panic!("index.json has no {section}"));
+    assert!(!cases.is_empty(), "index.json's {section} has no cases");
+    cases
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -154,6 +157,10 @@ impl Report {
         eprintln!(
             "{section}: {} checks, worst scaled error {:e} at {}",
             self.checks, self.worst, self.worst_at
+        );
+        assert!(
+            self.checks > 0 || !self.failures.is_empty(),
+            "{section}: nothing was compared with diffusers"
         );
         if !self.failures.is_empty() {
             let shown: Vec<&String> = self.failures.iter().take(40).collect();

@@ -6,7 +6,7 @@
 //! It is drawn flat into a canvas with per-part labels ([`render::Canvas`]) and then
 //! rendered in a style ([`Style`]): plain, pixel art, sketch, watercolor (the **base**
 //! styles a base model is pretrained on) or cel, cubist, pointillist (**held out**, for
-//! personalization to learn). Captions ([`caption`]) are plain English built only from
+//! personalization to learn). Captions ([`caption()`]) are plain English built only from
 //! single CLIP tokens: `"a red house and a yellow sun on grass at sunset, sketch style"`.
 //!
 //! ```
@@ -22,7 +22,7 @@
 //! ```
 //!
 //! Everything is a pure function of its seeds: [`World::sample`]`(i)` depends only on the
-//! world's seed and `i`, and [`render`] on its arguments. The design follows pictures of a
+//! world's seed and `i`, and [`render()`] on its arguments. The design follows pictures of a
 //! throw-away PyTorch experiment (`shared/reference/toy-world/`) without porting its code.
 
 #![warn(missing_docs)]

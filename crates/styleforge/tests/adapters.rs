@@ -111,6 +111,7 @@ fn check_lora(model: &str, text_encoder: bool) {
         .keys()
         .filter(|k| k.starts_with(&format!("{p}.init.")) && k.ends_with(".lora_A"))
         .count();
+    assert!(n_ref > 0, "the fixture has no {p}.init LoRA layers");
     assert_eq!(
         lora.layers.len(),
         n_ref,
@@ -205,6 +206,8 @@ fn check_lora(model: &str, text_encoder: bool) {
     // both export layouts merge back to the trained weights
     let want_unet = lora.overrides(&base, Component::Unet).unwrap();
     let want_te = lora.overrides(&base, Component::TextEncoder).unwrap();
+    assert!(!want_unet.is_empty(), "the LoRA changes no UNet weight");
+    assert_eq!(want_te.is_empty(), !text_encoder);
     let dir = tempfile::tempdir().unwrap();
     for format in [LoraFormat::Peft, LoraFormat::Kohya] {
         let path = dir.path().join(format!("{format:?}.safetensors"));
@@ -519,6 +522,10 @@ fn custom_diffusion_matches_diffusers_update_and_saves_deltas() {
         .keys()
         .filter(|k| k.starts_with(&format!("{p}.step1.unet.")))
         .count();
+    assert!(
+        n_kv > 0,
+        "the fixture has no {p}.step1 Custom Diffusion weights"
+    );
     assert_eq!(cd.kv.len(), n_kv);
     let vars: Vec<Var> = cd.named_vars().into_iter().map(|(_, v)| v).collect();
     let mut opt = AdamW::new(

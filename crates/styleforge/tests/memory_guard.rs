@@ -18,6 +18,9 @@ use styleforge::training::memory::{
 use styleforge::training::{train, RunOptions};
 use styleforge::Error;
 
+#[path = "support/runtime.rs"]
+mod runtime;
+
 struct Counting;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -168,7 +171,7 @@ fn a_run_over_the_limit_is_refused_with_what_fits_and_the_override_goes_on() {
 #[test]
 #[ignore]
 fn calibrate_on_the_toy_base_model() {
-    styleforge::models::nn::kernels::configure_cpu_runtime();
+    runtime::configure_cpu_runtime();
     let resolution: u32 = std::env::var("STYLEFORGE_CALIBRATION_RESOLUTION")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -218,7 +221,7 @@ fn calibrate_step_parts() {
     use styleforge::schedulers::{DdpmScheduler, SchedulerConfig};
     use styleforge::training::step::{compute_loss, NoiseSchedule, StepBatch, StepModels};
 
-    styleforge::models::nn::kernels::configure_cpu_runtime();
+    runtime::configure_cpu_runtime();
     let resolution: usize = std::env::var("STYLEFORGE_CALIBRATION_RESOLUTION")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -175,6 +175,7 @@ fn toy_protocol_trains_measures_and_reuses_finished_runs() {
     let (m0, p0) = (stamps(&model), stamps(&picture));
     let again = run_toy_protocol(&opts, &mut NoProgress).unwrap();
     assert_eq!((stamps(&model), stamps(&picture)), (m0, p0));
+    assert_eq!(again.rows.len(), result.rows.len());
     for (a, b) in result.rows.iter().zip(&again.rows) {
         assert_eq!(a.metrics, b.metrics, "{}", a.label);
     }

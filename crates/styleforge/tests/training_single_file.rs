@@ -92,6 +92,7 @@ fn assert_same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) {
     let mut kb: Vec<_> = b.keys().collect();
     ka.sort();
     kb.sort();
+    assert!(!ka.is_empty(), "no tensors to compare");
     assert_eq!(ka, kb);
     for (k, t) in a {
         let u = &b[k];

@@ -251,5 +251,6 @@ fn one_step_with_frozen_text_encoder_matches_pytorch() {
         "grad norm {norm} vs {want}"
     );
     opt.step(&grads).unwrap();
-    check_weights("frozen_te.step1", &s, &initial);
+    let checked = check_weights("frozen_te.step1", &s, &initial);
+    assert!(checked > 50, "only {checked} weights compared");
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use styleforge::models::single_file::{self, Family, SingleFile, SingleFileOptions};
 
+use super::choices::PredictionTypeArg;
+
 /// Arguments of `styleforge convert`.
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
@@ -21,10 +23,10 @@ pub struct ConvertArgs {
     /// `scheduler` objects merged over them.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// For a single file: `epsilon`, `v_prediction` or `sample`. Shapes cannot tell; the
-    /// default is diffusers' (epsilon for SD 1.x, v_prediction for SD 2.x).
-    #[arg(long)]
-    pub prediction_type: Option<String>,
+    /// For a single file: what the model predicts. Shapes cannot tell; the default is
+    /// diffusers' (epsilon for SD 1.x, v_prediction for SD 2.x).
+    #[arg(long, value_enum)]
+    pub prediction_type: Option<PredictionTypeArg>,
 }
 
 fn family_name(f: Family) -> &'static str {
@@ -45,7 +47,7 @@ pub fn run(args: &ConvertArgs, quiet: bool) -> anyhow::Result<()> {
         }
         let opts = SingleFileOptions {
             config: args.config.clone(),
-            prediction_type: args.prediction_type.clone(),
+            prediction_type: args.prediction_type.map(|p| p.name().to_string()),
         };
         let sf = SingleFile::open(&args.from, &opts)
             .with_context(|| format!("cannot read {}", args.from.display()))?;

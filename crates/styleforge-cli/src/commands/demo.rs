@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use clap::Args;
 use styleforge::demo::{run as run_demo, DemoOptions};
 use styleforge::world::Style;
+
+use super::choices::HeldOutStyleArg;
 
 use crate::progress::Bar;
 
@@ -15,9 +17,9 @@ pub struct DemoArgs {
     /// Output folder.
     #[arg(long, default_value = "styleforge-demo")]
     out: PathBuf,
-    /// The held-out style to learn: cel, cubist or pointillist.
-    #[arg(long, default_value = "cel")]
-    style: String,
+    /// The held-out style to learn.
+    #[arg(long, value_enum, default_value = "cel")]
+    style: HeldOutStyleArg,
     /// Training steps.
     #[arg(long, default_value_t = DemoOptions::default().steps)]
     steps: usize,
@@ -34,12 +36,7 @@ pub struct DemoArgs {
 
 /// Runs `styleforge demo`.
 pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
-    let style = Style::from_name(&args.style).ok_or_else(|| {
-        anyhow!(
-            "unknown style `{}` (held-out styles: cel, cubist, pointillist)",
-            args.style
-        )
-    })?;
+    let style = Style::from(args.style);
     let opts = DemoOptions {
         out: args.out.clone(),
         style,

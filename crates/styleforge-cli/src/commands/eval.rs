@@ -11,6 +11,8 @@ use styleforge::evaluation::{
     DEFAULT_STYLE_TOKENS,
 };
 
+use styleforge::models::source::ResolveOptions;
+
 use crate::progress::Bar;
 
 /// The resize conventions of FID tools.
@@ -34,24 +36,7 @@ impl From<ResizeArg> for ResizeMode {
 /// `--clip`: a local CLIPModel folder, or a Hub name resolved through the Hugging Face
 /// cache (downloaded when missing; offline from the cache with `HF_HUB_OFFLINE`).
 pub fn clip_folder(arg: &Path) -> Result<PathBuf> {
-    use styleforge::models::hub;
-    let opts = hub::HubOptions {
-        layout: hub::RepoLayout::Transformers,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ..hub::HubOptions::from_env()
-    };
-    if let Some(found) = hub::resolve_arg(arg, &opts) {
-        return found.with_context(|| format!("cannot get the Hub model {}", arg.display()));
-    }
-    if !arg.is_dir() {
-        bail!(
-            "--clip {}: not a folder; give a transformers CLIPModel folder (config.json, \
-             model.safetensors, preprocessor_config.json) or a Hub name like \
-             openai/clip-vit-base-patch16",
-            arg.display()
-        );
-    }
-    Ok(arg.to_path_buf())
+    Ok(super::model_source::resolve(arg, ResolveOptions::transformers())?.path)
 }
 
 /// Arguments of `styleforge eval`.

@@ -1,10 +1,12 @@
 //! One module per subcommand: argument parsing and glue over the library.
 
 pub mod bench;
+pub mod choices;
 pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod generate;
+pub mod model_source;
 pub mod pretrain;
 pub mod protocol;
 pub mod sampling;

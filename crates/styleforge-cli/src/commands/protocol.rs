@@ -11,8 +11,9 @@ use styleforge::evaluation::protocol::{
 };
 use styleforge::evaluation::CacheLocation;
 use styleforge::protocol::{self as engine, Launch, Protocol, ReportFiles, Shard};
-use styleforge::toy::protocol::{ToyProtocol, ToyProtocolOptions, ALL_METHODS};
+use styleforge::toy::protocol::{ToyProtocol, ToyProtocolOptions};
 
+use super::choices::MethodArg;
 use super::eval::ResizeArg;
 use crate::progress::Bar;
 
@@ -149,10 +150,9 @@ pub struct ProtocolInputs {
     /// Toy: held-out styles to learn [default: cel,cubist,pointillist].
     #[arg(long, value_delimiter = ',', requires = "toy")]
     held_out: Vec<String>,
-    /// Toy: methods to compare [default: all six: styleforge, multi-styleforge, dreambooth,
-    /// lora, textual-inversion, custom-diffusion].
-    #[arg(long, value_delimiter = ',', requires = "toy")]
-    methods: Vec<String>,
+    /// Toy: methods to compare [default: all six].
+    #[arg(long, value_enum, value_delimiter = ',', requires = "toy")]
+    methods: Vec<MethodArg>,
     /// Toy: skip the StyleRef-composition and Aux ablations.
     #[arg(long, requires = "toy")]
     no_ablations: bool,
@@ -198,19 +198,7 @@ fn toy_options(args: &ProtocolInputs) -> Result<ToyProtocolOptions> {
             .collect::<Result<_>>()?;
     }
     if !args.methods.is_empty() {
-        opts.methods = args
-            .methods
-            .iter()
-            .map(|m| {
-                ALL_METHODS
-                    .into_iter()
-                    .find(|x| x.name() == m.trim())
-                    .with_context(|| {
-                        let names: Vec<_> = ALL_METHODS.iter().map(|x| x.name()).collect();
-                        format!("unknown method `{m}` (one of {})", names.join(", "))
-                    })
-            })
-            .collect::<Result<_>>()?;
+        opts.methods = args.methods.iter().map(|&m| m.into()).collect();
     }
     opts.ablations = !args.no_ablations;
     opts.steps = args.train_steps;

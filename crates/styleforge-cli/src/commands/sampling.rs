@@ -9,10 +9,12 @@ use styleforge::adapters::lora::parse_lora_arg;
 use styleforge::image_io::{save_png_with_parameters, tensor_to_image};
 use styleforge::models::candle::Tensor;
 use styleforge::models::folder::LoadOptions;
-use styleforge::models::hub;
+use styleforge::models::source::{LocalModel, ResolveOptions};
 use styleforge::pipelines::{
     GenerationParameters, SamplingOptions, SchedulerChoice, StableDiffusion,
 };
+
+use super::choices::SchedulerArg;
 
 /// Model, prompt and sampler options.
 #[derive(Args, Debug, Clone)]
@@ -37,9 +39,9 @@ pub struct SamplingArgs {
     /// Classifier-free guidance scale (1 turns guidance off).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
-    /// Sampler: ddim, pndm, euler, euler_a, dpm++2m, dpm++2m_sde, ddpm (default: the model's own).
-    #[arg(long)]
-    pub scheduler: Option<String>,
+    /// Sampler [default: the model's own].
+    #[arg(long, value_enum, ignore_case = true)]
+    pub scheduler: Option<SchedulerArg>,
     /// Karras sigmas (euler, dpm++2m).
     #[arg(long)]
     pub karras: bool,
@@ -81,7 +83,7 @@ impl SamplingArgs {
             steps: self.steps,
             guidance_scale: self.guidance,
             scheduler: SchedulerChoice {
-                name: self.scheduler.clone(),
+                name: self.scheduler.map(|s| s.name().to_string()),
                 karras: self.karras,
             },
             num_images: self.num_images,
@@ -107,8 +109,9 @@ impl SamplingArgs {
         if self.steps == 0 {
             bail!("--steps must be at least 1");
         }
-        if let Some(name) = &self.scheduler {
-            styleforge::schedulers::SchedulerKind::from_name(name, self.karras)?;
+        if let Some(s) = self.scheduler {
+            // `--karras` with a sampler that has no Karras sigmas.
+            styleforge::schedulers::SchedulerKind::from_name(s.name(), self.karras)?;
         }
         let is_png = self
             .out
@@ -136,21 +139,18 @@ impl SamplingArgs {
             embeddings: self.embedding.clone(),
             custom_diffusion: self.custom_diffusion.clone(),
         };
-        let model = self.model_path()?;
+        let model = self.resolve_model()?;
+        let shown = model.path.display();
         let mut sd = if adapters.is_empty() {
             let load = LoadOptions {
                 variant: self.variant.clone(),
                 ..LoadOptions::default()
             };
-            StableDiffusion::load(&model, &load)
-                .with_context(|| format!("cannot load the model in {}", model.display()))?
+            StableDiffusion::load_local(&model, &load)
+                .with_context(|| format!("cannot load the model in {shown}"))?
         } else {
-            let a = load_pipeline(&model, &adapters).with_context(|| {
-                format!(
-                    "cannot load the model in {} with its adapters",
-                    model.display()
-                )
-            })?;
+            let a = load_pipeline(&model.path, &adapters)
+                .with_context(|| format!("cannot load the model in {shown} with its adapters"))?;
             options.prompt = expand_placeholders(&options.prompt, &a.placeholders);
             options.negative_prompt = options
                 .negative_prompt
@@ -161,20 +161,10 @@ impl SamplingArgs {
         Ok((sd, options))
     }
 
-    /// `--model` as a local path: itself when it exists or is no `owner/name[@revision]`,
-    /// else the Hub model's snapshot folder in the Hugging Face cache (downloaded if needed).
-    pub fn model_path(&self) -> Result<PathBuf> {
-        let opts = hub::HubOptions {
-            variant: self.variant.clone(),
-            progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            ..hub::HubOptions::from_env()
-        };
-        match hub::resolve_arg(&self.model, &opts) {
-            Some(found) => {
-                found.with_context(|| format!("cannot get the Hub model {}", self.model.display()))
-            }
-            None => Ok(self.model.clone()),
-        }
+    /// `--model` on disk: a folder or single file as it is, a Hub model's snapshot folder in
+    /// the Hugging Face cache (downloaded if needed, `--variant`'s files).
+    pub fn resolve_model(&self) -> Result<LocalModel> {
+        super::model_source::resolve(&self.model, ResolveOptions::diffusers(self.variant.clone()))
     }
 }
 

@@ -1,8 +1,9 @@
 //! `styleforge tokenize`: show how a prompt is tokenized, and where the text encoder's
 //! 77-token limit cuts it.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use std::path::PathBuf;
+use styleforge::models::source::ResolveOptions;
 use styleforge::tokenizer::{ClipTokenizer, Encoding};
 
 /// Arguments of `styleforge tokenize`.
@@ -25,19 +26,19 @@ pub struct TokenizeArgs {
 pub fn run(args: &TokenizeArgs) -> anyhow::Result<()> {
     let (tokenizer, source) = match &args.model {
         Some(arg) => {
-            let opts = styleforge::models::hub::HubOptions {
-                components: Some(vec!["tokenizer".into()]),
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                ..styleforge::models::hub::HubOptions::from_env()
-            };
-            let dir = match styleforge::models::hub::resolve_arg(arg, &opts) {
-                Some(found) => {
-                    found.with_context(|| format!("cannot get the Hub model {}", arg.display()))?
-                }
-                None => arg.clone(),
-            };
+            let mut opts = ResolveOptions::diffusers(None);
+            opts.hub.components = Some(vec!["tokenizer".into()]);
+            let model = super::model_source::resolve(arg, opts)?;
+            if model.is_single_file() {
+                bail!(
+                    "--model {}: a single-file checkpoint has no tokenizer folder; give a \
+                     model or tokenizer folder, a Hub name, or no --model for the standard \
+                     CLIP tokenizer",
+                    arg.display()
+                );
+            }
             (
-                ClipTokenizer::from_folder(&dir)
+                ClipTokenizer::from_folder(&model.path)
                     .with_context(|| format!("cannot load the tokenizer of {}", arg.display()))?,
                 arg.display().to_string(),
             )

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use styleforge::training::config::{Method, SaveFormat};
 use styleforge::training::{train, RunOptions, TrainConfig};
 
+use super::choices::{MethodArg, SaveFormatArg};
 use crate::progress::Bar;
 
 /// Arguments of `styleforge train`.
@@ -34,9 +36,9 @@ pub struct TrainArgs {
     /// Override a config key: `--set optim.lr=2e-6 --set output.dir=runs/b` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Shortcut for `--set method=...` (styleforge, multi-styleforge, dreambooth).
-    #[arg(long)]
-    method: Option<String>,
+    /// Shortcut for `--set method=...`.
+    #[arg(long, value_enum)]
+    method: Option<MethodArg>,
     /// Shortcut for `--set optim.steps=N`.
     #[arg(long)]
     steps: Option<usize>,
@@ -49,10 +51,9 @@ pub struct TrainArgs {
     /// Shortcut for `--set seed=N`.
     #[arg(long)]
     seed: Option<u64>,
-    /// Shortcut for `--set output.save_format=...`: `diffusers` (default, `<run>/model/`),
-    /// `single-file` (`<run>/model.safetensors`) or `both`.
-    #[arg(long, value_name = "FORMAT")]
-    save_format: Option<String>,
+    /// Shortcut for `--set output.save_format=...` [default: diffusers].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    save_format: Option<SaveFormatArg>,
     /// Continue from the newest checkpoint in the run folder.
     #[arg(long)]
     resume: bool,
@@ -69,8 +70,8 @@ pub struct TrainArgs {
 pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     let config = TrainConfig::from_file(&args.config)?;
     let mut overrides = args.overrides.clone();
-    if let Some(m) = &args.method {
-        overrides.push(format!("method=\"{m}\""));
+    if let Some(m) = args.method {
+        overrides.push(format!("method={:?}", Method::from(m).name()));
     }
     if let Some(s) = args.steps {
         overrides.push(format!("optim.steps={s}"));
@@ -84,8 +85,11 @@ pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     if let Some(s) = args.seed {
         overrides.push(format!("seed={s}"));
     }
-    if let Some(f) = &args.save_format {
-        overrides.push(format!("output.save_format={f:?}"));
+    if let Some(f) = args.save_format {
+        overrides.push(format!(
+            "output.save_format={:?}",
+            SaveFormat::from(f).name()
+        ));
     }
     if args.ignore_memory_check {
         overrides.push("training.ignore_memory_check=true".to_string());

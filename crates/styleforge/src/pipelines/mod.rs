@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use styleforge_models::clip_text::ClipTextModel;
 use styleforge_models::folder::{LoadOptions, ModelFolder};
+use styleforge_models::source::{self, LocalModel, ResolveOptions};
 use styleforge_models::tokenizer::ClipTokenizer;
 use styleforge_models::unet::UNet2DConditionModel;
 use styleforge_models::vae::AutoencoderKL;
@@ -87,12 +88,22 @@ pub struct StableDiffusion {
 }
 
 impl StableDiffusion {
-    /// Loads every component of a diffusers folder, or of a single-file checkpoint
-    /// (`*.safetensors` in the original LDM layout; see [`styleforge_models::single_file`]).
-    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
-        if styleforge_models::single_file::is_single_file(dir) {
-            return Self::load_single_file(dir, &Default::default(), opts);
+    /// Loads every component of a model: a diffusers folder, a single-file checkpoint
+    /// (`*.safetensors` in the original LDM layout; see [`styleforge_models::single_file`])
+    /// or a Hugging Face Hub name, fetched into the Hugging Face cache with `opts.variant`'s
+    /// files ([`styleforge_models::source::resolve`]).
+    pub fn load(model: &Path, opts: &LoadOptions) -> Result<Self> {
+        let local = source::resolve(model, &ResolveOptions::diffusers(opts.variant.clone()))?;
+        Self::load_local(&local, opts)
+    }
+
+    /// Loads a model already resolved to files on disk: a folder, or a single file loaded
+    /// directly (configs inferred from its tensor shapes).
+    pub fn load_local(local: &LocalModel, opts: &LoadOptions) -> Result<Self> {
+        if local.is_single_file() {
+            return Self::load_single_file(&local.path, &Default::default(), opts);
         }
+        let dir = local.path.as_path();
         let folder = ModelFolder::open(dir)?;
         let tokenizer = folder.tokenizer()?;
         let text_encoder = folder.text_encoder(opts)?.model;

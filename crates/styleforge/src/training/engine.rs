@@ -10,6 +10,8 @@ use candle_core::{Device, Tensor, Var};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use styleforge_models::files;
+use styleforge_models::single_file::SingleFileOptions;
+use styleforge_models::source::{resolve_source, ModelSource, ResolveOptions};
 use styleforge_models::weights::{save_safetensors_atomic, varmap_tensors};
 use styleforge_schedulers::{DdpmScheduler, SeededNoise};
 
@@ -313,50 +315,6 @@ impl TrainTask for FineTune<'_> {
     }
 }
 
-/// For a single-file base: converts it once into `<run>/base-model/` (atomically; reused by
-/// later runs and `--resume`) and returns the config with that folder as its base. The base
-/// file itself is only read.
-fn folder_base(cfg: &ResolvedConfig) -> Result<Option<ResolvedConfig>> {
-    if !styleforge_models::single_file::is_single_file(&cfg.base) {
-        return Ok(None);
-    }
-    let dir = RunDir::new(&cfg.output_dir).base_model();
-    if !dir.join("model_index.json").is_file() {
-        tracing::info!(
-            "converting the single-file base {} into {}",
-            cfg.base.display(),
-            dir.display()
-        );
-        let opts = styleforge_models::single_file::SingleFileOptions {
-            config: cfg.base_config.clone(),
-            prediction_type: None,
-        };
-        styleforge_models::single_file::single_file_to_folder(&cfg.base, &dir, &opts)?;
-    }
-    let mut out = cfg.clone();
-    out.base = dir;
-    // The converted folder holds the file's weights under the standard names.
-    out.variant = None;
-    Ok(Some(out))
-}
-
-/// For a Hub base (`owner/name[@revision]` that is no local path): the config with the
-/// model's snapshot folder in the Hugging Face cache as its base, downloaded if needed.
-fn hub_base(cfg: &ResolvedConfig) -> Result<Option<ResolvedConfig>> {
-    use styleforge_models::hub;
-    let opts = hub::HubOptions {
-        variant: cfg.variant.clone(),
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ..hub::HubOptions::from_env()
-    };
-    let Some(found) = hub::resolve_arg(&cfg.base, &opts) else {
-        return Ok(None);
-    };
-    let mut out = cfg.clone();
-    out.base = found?;
-    Ok(Some(out))
-}
-
 /// The trained variables of `models`, named `unet.…` / `text_encoder.…`, sorted by name.
 fn named_vars(models: &Models) -> Vec<(String, Var)> {
     let mut named: Vec<(String, Var)> = models
@@ -387,27 +345,31 @@ pub fn train(
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
     let device = Device::Cpu;
-    let hub_cfg;
-    let (cfg, as_named) = match hub_base(cfg)? {
-        Some(c) => {
-            hub_cfg = c;
-            (&hub_cfg, cfg)
-        }
-        None => (cfg, cfg),
-    };
-    check_output_dir(&cfg.base, &cfg.output_dir)?;
     let run = RunDir::new(&cfg.output_dir);
+    // The base as a local path: a Hub name fetched into the Hugging Face cache; a single
+    // file is converted once into <run>/base-model/ (reused by later runs and --resume),
+    // after the run folder has been checked. The base itself is only ever read.
+    let source = ModelSource::parse(&cfg.base)?;
+    let mut resolve = ResolveOptions::diffusers(cfg.variant.clone())
+        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let fetched = resolve_source(source, &resolve)?;
+    check_output_dir(&fetched.path, &cfg.output_dir)?;
     let fresh_folder = !run.root().exists();
     // The run records the base as the user named it (a Hub name stays a Hub name).
-    files::write(&run.config(), as_named.to_toml()?)?;
-    let folder_cfg;
-    let cfg = match folder_base(cfg)? {
-        Some(c) => {
-            folder_cfg = c;
-            &folder_cfg
-        }
-        None => cfg,
+    files::write(&run.config(), cfg.to_toml()?)?;
+    resolve.convert_into = Some(run.base_model());
+    resolve.single_file = SingleFileOptions {
+        config: cfg.base_config.clone(),
+        prediction_type: None,
     };
+    let local = resolve_source(ModelSource::parse(&fetched.path)?, &resolve)?;
+    let mut resolved = cfg.clone();
+    resolved.base = local.path.clone();
+    if local.is_converted() {
+        // The converted folder holds the file's weights under the standard names.
+        resolved.variant = None;
+    }
+    let cfg = &resolved;
 
     // Before anything large is loaded: the peak-memory estimate, and a refusal when the
     // machine cannot hold it (training.ignore_memory_check overrides). A refused run

@@ -20,7 +20,7 @@ pub mod softmax;
 mod timing;
 
 pub use peak::gemm_peak_gflops;
-pub use runtime::configure_cpu_runtime;
+pub use runtime::{cpu_threads, CpuRuntime, MallocTuning};
 
 use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
 

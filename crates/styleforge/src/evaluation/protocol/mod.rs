@@ -290,22 +290,20 @@ pub fn style_phrase(instance_prompt: &str) -> String {
     p.to_string()
 }
 
-/// An adapter run's base model as a diffusers folder: the folder it names, or the
-/// `base-model/` a single-file base was converted into.
+/// An adapter run's base model as a diffusers folder: the `base-model/` a single-file base
+/// was converted into, or the base resolved as the trainer resolves it (a folder, a single
+/// file converted into `base-model/`, a Hub name from the cache).
 fn base_folder(cfg: &ResolvedConfig, run: &Path) -> Result<PathBuf> {
     let converted = RunDir::new(run).base_model();
+    // A single-file base converted by the run is used even when the file has moved since.
     if converted.join("model_index.json").is_file() {
         return Ok(converted);
     }
-    if cfg.base.join("model_index.json").is_file() {
-        return Ok(cfg.base.clone());
-    }
-    Err(Error::Data {
-        path: cfg.base.clone(),
-        message: "the run's base model is not a local diffusers folder (generate from a Hub \
-                  base once with `styleforge generate` to cache it, then name its folder)"
-            .into(),
-    })
+    let opts = styleforge_models::source::ResolveOptions {
+        convert_into: Some(converted),
+        ..styleforge_models::source::ResolveOptions::diffusers(cfg.variant.clone())
+    };
+    Ok(styleforge_models::source::resolve(&cfg.base, &opts)?.path)
 }
 
 /// A protocol file (TOML): `[[style]]` and `[[model]]` tables and optional settings;

@@ -10,13 +10,19 @@
 //! `blobs/<etag>.part` and are renamed when complete; an interrupted one resumes from its
 //! `.part` file. Environment: `HF_HOME` (cache), `HF_ENDPOINT` (server), `HF_TOKEN` (else the
 //! cache's `token` file), `HF_HUB_OFFLINE` (only the cache is used).
+//!
+//! The download client (`hf-hub` over `ureq`) is the `hub` cargo feature (on by default);
+//! without it names still parse, and [`resolve`] says that the build has no Hub support.
+//! [`crate::source`] resolves any model argument (folder, single file or Hub name).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
-use hf_hub::{Cache, Repo, RepoType};
+#[cfg(not(feature = "hub"))]
+use crate::error::ModelError;
+use crate::error::Result;
 
-use crate::error::{ModelError, Result};
+#[cfg(feature = "hub")]
+mod download;
 
 /// The component folders a Stable Diffusion pipeline reads.
 const COMPONENTS: [&str; 5] = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
@@ -54,10 +60,6 @@ impl HubModel {
             repo: repo.to_string(),
             revision: revision.to_string(),
         })
-    }
-
-    fn hf_repo(&self) -> Repo {
-        Repo::with_revision(self.repo.clone(), RepoType::Model, self.revision.clone())
     }
 }
 
@@ -108,6 +110,7 @@ impl HubOptions {
     }
 
     /// The component folder that must be there for a snapshot to count as fetched.
+    #[cfg_attr(not(feature = "hub"), allow(dead_code))]
     fn key_component(&self) -> &str {
         match &self.components {
             Some(c) if !c.iter().any(|c| c == "unet") => c.first().map_or("unet", |s| s),
@@ -116,6 +119,7 @@ impl HubOptions {
     }
 }
 
+#[cfg_attr(not(feature = "hub"), allow(dead_code))]
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| {
         matches!(
@@ -123,21 +127,6 @@ fn env_flag(name: &str) -> bool {
             "1" | "true" | "yes" | "on"
         )
     })
-}
-
-fn cache(opts: &HubOptions) -> Cache {
-    match &opts.home {
-        Some(home) => Cache::new(home.join("hub")),
-        None => Cache::from_env(),
-    }
-}
-
-fn snapshot_dir(cache: &Cache, model: &HubModel, commit: &str) -> PathBuf {
-    cache
-        .path()
-        .join(model.hf_repo().folder_name())
-        .join("snapshots")
-        .join(commit)
 }
 
 /// The files of a transformers repo worth fetching: root-level JSON / text / sentencepiece
@@ -208,144 +197,25 @@ pub fn wanted_files(files: &[String], variant: Option<&str>) -> Vec<String> {
     out
 }
 
-fn http_error(model: &HubModel, endpoint: &str, e: ApiError) -> ModelError {
-    if let ApiError::RequestError(inner) = &e {
-        if let ureq::Error::Status(code, _) = inner.as_ref() {
-            let hint = match code {
-                401 | 403 => "; for a gated or private model set HF_TOKEN",
-                404 => "; check the owner/name and revision",
-                _ => "",
-            };
-            return ModelError::BadInput(format!(
-                "model {model} not found on {endpoint} (HTTP {code}){hint}"
-            ));
-        }
-    }
-    ModelError::BadInput(format!("downloading {model} from {endpoint}: {e}"))
-}
-
 /// Resolves a Hub model to its snapshot folder in the cache, downloading what is missing
-/// (or, offline, finding it in the cache).
+/// (or, offline, finding it in the cache). Without the `hub` feature: an error saying so.
 pub fn resolve(model: &HubModel, opts: &HubOptions) -> Result<PathBuf> {
-    let cache = cache(opts);
-    let offline = opts.offline || env_flag("HF_HUB_OFFLINE");
-    if offline {
-        let found = match opts.layout {
-            RepoLayout::Diffusers => cache
-                .repo(model.hf_repo())
-                .get("model_index.json")
-                .and_then(|p| p.parent().map(Path::to_path_buf))
-                .filter(|dir| dir.join(opts.key_component()).is_dir()),
-            RepoLayout::Transformers => cache
-                .repo(model.hf_repo())
-                .get("config.json")
-                .and_then(|p| p.parent().map(Path::to_path_buf)),
-        };
-        return found.ok_or_else(|| {
-            ModelError::BadInput(format!(
-                "model {model} is not in the Hugging Face cache {} and offline mode \
-                 (HF_HUB_OFFLINE) is on; download it once online",
-                cache.path().display()
-            ))
-        });
-    }
-    let endpoint = opts
-        .endpoint
-        .clone()
-        .or_else(|| std::env::var("HF_ENDPOINT").ok())
-        .unwrap_or_else(|| "https://huggingface.co".to_string());
-    let endpoint = endpoint.trim_end_matches('/').to_string();
-    let token = std::env::var("HF_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .or_else(|| cache.token());
-    let api = ApiBuilder::from_cache(cache.clone())
-        .with_endpoint(endpoint.clone())
-        .with_token(token)
-        .with_progress(opts.progress)
-        .build()
-        .map_err(|e| http_error(model, &endpoint, e))?;
-    let repo = api.repo(model.hf_repo());
-    let info = repo.info().map_err(|e| http_error(model, &endpoint, e))?;
-    let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    let mut wanted = wanted_files(&files, opts.variant.as_deref());
-    if opts.layout == RepoLayout::Transformers {
-        wanted = wanted_transformers_files(&files);
-        if !wanted.iter().any(|f| f == "config.json")
-            || !wanted.iter().any(|f| f.ends_with(".safetensors"))
-        {
-            return Err(ModelError::BadInput(format!(
-                "{model} is not a transformers model with .safetensors weights (no config.json \
-                 or no .safetensors at its root; pickled weights are not downloaded)"
-            )));
-        }
-    } else if let Some(only) = &opts.components {
-        wanted.retain(|f| {
-            f == "model_index.json" || only.iter().any(|c| f.starts_with(&format!("{c}/")))
-        });
-        let key = opts.key_component();
-        if !wanted.iter().any(|f| f.starts_with(&format!("{key}/"))) {
-            return Err(ModelError::BadInput(format!(
-                "{model} has no {key}/ folder (a diffusers model repo was expected)"
-            )));
-        }
-    } else if !wanted.iter().any(|f| f == "model_index.json")
-        || !wanted.iter().any(|f| f.starts_with("unet/"))
+    #[cfg(feature = "hub")]
     {
-        return Err(ModelError::BadInput(format!(
-            "{model} is not a diffusers Stable Diffusion model (no model_index.json and unet/)"
-        )));
+        download::resolve(model, opts)
     }
-    if opts.layout == RepoLayout::Diffusers
-        && opts.key_component() == "unet"
-        && !wanted
-            .iter()
-            .any(|f| f.starts_with("unet/") && f.ends_with(".safetensors"))
+    #[cfg(not(feature = "hub"))]
     {
-        return Err(ModelError::BadInput(format!(
-            "{model} has no .safetensors UNet weights (pickled weights are not downloaded)"
-        )));
+        let _ = opts;
+        Err(ModelError::HubUnsupported {
+            model: model.to_string(),
+        })
     }
-    let snapshot = snapshot_dir(&cache, model, &info.sha);
-    for file in &wanted {
-        if snapshot.join(file).exists() {
-            continue;
-        }
-        tracing::info!("downloading {file} of {model}");
-        repo.download(file)
-            .map_err(|e| http_error(model, &endpoint, e))?;
-    }
-    // The lock files hf-hub leaves beside the blobs.
-    let blobs = cache
-        .path()
-        .join(model.hf_repo().folder_name())
-        .join("blobs");
-    if let Ok(entries) = std::fs::read_dir(&blobs) {
-        for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == "lock") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    // The downloads wrote `refs/<revision>`; write it also when every file was cached.
-    cache
-        .repo(model.hf_repo())
-        .create_ref(&info.sha)
-        .map_err(|source| ModelError::Io {
-            path: cache.path().join(model.hf_repo().folder_name()),
-            source,
-        })?;
-    Ok(snapshot)
 }
 
-/// For a `--model` argument: `Some(folder)` when it is not an existing path but looks like
-/// `owner/name[@revision]` (resolved through the Hub cache), `None` otherwise.
-pub fn resolve_arg(arg: &Path, opts: &HubOptions) -> Option<Result<PathBuf>> {
-    if arg.exists() {
-        return None;
-    }
-    let model = HubModel::parse(arg.to_str()?)?;
-    Some(resolve(&model, opts))
+/// Whether this build can download from the Hub (the `hub` cargo feature).
+pub const fn is_supported() -> bool {
+    cfg!(feature = "hub")
 }
 
 #[cfg(test)]
