@@ -18,14 +18,18 @@ pub enum Error {
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// An image that cannot be decoded or used.
     #[error("{}: {message}", path.display())]
     Image {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// What is wrong, and what to do about it.
         message: String,
     },
     /// An image file that cannot be decoded: corrupt, truncated, of an unsupported format,
@@ -35,21 +39,27 @@ pub enum Error {
         path.display()
     )]
     ImageDecode {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// The underlying error.
         #[source]
         source: image::ImageError,
     },
     /// A PNG that cannot be encoded.
     #[error("{}: cannot write the PNG ({source})", path.display())]
     PngEncode {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// The underlying error.
         #[source]
         source: png::EncodingError,
     },
     /// A PNG whose header or text chunks cannot be read.
     #[error("{}: not a readable PNG ({source})", path.display())]
     PngRead {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// The underlying error.
         #[source]
         source: png::DecodingError,
     },
@@ -60,7 +70,9 @@ pub enum Error {
     /// too small image, a caption that is not UTF-8. `path` names the file or folder.
     #[error("{}: {message}", path.display())]
     Data {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// What is wrong, and what to do about it.
         message: String,
     },
     /// A configuration that cannot be used (values out of range, contradictions, a bad
@@ -74,20 +86,26 @@ pub enum Error {
     /// A configuration file that cannot be used.
     #[error("{}: {message}", path.display())]
     Config {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// What is wrong, and what to do about it.
         message: String,
     },
     /// A value could not be encoded or decoded as JSON.
     #[error("cannot encode or decode {what} as JSON: {source}")]
     Json {
+        /// What was being encoded or decoded.
         what: String,
+        /// The underlying error.
         #[source]
         source: serde_json::Error,
     },
     /// A configuration could not be written as TOML.
     #[error("cannot write {what} as TOML: {source}")]
     TomlWrite {
+        /// What was being encoded or decoded.
         what: String,
+        /// The underlying error.
         #[source]
         source: toml::ser::Error,
     },
@@ -95,32 +113,46 @@ pub enum Error {
     /// checkpoints of another run, a folder inside the base model. `path` names it.
     #[error("{}: {message}", path.display())]
     RunFolder {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// What is wrong, and what to do about it.
         message: String,
     },
     /// A checkpoint that does not match the run (missing or misshapen tensors).
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// What is wrong, and what to do about it.
         message: String,
     },
     /// Training produced a NaN or infinite loss.
     #[error("the loss became {value} at step {step}; training stopped. The last checkpoint (if any) is intact: lower optim.lr, check the data, or resume from it")]
-    NonFiniteLoss { step: usize, value: f64 },
+    NonFiniteLoss {
+        /// The optimizer step (1-based).
+        step: usize,
+        /// The loss value.
+        value: f64,
+    },
     /// The run's estimated peak memory exceeds the memory available
     /// ([`crate::training::memory`]); `suggestions` are settings that fit, each with its
     /// estimate, in order of least quality impact.
     #[error("{}", insufficient_memory(*.estimate, *.available, .suggestions))]
     InsufficientMemory {
+        /// The estimated peak, in bytes.
         estimate: u64,
+        /// The memory available, in bytes.
         available: u64,
+        /// Settings that fit, each with its estimate.
         suggestions: Vec<String>,
     },
     /// A protocol's output folder that does not hold what a step needs (a merge before
     /// every shard finished, a shard of another protocol's plan); `path` names the folder.
     #[error("{}: {message}", path.display())]
     Protocol {
+        /// The file or folder concerned.
         path: std::path::PathBuf,
+        /// What is wrong, and what to do about it.
         message: String,
     },
     /// Anything else, said in words.

@@ -18,7 +18,9 @@
 //! - [`toy`]: the toy world's probes (style, objects, colours, sky, ground classifiers),
 //!   personalization sets and `protocol --toy`; [`world`] is the renderer itself.
 //! - [`demo`]: `styleforge demo`, StyleForge on the embedded toy base model.
-//! - [`bench`]: named benchmark workloads shared with the PyTorch companion script.
+//! - [`bench`](mod@bench): named benchmark workloads shared with the PyTorch companion script.
+
+#![warn(missing_docs)]
 
 pub mod adapters;
 pub mod bench;

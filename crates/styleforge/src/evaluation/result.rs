@@ -81,7 +81,7 @@ pub struct ImageRecord {
 /// The settings an evaluation ran with, as recorded in `metrics.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SettingsRecord {
-    /// The generated set ([`ImageSet::describe`]).
+    /// The generated set ([`ImageSet::describe`](crate::evaluation::ImageSet::describe)).
     pub generated: String,
     /// The reference set.
     pub reference: String,

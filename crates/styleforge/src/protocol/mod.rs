@@ -9,7 +9,7 @@
 //! - [`generate`]: one resumable generator (pictures on disk are not made again; every file
 //!   is written atomically);
 //! - [`table`]: one table model, rendered to Markdown, HTML and JSON;
-//! - [`plan`]: the job list as JSON, deterministic shards (`--shard i/N`), the records a
+//! - [`plan`](mod@plan): the job list as JSON, deterministic shards (`--shard i/N`), the records a
 //!   finished job leaves and Slurm / Ray submission files;
 //! - [`run`], [`run_shard`] and [`merge`]: a single process runs every job then merges;
 //!   on a cluster each shard runs its slice and one merge builds the same tables from what
@@ -119,7 +119,7 @@ pub fn merge<P: Protocol>(
     merge_jobs(p, &jobs, progress)
 }
 
-/// The files [`plan`] wrote.
+/// The files [`plan()`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanFiles {
     /// `plan/jobs.json`.

@@ -15,11 +15,11 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Single-StyleForge: UNet + text encoder, StyleRef ↔ "<token> style", Aux ↔ "style".
+    /// Single-StyleForge: UNet + text encoder, StyleRef ↔ `"<token> style"`, Aux ↔ "style".
     Styleforge,
-    /// Multi-StyleForge: people ↔ "<token1> style", backgrounds ↔ "<token2> style".
+    /// Multi-StyleForge: people ↔ `"<token1> style"`, backgrounds ↔ `"<token2> style"`.
     MultiStyleforge,
-    /// DreamBooth baseline: UNet only, "a <token> style" with "style" class images.
+    /// DreamBooth baseline: UNet only, `"a <token> style"` with "style" class images.
     Dreambooth,
     /// LoRA baseline: low-rank adapters on the attention projections, base frozen.
     Lora,

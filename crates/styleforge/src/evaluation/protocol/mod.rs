@@ -3,7 +3,7 @@
 //! For every model (a training run folder, or a model folder with the phrase that calls
 //! its style) and every content prompt, generate `images_per_prompt` images with
 //! `"{content}, {style phrase}"`, then score each model's images against its style's
-//! reference set with [`evaluate_with`] (FID, KID, CLIP-T against the content prompt,
+//! reference set with [`evaluate_with`](crate::evaluation::evaluate_with) (FID, KID, CLIP-T against the content prompt,
 //! CLIP-I), and write one comparison table shaped like the paper's main table: methods as
 //! rows, each metric × style as columns (`protocol.md`, `protocol.html`, `protocol.json`).
 //!
