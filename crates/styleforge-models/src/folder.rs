@@ -132,7 +132,8 @@ impl ModelFolder {
 /// Loads a `UNet2DConditionModel` from a component folder (`config.json` + weights).
 pub fn load_unet(dir: &Path, opts: &LoadOptions) -> Result<Loaded<UNet2DConditionModel>> {
     load_component::<UNetConfig, _>(dir, "config.json", opts, &[], |cfg, vb, path| {
-        UNet2DConditionModel::new(cfg, vb, path)
+        cfg.validate(path)?;
+        UNet2DConditionModel::new(cfg, vb)
     })
 }
 
@@ -145,8 +146,8 @@ pub fn load_vae(dir: &Path, opts: &LoadOptions) -> Result<Loaded<AutoencoderKL>>
         (".to_v.", ".value."),
         (".to_out.0.", ".proj_attn."),
     ];
-    load_component::<VaeConfig, _>(dir, "config.json", opts, &aliases, |cfg, vb, path| {
-        AutoencoderKL::new(cfg, vb, path)
+    load_component::<VaeConfig, _>(dir, "config.json", opts, &aliases, |cfg, vb, _| {
+        AutoencoderKL::new(cfg, vb)
     })
 }
 
@@ -158,7 +159,7 @@ pub fn load_text_encoder(dir: &Path, opts: &LoadOptions) -> Result<Loaded<ClipTe
         "config.json",
         opts,
         &[("text_model.", "")],
-        |cfg, vb, path| ClipTextModel::new(cfg, vb, path),
+        |cfg, vb, _| ClipTextModel::new(cfg, vb),
     )
 }
 

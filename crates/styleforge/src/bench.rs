@@ -239,7 +239,7 @@ fn prepare_with(
             let text =
                 config_text(file).ok_or_else(|| crate::Error::msg(format!("no config {file}")))?;
             let cfg: UNetConfig = parse_config(text, path)?;
-            let unet = UNet2DConditionModel::new(&cfg, vb, path)?;
+            let unet = UNet2DConditionModel::new(&cfg, vb)?;
             let sample = seeded_normal(&[b, cfg.in_channels, 32, 32], 1, device)?;
             let context = seeded_normal(&[b, 77, cfg.context_dim()], 2, device)?;
             let t: Vec<f32> = (0..b).map(|i| (100 + 400 * i) as f32).collect();
@@ -273,7 +273,7 @@ fn prepare_with(
             let path = Path::new("text-encoder-sd15.json");
             let text = config_text("text-encoder-sd15.json").expect("embedded");
             let cfg: ClipTextConfig = parse_config(text, path)?;
-            let te = ClipTextModel::new(&cfg, vb, path)?;
+            let te = ClipTextModel::new(&cfg, vb)?;
             let ids: Vec<u32> = (0..b * 77).map(|i| (i * 7919 % 49000) as u32).collect();
             let ids = Tensor::from_vec(ids, (b, 77), device)?;
             Ok(Box::new(move || {
@@ -321,7 +321,7 @@ fn prepare_with(
                 .affine(1.1, 0.05)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            let err = |e: styleforge_eval::EvalError| crate::Error::msg(e.to_string());
+            let err = |e| crate::evaluation::eval_error("the FID workload")(e);
             if n < d {
                 return Ok(Box::new(move || {
                     let x = styleforge_eval::FeatureMatrix::new(&a, d).map_err(err)?;
@@ -348,7 +348,7 @@ fn prepare_with(
             let path = Path::new("vae-sd15.json");
             let text = config_text("vae-sd15.json").expect("embedded");
             let cfg: VaeConfig = parse_config(text, path)?;
-            let vae = AutoencoderKL::new(&cfg, vb, path)?;
+            let vae = AutoencoderKL::new(&cfg, vb)?;
             let z = seeded_normal(&[b, cfg.latent_channels, 32, 32], 4, device)?;
             Ok(Box::new(move || {
                 vae.decode(&z)?;
@@ -380,13 +380,13 @@ fn styleforge_step(
     let unet_file = Path::new("unet-sd15.json");
     let cfg: UNetConfig =
         parse_config(config_text("unet-sd15.json").expect("embedded"), unet_file)?;
-    let mut unet = UNet2DConditionModel::new(&cfg, vb.clone(), unet_file)?;
+    let mut unet = UNet2DConditionModel::new(&cfg, vb.clone())?;
     let te_file = Path::new("text-encoder-sd15.json");
     let te_cfg: ClipTextConfig = parse_config(
         config_text("text-encoder-sd15.json").expect("embedded"),
         te_file,
     )?;
-    let mut text_encoder = ClipTextModel::new(&te_cfg, vb, te_file)?;
+    let mut text_encoder = ClipTextModel::new(&te_cfg, vb)?;
     unet.set_gradient_checkpointing(checkpointing);
     text_encoder.set_gradient_checkpointing(checkpointing);
     let ddpm = styleforge_schedulers::DdpmScheduler::from_config(

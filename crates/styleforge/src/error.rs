@@ -12,6 +12,15 @@ pub enum Error {
     /// A tokenizer could not be loaded or built.
     #[error(transparent)]
     Tokenizer(#[from] styleforge_tokenizer::TokenizerError),
+    /// A metric (FID, KID, ...) could not be computed from its features.
+    #[error("{what}: {source}")]
+    Metric {
+        /// Which metric, on what.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: styleforge_eval::EvalError,
+    },
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -6,8 +6,6 @@
 
 pub mod config;
 
-use std::path::Path;
-
 use crate::nn::Linear;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
@@ -179,7 +177,7 @@ pub struct ClipTextModel {
 
 impl ClipTextModel {
     /// Builds the text encoder from `vb` at the checkpoint root (it adds `text_model.`).
-    pub fn new(config: &ClipTextConfig, vb: VarBuilder, _config_path: &Path) -> Result<Self> {
+    pub fn new(config: &ClipTextConfig, vb: VarBuilder) -> Result<Self> {
         let vb = vb.pp("text_model");
         let d = config.hidden_size;
         let emb = vb.pp("embeddings");

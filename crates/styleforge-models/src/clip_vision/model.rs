@@ -162,7 +162,7 @@ impl ClipModel {
         let files = component_weight_files(dir, None)?;
         let store = Arc::new(WeightStore::frozen(&files)?);
         let vb = store.var_builder(DType::F32, device);
-        let model = Self::new(&config, vb, &config_path, load_tokenizer(dir)?, {
+        let model = Self::new(&config, vb, load_tokenizer(dir)?, {
             let path = dir.join("preprocessor_config.json");
             if path.is_file() {
                 ClipImageProcessor::load(&path)?
@@ -200,11 +200,10 @@ impl ClipModel {
     pub fn new(
         config: &ClipModelConfig,
         vb: VarBuilder,
-        config_path: &Path,
         tokenizer: ClipTokenizer,
         processor: ClipImageProcessor,
     ) -> Result<Self> {
-        let text_model = ClipTextModel::new(&config.text_config, vb.clone(), config_path)?;
+        let text_model = ClipTextModel::new(&config.text_config, vb.clone())?;
         let vision_model = ClipVisionModel::new(&config.vision_config, vb.clone())?;
         let p = config.projection_dim;
         let text_projection =

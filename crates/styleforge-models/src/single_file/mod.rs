@@ -556,21 +556,20 @@ impl SingleFile {
     /// Builds the UNet from the converted tensors.
     pub fn unet(&self, opts: &LoadOptions) -> Result<Loaded<UNet2DConditionModel>> {
         self.build::<UNetConfig, _>(&self.unet, "unet", opts, |c, vb, p| {
-            UNet2DConditionModel::new(c, vb, p)
+            c.validate(p)?;
+            UNet2DConditionModel::new(c, vb)
         })
     }
 
     /// Builds the VAE from the converted tensors.
     pub fn vae(&self, opts: &LoadOptions) -> Result<Loaded<AutoencoderKL>> {
-        self.build::<VaeConfig, _>(&self.vae, "vae", opts, |c, vb, p| {
-            AutoencoderKL::new(c, vb, p)
-        })
+        self.build::<VaeConfig, _>(&self.vae, "vae", opts, |c, vb, _| AutoencoderKL::new(c, vb))
     }
 
     /// Builds the text encoder from the converted tensors.
     pub fn text_encoder(&self, opts: &LoadOptions) -> Result<Loaded<ClipTextModel>> {
-        self.build::<ClipTextConfig, _>(&self.text_encoder, "text_encoder", opts, |c, vb, p| {
-            ClipTextModel::new(c, vb, p)
+        self.build::<ClipTextConfig, _>(&self.text_encoder, "text_encoder", opts, |c, vb, _| {
+            ClipTextModel::new(c, vb)
         })
     }
 

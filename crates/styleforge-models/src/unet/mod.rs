@@ -34,10 +34,11 @@ pub struct UNet2DConditionModel {
 }
 
 impl UNet2DConditionModel {
-    /// Builds the UNet from `vb` (diffusers key names, no prefix). `config_path` only
-    /// labels error messages.
-    pub fn new(config: &UNetConfig, vb: VarBuilder, config_path: &Path) -> Result<Self> {
+    /// Builds the UNet from `vb` (diffusers key names, no prefix). Loaders check the config
+    /// with [`UNetConfig::validate`] first, so that its errors name the file.
+    pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
         let cfg = config;
+        let config_path = Path::new("unet/config.json");
         let n = cfg.block_out_channels.len();
         let ch = &cfg.block_out_channels;
         let heads = cfg.heads_per_block(config_path)?;

@@ -3,8 +3,6 @@
 
 pub mod config;
 
-use std::path::Path;
-
 use crate::nn::Conv2d;
 use crate::nn::Linear;
 use candle_core::{Module, Tensor};
@@ -275,7 +273,7 @@ pub struct AutoencoderKL {
 
 impl AutoencoderKL {
     /// Builds the VAE from `vb` (diffusers key names, no prefix).
-    pub fn new(config: &VaeConfig, vb: VarBuilder, _config_path: &Path) -> Result<Self> {
+    pub fn new(config: &VaeConfig, vb: VarBuilder) -> Result<Self> {
         let l = config.latent_channels;
         Ok(Self {
             encoder: Encoder::new(config, vb.pp("encoder"))?,

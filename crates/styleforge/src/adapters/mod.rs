@@ -15,7 +15,7 @@ pub mod textual_inversion;
 pub mod training;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -43,9 +43,7 @@ pub struct BaseWeights {
     /// Text-encoder tensors, always with the `text_model.` prefix.
     pub text_encoder: HashMap<String, Tensor>,
     unet_config: UNetConfig,
-    unet_config_path: PathBuf,
     te_config: ClipTextConfig,
-    te_config_path: PathBuf,
     dtype: DType,
     device: Device,
 }
@@ -73,6 +71,7 @@ impl BaseWeights {
         let unet_config_path = unet_dir.join("config.json");
         let te_config_path = te_dir.join("config.json");
         let unet_config: UNetConfig = read_config(&unet_config_path)?;
+        unet_config.validate(&unet_config_path)?;
         let te_config: ClipTextConfig = read_config(&te_config_path)?;
         let unet = load_tensors(&unet_dir, device, dtype)?;
         let text_encoder = load_tensors(&te_dir, device, dtype)?
@@ -90,9 +89,7 @@ impl BaseWeights {
             unet,
             text_encoder,
             unet_config,
-            unet_config_path,
             te_config,
-            te_config_path,
             dtype,
             device: device.clone(),
         })
@@ -151,11 +148,7 @@ impl BaseWeights {
     pub fn build_unet(&self, overrides: &HashMap<String, Tensor>) -> Result<UNet2DConditionModel> {
         let map = Self::merged(&self.unet, overrides)?;
         let vb = VarBuilder::from_tensors(map, self.dtype, &self.device);
-        Ok(UNet2DConditionModel::new(
-            &self.unet_config,
-            vb,
-            &self.unet_config_path,
-        )?)
+        Ok(UNet2DConditionModel::new(&self.unet_config, vb)?)
     }
 
     /// Builds the text encoder with `overrides`; a longer token table (Textual Inversion's
@@ -167,7 +160,7 @@ impl BaseWeights {
             config.vocab_size = table.dim(0)?;
         }
         let vb = VarBuilder::from_tensors(map, self.dtype, &self.device);
-        Ok(ClipTextModel::new(&config, vb, &self.te_config_path)?)
+        Ok(ClipTextModel::new(&config, vb)?)
     }
 }
 

@@ -202,8 +202,12 @@ pub fn evaluate(settings: &EvalSettings, progress: &mut dyn Progress) -> Result<
     evaluate_with(settings, &models, progress)
 }
 
-fn eval_error(what: &str) -> impl Fn(styleforge_eval::EvalError) -> Error + '_ {
-    move |e| Error::InvalidRequest(format!("{what}: {e}"))
+/// Wraps a metric error with what was being computed, for `map_err`.
+pub(crate) fn eval_error(what: &str) -> impl Fn(styleforge_eval::EvalError) -> Error + '_ {
+    move |source| Error::Metric {
+        what: what.to_string(),
+        source,
+    }
 }
 
 /// Evaluates `settings.inputs` with already loaded `models` (`settings.inception`,

@@ -132,7 +132,7 @@ fn feature_rows(probes: &Probes, images: &[RgbImage]) -> Result<(Vec<f32>, usize
 }
 
 fn eval_error(what: &str, e: styleforge_eval::EvalError) -> Error {
-    Error::InvalidRequest(format!("{what}: {e}"))
+    crate::evaluation::eval_error(what)(e)
 }
 
 /// Fréchet distance between the probe features of `generated` and `reference` pictures

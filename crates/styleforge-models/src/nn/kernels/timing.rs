@@ -45,7 +45,7 @@ fn time_tiny(batch: usize, train: bool) -> Result<(f64, f64)> {
     let vb = PyTorchInit::var_builder(&varmap, 0, DType::F32, &dev);
     let path = Path::new("unet-tiny.json");
     let cfg: UNetConfig = parse_config(TINY, path)?;
-    let unet = UNet2DConditionModel::new(&cfg, vb, path)?;
+    let unet = UNet2DConditionModel::new(&cfg, vb)?;
     let sample = Tensor::randn(0f32, 1., (batch, cfg.in_channels, 32, 32), &dev)?;
     let context = Tensor::randn(0f32, 1., (batch, 77, cfg.context_dim()), &dev)?;
     let t: Vec<f32> = (0..batch).map(|i| (100 + 400 * i) as f32).collect();

@@ -101,15 +101,14 @@ impl<'a> UnetTask<'a> {
         }
         let unet_vars = VarMap::new();
         let te_vars = VarMap::new();
+        unet_cfg.validate(&unet_path)?;
         let unet = UNet2DConditionModel::new(
             &unet_cfg,
             PyTorchInit::var_builder(&unet_vars, cfg.seed.wrapping_add(1), DType::F32, device),
-            &unet_path,
         )?;
         let text_encoder = ClipTextModel::new(
             &te_cfg,
             PyTorchInit::var_builder(&te_vars, cfg.seed.wrapping_add(2), DType::F32, device),
-            &te_path,
         )?;
         let scheduler_config = SchedulerConfig::from_model_dir(cdir)?;
         let ddpm = DdpmScheduler::from_config(&scheduler_config)?;

@@ -105,7 +105,7 @@ pub fn pretrain_vae(cfg: &PretrainConfig, progress: &mut dyn Progress) -> Result
     }
     let vars = VarMap::new();
     let vb = PyTorchInit::var_builder(&vars, cfg.seed.wrapping_add(3), DType::F32, &device);
-    let vae = AutoencoderKL::new(&vae_cfg, vb, &config_path)?;
+    let vae = AutoencoderKL::new(&vae_cfg, vb)?;
     let parameters = count_params(&vars);
     let mut opt = AdamW::new(
         named_vars(&vars, ""),
