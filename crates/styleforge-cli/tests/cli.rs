@@ -452,3 +452,30 @@ fn help_lists_every_method_and_sampler() {
         "{err}"
     );
 }
+
+#[test]
+fn device_choice_is_printed_and_cuda_without_it_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("d.png");
+    let o = out.to_str().unwrap();
+    let model = fixture("tiny-sd1");
+    let m = model.to_str().unwrap();
+    let base = [
+        "generate", "--model", m, "--prompt", "x", "--steps", "2", "--width", "32", "--height",
+        "32",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--device", "tpu", "--out", o]);
+    assert_fails_cleanly(&args, &out, "cpu, cuda, cuda:N or auto");
+    if !styleforge::device::cuda_built() {
+        let mut args = base.to_vec();
+        args.extend(["--device", "cuda:1", "--out", o]);
+        assert_fails_cleanly(&args, &out, "built without CUDA");
+    }
+    let mut args = base.to_vec();
+    args.extend(["--device", "cpu", "--out", o]);
+    let done = run(&args);
+    assert!(done.status.success(), "{}", stderr(&done));
+    assert!(stderr(&done).contains("device: cpu"), "{}", stderr(&done));
+    assert!(out.is_file());
+}

@@ -48,6 +48,8 @@ pub struct DemoOptions {
     pub drift_prompts: usize,
     /// Denoising steps of every picture.
     pub sample_steps: usize,
+    /// Where training, sampling and the probes compute.
+    pub device: candle_core::Device,
 }
 
 impl Default for DemoOptions {
@@ -62,6 +64,7 @@ impl Default for DemoOptions {
             eval_prompts: 12,
             drift_prompts: 8,
             sample_steps: 25,
+            device: candle_core::Device::Cpu,
         }
     }
 }
@@ -100,7 +103,7 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         None => unpack_base_model(&shipped)?,
     };
     let probes_dir = unpack_probes(&shipped)?;
-    let probes = Probes::load(&probes_dir, &candle_core::Device::Cpu)?;
+    let probes = Probes::load(&probes_dir, &opts.device)?;
     if opts.style.is_base() {
         return Err(Error::InvalidRequest(format!(
             "`{}` is one of the base model's pretraining styles; pick a held-out one ({})",
@@ -115,6 +118,7 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         sample_steps: opts.sample_steps,
         reference_images: 100,
         seed: opts.seed,
+        device: opts.device.clone(),
         ..ToyProtocolOptions::new(base.clone(), probes_dir, out.clone())
     };
     let run = ToyRun {
@@ -171,7 +175,11 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         &images.join("before"),
         progress,
     )?;
-    let summary = train(&config.resolve()?, &RunOptions::default(), progress)?;
+    let run_opts = RunOptions {
+        device: opts.device.clone(),
+        ..RunOptions::default()
+    };
+    let summary = train(&config.resolve()?, &run_opts, progress)?;
     let model = summary
         .model_dir
         .ok_or_else(|| Error::msg("the demo run ended before its last step"))?;

@@ -21,6 +21,9 @@ pub enum Error {
         #[source]
         source: styleforge_eval::EvalError,
     },
+    /// A device that cannot be used (CUDA asked for in a build or on a machine without it).
+    #[error("{0}")]
+    Device(String),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

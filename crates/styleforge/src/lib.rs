@@ -9,6 +9,7 @@
 //! - [`pipelines`]: text-to-image and image-to-image (SDEdit) generation.
 //! - [`image_io`]: images in and out, PNG generation metadata.
 //! - [`run_dir`]: the layout of a run folder ([`RunDir`]).
+//! - [`device`]: `--device cpu | cuda[:N] | auto` as a [`candle_core::Device`].
 //! - [`optim`]: in-place AdamW.
 //! - [`report`]: labelled image grids and line charts (loss curves) as PNG, with a built-in font.
 //! - [`evaluation`]: `styleforge eval`: FID, KID, CLIP-T and CLIP-I of generated images, with
@@ -26,6 +27,7 @@ pub mod adapters;
 pub mod bench;
 pub mod data;
 pub mod demo;
+pub mod device;
 pub mod error;
 pub mod evaluation;
 pub mod image_io;

@@ -120,11 +120,13 @@ fn straight_and_resumed(method: Method, extra: &str, concepts: usize, file: &str
     let first = RunOptions {
         resume: false,
         stop_after: Some(2),
+        ..Default::default()
     };
     assert_eq!(train(&b, &first, &mut NoProgress).unwrap().steps, 2);
     let resume = RunOptions {
         resume: true,
         stop_after: None,
+        ..Default::default()
     };
     let sb = train(&b, &resume, &mut NoProgress).unwrap();
     let da = sa.model_dir.unwrap();

@@ -183,8 +183,10 @@ fn two_training_steps_write_loadable_probes_deterministically() {
         ..Default::default()
     };
     let mut progress = styleforge::progress::NoProgress;
-    let (a, acc) = styleforge::toy::train_probes(&opts, &mut progress).unwrap();
-    let (b, _) = styleforge::toy::train_probes(&opts, &mut progress).unwrap();
+    let (a, acc) =
+        styleforge::toy::train_probes(&opts, &candle_core::Device::Cpu, &mut progress).unwrap();
+    let (b, _) =
+        styleforge::toy::train_probes(&opts, &candle_core::Device::Cpu, &mut progress).unwrap();
     assert_eq!(acc.images, 14);
     let dir = tempfile::tempdir().unwrap();
     a.save(dir.path()).unwrap();

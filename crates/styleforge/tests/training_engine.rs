@@ -144,6 +144,7 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
     let first = RunOptions {
         resume: false,
         stop_after: Some(4),
+        ..Default::default()
     };
     let s = train(&cfg2, &first, &mut NoProgress).unwrap();
     assert_eq!(s.steps, 4);
@@ -154,6 +155,7 @@ fn interrupted_and_resumed_run_ends_with_the_same_weights() {
     let resume = RunOptions {
         resume: true,
         stop_after: None,
+        ..Default::default()
     };
     let s = train(&cfg2, &resume, &mut NoProgress).unwrap();
     assert_eq!(s.steps, 6);
@@ -481,11 +483,13 @@ fn an_8bit_checkpointed_run_resumes_bit_exactly() {
     let first = RunOptions {
         resume: false,
         stop_after: Some(4),
+        ..Default::default()
     };
     assert_eq!(train(&split, &first, &mut NoProgress).unwrap().steps, 4);
     let resume = RunOptions {
         resume: true,
         stop_after: None,
+        ..Default::default()
     };
     let resumed = train(&split, &resume, &mut NoProgress).unwrap();
     assert_eq!(resumed.steps, 6);
@@ -533,6 +537,7 @@ fn ema_and_objective_options_resume_bit_exactly_and_the_model_is_the_average() {
     let first = RunOptions {
         resume: false,
         stop_after: Some(4),
+        ..Default::default()
     };
     assert_eq!(train(&split, &first, &mut NoProgress).unwrap().steps, 4);
     assert!(data
@@ -542,6 +547,7 @@ fn ema_and_objective_options_resume_bit_exactly_and_the_model_is_the_average() {
     let resume = RunOptions {
         resume: true,
         stop_after: None,
+        ..Default::default()
     };
     let resumed = train(&split, &resume, &mut NoProgress).unwrap();
     let same = |a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>| {

@@ -13,6 +13,9 @@ use styleforge::bench::{self, Timing};
 /// Arguments of `styleforge bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    /// Where to compute (our side; the PyTorch companion runs on the CPU).
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     /// Comma-separated workload names, `all` (see `--list`), or `memory`: the SD-1.5 512 px
     /// StyleForge training steps (tens of GB and minutes each; not part of `all`).
     #[arg(long, default_value = "all")]
@@ -59,14 +62,11 @@ fn run_child(name: &str, args: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let w = bench::workload(name).with_context(|| format!("unknown workload `{name}`"))?;
-    let timing = bench::run(&w, args.warmup, args.repeats, &candle_core_device())?;
+    let device = args.device.resolve(Default::default(), true)?;
+    let timing = bench::run(&w, args.warmup, args.repeats, &device)?;
     let out = json!({ "timing": timing, "peak_rss_mb": peak_rss_mb() });
     println!("{out}");
     Ok(())
-}
-
-fn candle_core_device() -> styleforge::models::candle::Device {
-    styleforge::models::candle::Device::Cpu
 }
 
 fn selected(spec: &str) -> Result<Vec<&'static str>> {
@@ -101,10 +101,13 @@ fn torch_results(python: &PathBuf, args: &BenchArgs, names: &[&str]) -> Result<V
             args.torch_script.display()
         );
     }
-    let out = std::env::temp_dir().join(format!(
-        "styleforge-torch-bench-{}.json",
-        std::process::id()
-    ));
+    let tmp = tempfile::Builder::new()
+        .prefix("styleforge-torch-bench-")
+        .suffix(".json")
+        .tempfile()
+        .context("cannot create a temporary file for the PyTorch results")?
+        .into_temp_path();
+    let out = tmp.to_path_buf();
     let status = Command::new(python)
         .arg(&args.torch_script)
         .args(["--workloads", &names.join(",")])
@@ -119,7 +122,7 @@ fn torch_results(python: &PathBuf, args: &BenchArgs, names: &[&str]) -> Result<V
         bail!("the PyTorch benchmark failed ({status})");
     }
     let text = std::fs::read_to_string(&out)?;
-    let _ = std::fs::remove_file(&out);
+    drop(tmp);
     Ok(serde_json::from_str(&text)?)
 }
 
@@ -129,6 +132,12 @@ fn child_json(exe: &Path, name: &str, args: &BenchArgs) -> Result<Value> {
         .args(["bench", "--child", name])
         .args(["--repeats", &args.repeats.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
+        .args(
+            args.device
+                .device
+                .map(|d| vec!["--device".to_string(), d.to_string()])
+                .unwrap_or_default(),
+        )
         .env("RAYON_NUM_THREADS", args.threads.to_string())
         .output()
         .context("cannot start a benchmark process")?;
@@ -148,6 +157,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(name) = &args.child {
         return run_child(name, args);
     }
+    // Checked (and printed) before any workload runs.
+    args.device.resolve(Default::default(), false)?;
     if args.list {
         for w in bench::workloads() {
             println!(

@@ -14,6 +14,9 @@ use crate::progress::Bar;
 /// Arguments of `styleforge demo`.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    /// Where to compute.
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     /// Output folder.
     #[arg(long, default_value = "styleforge-demo")]
     out: PathBuf,
@@ -44,6 +47,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         lr: args.lr,
         seed: args.seed,
         base: args.base.clone(),
+        device: args.device.resolve(Default::default(), quiet)?,
         ..DemoOptions::default()
     };
     let s = run_demo(&opts, &mut Bar::new(quiet))?;

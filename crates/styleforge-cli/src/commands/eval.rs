@@ -42,6 +42,9 @@ pub fn clip_folder(arg: &Path) -> Result<PathBuf> {
 /// Arguments of `styleforge eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
+    /// Where to compute.
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     /// Folder of generated images (PNG, JPEG, WebP; sorted by file name).
     #[arg(long)]
     generated: PathBuf,
@@ -135,6 +138,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> Result<()> {
     }
     settings.inception = args.inception.clone();
     settings.clip = clip;
+    settings.device = args.device.resolve(Default::default(), quiet)?;
     settings.resize = args.resize.into();
     settings.batch_size = args.batch;
     settings.kid_subsets = args.kid_subsets;

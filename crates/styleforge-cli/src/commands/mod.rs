@@ -4,6 +4,7 @@ pub mod bench;
 pub mod choices;
 pub mod convert;
 pub mod demo;
+pub mod device;
 pub mod eval;
 pub mod generate;
 pub mod model_source;

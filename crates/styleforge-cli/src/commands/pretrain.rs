@@ -36,6 +36,9 @@ pub enum StageArg {
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct PretrainArgs {
+    /// Where to compute.
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     /// A TOML config (optional; flags override it).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -162,6 +165,7 @@ pub fn run(args: &PretrainArgs, quiet: bool) -> Result<()> {
         stage,
         resume: args.resume,
         stop_after: None,
+        device: args.device.resolve(Default::default(), quiet)?,
     };
     let summary = pretrain(&cfg, &opts, &mut Bar::new(quiet))?;
     if let Some(v) = &summary.vae {

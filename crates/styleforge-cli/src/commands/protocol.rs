@@ -76,6 +76,9 @@ fn parse_shard(s: &str) -> std::result::Result<Shard, String> {
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct ProtocolInputs {
+    /// Where to compute (training, sampling, scoring).
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     /// A protocol TOML file (several styles and models).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -186,6 +189,7 @@ fn toy_options(args: &ProtocolInputs) -> Result<ToyProtocolOptions> {
         None => styleforge::toy::unpack_probes(&shipped)?,
     };
     let mut opts = ToyProtocolOptions::new(base, probes, out);
+    opts.device = args.device.resolve(Default::default(), true)?;
     if !args.held_out.is_empty() {
         opts.styles = args
             .held_out
@@ -262,6 +266,7 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
         bail!("--out DIR is required (or `out` in the protocol file)");
     };
     let mut settings = ProtocolSettings::new(file.style, file.model, out);
+    settings.eval.device = args.device.resolve(Default::default(), true)?;
     if let Some(p) = args.prompts.as_ref().or(file.prompts.as_ref()) {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;

@@ -19,6 +19,9 @@ use super::choices::SchedulerArg;
 /// Model, prompt and sampler options.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
+    /// Where to compute.
+    #[command(flatten)]
+    pub device: super::device::DeviceArg,
     /// Model folder (diffusers layout: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/),
     /// a single-file `.safetensors` checkpoint, or a Hugging Face Hub model `owner/name[@revision]`
     /// (downloaded into the Hugging Face cache; honours HF_HOME, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE).
@@ -128,7 +131,8 @@ impl SamplingArgs {
 
     /// Loads the model, with any `--lora` / `--embedding` / `--custom-diffusion` applied,
     /// and the sampling options with the embeddings' placeholders spelled out in the prompts.
-    pub fn load_with_options(&self) -> Result<(StableDiffusion, SamplingOptions)> {
+    pub fn load_with_options(&self, quiet: bool) -> Result<(StableDiffusion, SamplingOptions)> {
+        let device = self.device.resolve(Default::default(), quiet)?;
         let mut options = self.options();
         let adapters = GenerationAdapters {
             loras: self
@@ -144,12 +148,13 @@ impl SamplingArgs {
         let mut sd = if adapters.is_empty() {
             let load = LoadOptions {
                 variant: self.variant.clone(),
+                device: device.clone(),
                 ..LoadOptions::default()
             };
             StableDiffusion::load_local(&model, &load)
                 .with_context(|| format!("cannot load the model in {shown}"))?
         } else {
-            let a = load_pipeline(&model.path, &adapters)
+            let a = load_pipeline(&model.path, &adapters, &device)
                 .with_context(|| format!("cannot load the model in {shown} with its adapters"))?;
             options.prompt = expand_placeholders(&options.prompt, &a.placeholders);
             options.negative_prompt = options

@@ -26,6 +26,9 @@ enum ToyCommand {
 /// Arguments of `styleforge toy probes`.
 #[derive(Args, Debug)]
 struct ProbesArgs {
+    /// Where to compute.
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     /// Output folder (gets probes.safetensors and probes.json).
     #[arg(long)]
     out: PathBuf,
@@ -68,7 +71,9 @@ fn run_probes(args: &ProbesArgs, quiet: bool) -> Result<()> {
         ..ProbeTrainOptions::default()
     };
     let start = std::time::Instant::now();
-    let (probes, acc) = train_probes(&opts, &mut Bar::new(quiet)).context("training probes")?;
+    let device = args.device.resolve(Default::default(), quiet)?;
+    let (probes, acc) =
+        train_probes(&opts, &device, &mut Bar::new(quiet)).context("training probes")?;
     probes
         .save(&args.out)
         .with_context(|| format!("writing probes into {}", args.out.display()))?;

@@ -30,6 +30,9 @@ use crate::progress::Bar;
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct TrainArgs {
+    /// Where to compute.
+    #[command(flatten)]
+    device: super::device::DeviceArg,
     /// The run's TOML config.
     #[arg(long)]
     config: PathBuf,
@@ -105,6 +108,7 @@ pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     let opts = RunOptions {
         resume: args.resume,
         stop_after: None,
+        device: args.device.resolve(resolved.device, quiet)?,
     };
     let summary = train(&resolved, &opts, &mut Bar::new(quiet))?;
     if let Some(model) = &summary.model_dir {

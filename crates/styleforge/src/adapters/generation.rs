@@ -49,15 +49,19 @@ pub fn expand_placeholders(prompt: &str, placeholders: &[(String, usize)]) -> St
         .fold(prompt.to_string(), |p, (t, n)| expand_prompt(&p, t, *n))
 }
 
-/// Loads a diffusers model folder (float32, CPU) with `adapters` applied.
-pub fn load_pipeline(dir: &Path, adapters: &GenerationAdapters) -> Result<AdaptedPipeline> {
+/// Loads a diffusers model folder (float32, on `device`) with `adapters` applied.
+pub fn load_pipeline(
+    dir: &Path,
+    adapters: &GenerationAdapters,
+    device: &Device,
+) -> Result<AdaptedPipeline> {
     if !dir.join("model_index.json").is_file() {
         return Err(Error::InvalidRequest(format!(
             "{}: LoRA / embedding / Custom Diffusion files need a diffusers model folder",
             dir.display()
         )));
     }
-    let device = Device::Cpu;
+    let device = device.clone();
     let base = BaseWeights::load(dir, DType::F32, &device)?;
     let files = adapters
         .loras
@@ -98,7 +102,12 @@ pub fn load_pipeline(dir: &Path, adapters: &GenerationAdapters) -> Result<Adapte
         tokenizer,
         base.build_text_encoder(&te)?,
         base.build_unet(&unet)?,
-        folder.vae(&LoadOptions::default())?.model,
+        folder
+            .vae(&LoadOptions {
+                device: device.clone(),
+                ..LoadOptions::default()
+            })?
+            .model,
         SchedulerConfig::from_model_dir(dir)?,
         dir.to_path_buf(),
         device,

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Device;
 use image::RgbImage;
+use styleforge_models::folder::LoadOptions;
 
 use crate::adapters::generation::GenerationAdapters;
 use crate::adapters::generation::{expand_placeholders, load_pipeline, AdaptedPipeline};
@@ -71,22 +73,30 @@ impl<'a> LazyModel<'a> {
         self.loaded
     }
 
-    /// A diffusers folder with `adapters` applied ([`load_pipeline`]).
-    pub fn with_adapters(dir: &'a Path, adapters: &'a GenerationAdapters) -> Self {
-        Self::new(move || load_pipeline(dir, adapters))
+    /// A diffusers folder with `adapters` applied ([`load_pipeline`]), on `device`.
+    pub fn with_adapters(
+        dir: &'a Path,
+        adapters: &'a GenerationAdapters,
+        device: &'a Device,
+    ) -> Self {
+        Self::new(move || load_pipeline(dir, adapters, device))
     }
 
     /// A model folder or single file as it is, or with adapters when there are some: what
     /// `styleforge generate` loads.
-    pub fn auto(dir: &'a Path, adapters: &'a GenerationAdapters) -> Self {
+    pub fn auto(dir: &'a Path, adapters: &'a GenerationAdapters, device: &'a Device) -> Self {
         Self::new(move || {
             if adapters.is_empty() {
+                let opts = LoadOptions {
+                    device: device.clone(),
+                    ..LoadOptions::default()
+                };
                 Ok(AdaptedPipeline {
-                    pipeline: StableDiffusion::load(dir, &Default::default())?,
+                    pipeline: StableDiffusion::load(dir, &opts)?,
                     placeholders: Vec::new(),
                 })
             } else {
-                load_pipeline(dir, adapters)
+                load_pipeline(dir, adapters, device)
             }
         })
     }

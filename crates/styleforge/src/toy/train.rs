@@ -184,6 +184,7 @@ fn render_with_progress(
 /// also recorded in the returned probes' file, with the training run.
 pub fn train_probes(
     opts: &ProbeTrainOptions,
+    device: &Device,
     progress: &mut dyn Progress,
 ) -> Result<(Probes, ProbeAccuracy)> {
     if opts.steps == 0 || opts.batch_size == 0 || opts.train_samples == 0 {
@@ -194,7 +195,7 @@ pub fn train_probes(
     if opts.held_out_samples == 0 {
         return Err(Error::InvalidRequest("held_out_samples must be > 0".into()));
     }
-    let device = Device::Cpu;
+    let device = device.clone();
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut probes = Probes::fresh(opts.config.clone(), rng.gen(), &device)?;
 

@@ -332,6 +332,9 @@ pub struct TrainConfig {
     /// Seed of every random draw (default 1337).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (default: a CUDA GPU when there is one).
+    #[serde(default)]
+    pub device: Option<crate::device::DeviceChoice>,
     /// The base model.
     pub model: ModelSection,
     /// Images.
@@ -371,6 +374,9 @@ pub struct ResolvedConfig {
     pub method: Method,
     /// Seed.
     pub seed: u64,
+    /// Where the run computes, as the user chose it.
+    #[serde(default)]
+    pub device: crate::device::DeviceChoice,
     /// Base model folder.
     pub base: PathBuf,
     /// Weights variant.
@@ -604,6 +610,7 @@ impl TrainConfig {
         let r = ResolvedConfig {
             method: m,
             seed: self.seed.unwrap_or(1337),
+            device: self.device.unwrap_or_default(),
             base: self.model.base.clone(),
             variant: self.model.variant.clone(),
             base_config: self.model.config.clone(),

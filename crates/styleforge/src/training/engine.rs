@@ -30,13 +30,25 @@ use crate::progress::{NoProgress, Progress};
 use crate::run_dir::RunDir;
 
 /// How a run is started.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Continue from the newest checkpoint in the run folder.
     pub resume: bool,
     /// Stop (with a checkpoint) after this many steps even if the config asks for more, as
     /// an interrupted run would; used to test exact resume.
     pub stop_after: Option<usize>,
+    /// Where the run computes (see [`crate::device`]).
+    pub device: Device,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            stop_after: None,
+            device: Device::Cpu,
+        }
+    }
 }
 
 /// What a finished run produced.
@@ -344,7 +356,7 @@ pub fn train(
     opts: &RunOptions,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
-    let device = Device::Cpu;
+    let device = opts.device.clone();
     let run = RunDir::new(&cfg.output_dir);
     // The base as a local path: a Hub name fetched into the Hugging Face cache; a single
     // file is converted once into <run>/base-model/ (reused by later runs and --resume),

@@ -192,7 +192,7 @@ impl Protocol for ImageProtocol<'_> {
         };
         let mut lazy = match cached {
             Some(p) => LazyModel::loaded(p),
-            None => LazyModel::auto(&model.dir, &model.adapters),
+            None => LazyModel::auto(&model.dir, &model.adapters, &self.settings.eval.device),
         };
         let made = generate_missing(&mut lazy, &images, &opts, progress)?;
         self.loaded = lazy.into_loaded().map(|p| (m, p));

@@ -211,7 +211,11 @@ impl Protocol for ToyProtocol<'_> {
                 run.style.name(),
                 dir.root().display()
             );
-            train(&cfg.resolve()?, &RunOptions::default(), progress)?;
+            let run_opts = RunOptions {
+                device: self.opts.device.clone(),
+                ..RunOptions::default()
+            };
+            train(&cfg.resolve()?, &run_opts, progress)?;
         }
         let model = self.trained(run)?;
         let images = dir.root().join(PROTOCOL_IMAGES);
@@ -427,7 +431,7 @@ impl ProbeScorer {
     /// Loads the probes of `opts` and builds its prompts.
     pub fn load(opts: &ToyProtocolOptions) -> Result<Self> {
         Ok(Self {
-            probes: Probes::load(&opts.probes, &candle_core::Device::Cpu)?,
+            probes: Probes::load(&opts.probes, &opts.device)?,
             evals: eval_scenes(opts.eval_prompts),
             drifts: drift_scenes(opts.drift_prompts),
         })

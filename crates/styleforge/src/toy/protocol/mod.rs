@@ -125,6 +125,8 @@ pub struct ToyProtocolOptions {
     pub guidance: f64,
     /// Seed of training runs; picture `i` of every prompt set uses seed `seed + i`.
     pub seed: u64,
+    /// Where training, sampling and the probes compute.
+    pub device: candle_core::Device,
 }
 
 impl ToyProtocolOptions {
@@ -146,6 +148,7 @@ impl ToyProtocolOptions {
             sample_steps: 25,
             guidance: 4.0,
             seed: 1337,
+            device: candle_core::Device::Cpu,
         }
     }
 }
@@ -399,7 +402,7 @@ pub(crate) fn prepare_data(
             );
             let none = GenerationAdapters::default();
             generate_missing(
-                &mut LazyModel::auto(&opts.base, &none),
+                &mut LazyModel::auto(&opts.base, &none, &opts.device),
                 &specs,
                 &generate_options(opts, "generating the Aux set".into()),
                 progress,
@@ -423,6 +426,7 @@ pub fn run_config(
     TrainConfig {
         method: run.method,
         seed: Some(opts.seed),
+        device: None,
         model: ModelSection {
             base: opts.base.clone(),
             variant: None,
@@ -510,7 +514,7 @@ pub(crate) fn sample_model(
     progress: &mut dyn Progress,
 ) -> Result<Sampled> {
     let (token, drift) = sample_specs(opts, phrases, evals, drifts, images);
-    let mut model = LazyModel::with_adapters(dir, adapters);
+    let mut model = LazyModel::with_adapters(dir, adapters, &opts.device);
     let gen = generate_options(opts, format!("sampling {}", images.display()));
     generate_missing(&mut model, &token, &gen, progress)?;
     generate_missing(&mut model, &drift, &gen, progress)?;

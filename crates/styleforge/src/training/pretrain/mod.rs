@@ -353,7 +353,7 @@ pub enum Stage {
 }
 
 /// How a pretraining call runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PretrainOptions {
     /// The stages.
     pub stage: Stage,
@@ -362,6 +362,19 @@ pub struct PretrainOptions {
     /// Stop the UNet stage (with a checkpoint) after this many steps, as an interrupted
     /// run would; used to test exact resume.
     pub stop_after: Option<usize>,
+    /// Where both stages compute (see [`crate::device`]).
+    pub device: Device,
+}
+
+impl Default for PretrainOptions {
+    fn default() -> Self {
+        Self {
+            stage: Stage::default(),
+            resume: false,
+            stop_after: None,
+            device: Device::Cpu,
+        }
+    }
 }
 
 /// What stage 1 measured (`vae_metrics.json`).
@@ -472,7 +485,7 @@ pub fn pretrain(
         Stage::Both => summary.vae.is_none(),
     };
     if want_vae {
-        summary.vae = Some(pretrain_vae(cfg, progress)?);
+        summary.vae = Some(pretrain_vae(cfg, &opts.device, progress)?);
     } else if opts.stage == Stage::Both {
         tracing::info!("reusing the trained VAE in {}", run.vae().display());
     }
@@ -486,7 +499,7 @@ pub fn pretrain(
         });
     }
 
-    let device = Device::Cpu;
+    let device = opts.device.clone();
     let tokenizer_dir = out.join("tokenizer");
     if !tokenizer_dir.join("merges.txt").is_file() {
         write_standard_tokenizer(&tokenizer_dir)?;

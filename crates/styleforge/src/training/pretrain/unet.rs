@@ -70,7 +70,14 @@ impl<'a> UnetTask<'a> {
         let te_path = cdir.join("text_encoder/config.json");
         let unet_cfg: UNetConfig = read_config(&unet_path)?;
         let te_cfg: ClipTextConfig = read_config(&te_path)?;
-        let vae = load_vae(&run.vae(), &LoadOptions::default())?.model;
+        let vae = load_vae(
+            &run.vae(),
+            &LoadOptions {
+                device: device.clone(),
+                ..LoadOptions::default()
+            },
+        )?
+        .model;
         if unet_cfg.context_dim() != te_cfg.hidden_size {
             return Err(Error::Config {
                 path: unet_path,

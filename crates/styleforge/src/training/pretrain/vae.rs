@@ -88,8 +88,12 @@ struct VaeLogEntry {
 /// `1 / std` of the latents and writes `<out>/vae/` and `<out>/vae_metrics.json`.
 ///
 /// Not checkpointed (a few minutes); an interrupted stage 1 starts again.
-pub fn pretrain_vae(cfg: &PretrainConfig, progress: &mut dyn Progress) -> Result<VaeReport> {
-    let device = Device::Cpu;
+pub fn pretrain_vae(
+    cfg: &PretrainConfig,
+    device: &Device,
+    progress: &mut dyn Progress,
+) -> Result<VaeReport> {
+    let device = device.clone();
     let start = Instant::now();
     let run = RunDir::new(&cfg.output.dir);
     let out = run.root();
