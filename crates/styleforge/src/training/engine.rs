@@ -20,7 +20,9 @@ use super::config::{ResolvedConfig, SaveFormat};
 use super::core::{normal, LoopSettings, RunLoop, TrainTask, TrainedWeights};
 use super::log::read_log;
 use super::models::{load_models, Models};
-use super::step::{compute_loss, LossParts, NoiseSchedule, StepBatch, StepModels};
+use super::step::{
+    compute_masked_loss, compute_split_loss, LossParts, NoiseSchedule, StepBatch, StepModels,
+};
 use super::validation::ValidationSet;
 use crate::data::{EpochSampler, SamplerState};
 use crate::error::{Error, Result};
@@ -87,6 +89,20 @@ fn check_output_dir(base: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One step's batches: StyleRef and Aux rows in one batch, or (aspect-ratio buckets of
+/// different latent sizes) one batch each.
+enum Drawn {
+    Joint(StepBatch),
+    Split(StepBatch, StepBatch),
+}
+
+/// What [`FineTune::draw_batch`] draws: the batches and the StyleRef row's loss mask
+/// `[1, 1, h, w]` when masks are on.
+struct DrawnStep {
+    batches: Drawn,
+    mask: Option<Tensor>,
+}
+
 /// A fine-tuning method as a [`TrainTask`]: the models, the concepts' data and the samplers
 /// that pick each step's StyleRef and Aux images.
 struct FineTune<'a> {
@@ -104,9 +120,12 @@ struct FineTune<'a> {
 }
 
 impl FineTune<'_> {
-    /// Draws one (StyleRef, Aux) batch: concept and image from the samplers, flips, the
-    /// posterior samples, noise and one timestep per row, in that order.
-    fn draw_batch(&mut self, rng: &mut ChaCha8Rng) -> Result<StepBatch> {
+    /// Draws one (StyleRef, Aux) step: concept and image from the samplers, flips, the
+    /// posterior samples, noise and one timestep per row, in that order. When aspect-ratio
+    /// buckets give the two images different latent sizes, they become two batches (the
+    /// noise of the StyleRef row drawn before the Aux row's, then both timesteps); the
+    /// StyleRef row's loss mask comes along when masks are on.
+    fn draw_batch(&mut self, rng: &mut ChaCha8Rng) -> Result<DrawnStep> {
         let (ci, si) = self.style_pairs[self.style_sampler.next_index()];
         let ai = self.aux_samplers[ci].next_index();
         let c = &self.concepts[ci];
@@ -123,20 +142,33 @@ impl FineTune<'_> {
         } else {
             c.style_ids[si].clone()
         };
-        let shape = c.style.latent_shape();
+        let shape = c.style.latent_shape_of(si)?;
         let eps = normal(rng, &shape, &self.device)?;
         let mut latents = vec![c.style.sample(si, flip_style, &eps)?];
         let mut ids = vec![style_ids];
         if let (true, Some(aux)) = (with_prior, &c.aux) {
-            let eps = normal(rng, &aux.latent_shape(), &self.device)?;
+            let eps = normal(rng, &aux.latent_shape_of(ai)?, &self.device)?;
             latents.push(aux.sample(ai, flip_aux, &eps)?);
             ids.push(c.aux_ids[ai].clone());
         }
-        let latents = Tensor::cat(&latents, 0)?;
-        let b = latents.dim(0)?;
+        let mask = c.style.mask(si, flip_style)?;
         let objective = &self.cfg.objective;
-        let noise = objective.noise(rng, latents.dims(), &self.device)?;
-        let timesteps = objective.timesteps(rng, b, self.schedule.num_train_timesteps());
+        let t_max = self.schedule.num_train_timesteps();
+        let split = latents.len() == 2 && latents[0].dims() != latents[1].dims();
+        let (noises, b) = if split {
+            let style = objective.noise(rng, latents[0].dims(), &self.device)?;
+            let aux = objective.noise(rng, latents[1].dims(), &self.device)?;
+            (vec![style, aux], 2)
+        } else {
+            let joint = Tensor::cat(&latents, 0)?;
+            let b = joint.dim(0)?;
+            latents = vec![joint];
+            (
+                vec![objective.noise(rng, latents[0].dims(), &self.device)?],
+                b,
+            )
+        };
+        let timesteps = objective.timesteps(rng, b, t_max);
         let weights = objective.snr_weights(
             self.schedule.ddpm.alphas_cumprod(),
             self.schedule.prediction_type,
@@ -149,18 +181,68 @@ impl FineTune<'_> {
             }
             None => (None, None),
         };
-        let len = ids[0].len();
-        let flat: Vec<u32> = ids.into_iter().flatten().collect();
-        Ok(StepBatch {
-            latents,
-            noise: noise.noise,
-            input_noise: noise.input_noise,
-            timesteps,
-            input_ids: Tensor::from_vec(flat, (b, len), &self.device)?,
-            instance_rows: 1,
-            instance_weights,
-            prior_weights,
-        })
+        let device = &self.device;
+        let batch = |latents: Tensor,
+                     noise: super::objective::BatchNoise,
+                     timesteps: Vec<f64>,
+                     ids: Vec<Vec<u32>>,
+                     instance_rows: usize,
+                     instance_weights: Option<Vec<f64>>,
+                     prior_weights: Option<Vec<f64>>|
+         -> Result<StepBatch> {
+            let (rows, len) = (ids.len(), ids[0].len());
+            let flat: Vec<u32> = ids.into_iter().flatten().collect();
+            Ok(StepBatch {
+                latents,
+                noise: noise.noise,
+                input_noise: noise.input_noise,
+                timesteps,
+                input_ids: Tensor::from_vec(flat, (rows, len), device)?,
+                instance_rows,
+                instance_weights,
+                prior_weights,
+            })
+        };
+        let mut noises = noises.into_iter();
+        let mut latents = latents.into_iter();
+        let (Some(first), Some(first_noise)) = (latents.next(), noises.next()) else {
+            return Err(Error::msg("a training step drew no latents"));
+        };
+        let batches = match (latents.next(), noises.next()) {
+            (Some(aux), Some(aux_noise)) => {
+                let aux_ids = ids.split_off(1);
+                Drawn::Split(
+                    batch(
+                        first,
+                        first_noise,
+                        vec![timesteps[0]],
+                        ids,
+                        1,
+                        instance_weights,
+                        None,
+                    )?,
+                    batch(
+                        aux,
+                        aux_noise,
+                        vec![timesteps[1]],
+                        aux_ids,
+                        1,
+                        prior_weights,
+                        None,
+                    )?,
+                )
+            }
+            _ => Drawn::Joint(batch(
+                first,
+                first_noise,
+                timesteps,
+                ids,
+                1,
+                instance_weights,
+                prior_weights,
+            )?),
+        };
+        Ok(DrawnStep { batches, mask })
     }
 
     /// Samples every validation prompt with and without the token at a fixed seed, and
@@ -262,13 +344,19 @@ impl FineTune<'_> {
 
 impl TrainTask for FineTune<'_> {
     fn loss(&mut self, _steps_done: usize, rng: &mut ChaCha8Rng) -> Result<LossParts> {
-        let batch = self.draw_batch(rng)?;
+        let step = self.draw_batch(rng)?;
         let models = StepModels {
             unet: &self.models.unet,
             text_encoder: &self.models.text_encoder,
             train_text_encoder: self.models.trains_text_encoder(self.cfg),
         };
-        compute_loss(&models, &self.schedule, &batch, self.cfg.prior_loss_weight)
+        let (w, mask) = (self.cfg.prior_loss_weight, step.mask.as_ref());
+        match &step.batches {
+            Drawn::Joint(batch) => compute_masked_loss(&models, &self.schedule, batch, w, mask),
+            Drawn::Split(instance, prior) => {
+                compute_split_loss(&models, &self.schedule, instance, prior, w, mask)
+            }
+        }
     }
 
     fn after_update(&mut self) -> Result<()> {
