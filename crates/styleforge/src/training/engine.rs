@@ -103,6 +103,30 @@ struct DrawnStep {
     mask: Option<Tensor>,
 }
 
+/// A batch of one StyleRef row then the `ids.len() - 1` Aux rows.
+fn step_batch(
+    latents: Tensor,
+    noise: super::objective::BatchNoise,
+    timesteps: Vec<f64>,
+    ids: Vec<Vec<u32>>,
+    instance_weights: Option<Vec<f64>>,
+    prior_weights: Option<Vec<f64>>,
+) -> Result<StepBatch> {
+    let (rows, len) = (ids.len(), ids.first().map_or(0, |i| i.len()));
+    let flat: Vec<u32> = ids.into_iter().flatten().collect();
+    let input_ids = Tensor::from_vec(flat, (rows, len), latents.device())?;
+    Ok(StepBatch {
+        latents,
+        noise: noise.noise,
+        input_noise: noise.input_noise,
+        timesteps,
+        input_ids,
+        instance_rows: 1,
+        instance_weights,
+        prior_weights,
+    })
+}
+
 /// A fine-tuning method as a [`TrainTask`]: the models, the concepts' data and the samplers
 /// that pick each step's StyleRef and Aux images.
 struct FineTune<'a> {
@@ -154,95 +178,65 @@ impl FineTune<'_> {
         let mask = c.style.mask(si, flip_style)?;
         let objective = &self.cfg.objective;
         let t_max = self.schedule.num_train_timesteps();
-        let split = latents.len() == 2 && latents[0].dims() != latents[1].dims();
-        let (noises, b) = if split {
-            let style = objective.noise(rng, latents[0].dims(), &self.device)?;
-            let aux = objective.noise(rng, latents[1].dims(), &self.device)?;
-            (vec![style, aux], 2)
-        } else {
-            let joint = Tensor::cat(&latents, 0)?;
-            let b = joint.dim(0)?;
-            latents = vec![joint];
-            (
-                vec![objective.noise(rng, latents[0].dims(), &self.device)?],
-                b,
+        let device = &self.device;
+        let batches = if latents.len() == 2 && latents[0].dims() != latents[1].dims() {
+            let style_noise = objective.noise(rng, latents[0].dims(), device)?;
+            let aux_noise = objective.noise(rng, latents[1].dims(), device)?;
+            let timesteps = objective.timesteps(rng, 2, t_max);
+            let (instance_weights, prior_weights) = self.snr_weights(&timesteps);
+            let aux_ids = ids.split_off(1);
+            let (style, aux) = (latents[0].clone(), latents[1].clone());
+            Drawn::Split(
+                step_batch(
+                    style,
+                    style_noise,
+                    vec![timesteps[0]],
+                    ids,
+                    instance_weights,
+                    None,
+                )?,
+                step_batch(
+                    aux,
+                    aux_noise,
+                    vec![timesteps[1]],
+                    aux_ids,
+                    prior_weights,
+                    None,
+                )?,
             )
+        } else {
+            let latents = Tensor::cat(&latents, 0)?;
+            let noise = objective.noise(rng, latents.dims(), device)?;
+            let timesteps = objective.timesteps(rng, latents.dim(0)?, t_max);
+            let (instance_weights, prior_weights) = self.snr_weights(&timesteps);
+            Drawn::Joint(step_batch(
+                latents,
+                noise,
+                timesteps,
+                ids,
+                instance_weights,
+                prior_weights,
+            )?)
         };
-        let timesteps = objective.timesteps(rng, b, t_max);
+        Ok(DrawnStep { batches, mask })
+    }
+
+    /// The min-SNR weights of a step's rows (StyleRef first): the StyleRef row's, and the
+    /// Aux rows' with `snr_weight_prior`; `None` when min-SNR is off.
+    fn snr_weights(&self, timesteps: &[f64]) -> (Option<Vec<f64>>, Option<Vec<f64>>) {
+        let objective = &self.cfg.objective;
         let weights = objective.snr_weights(
             self.schedule.ddpm.alphas_cumprod(),
             self.schedule.prediction_type,
-            &timesteps,
+            timesteps,
         );
-        let (instance_weights, prior_weights) = match weights {
+        match weights {
             Some(w) => {
                 let prior = objective.snr_weight_prior.then(|| w[1..].to_vec());
                 (Some(w[..1].to_vec()), prior.filter(|p| !p.is_empty()))
             }
             None => (None, None),
-        };
-        let device = &self.device;
-        let batch = |latents: Tensor,
-                     noise: super::objective::BatchNoise,
-                     timesteps: Vec<f64>,
-                     ids: Vec<Vec<u32>>,
-                     instance_rows: usize,
-                     instance_weights: Option<Vec<f64>>,
-                     prior_weights: Option<Vec<f64>>|
-         -> Result<StepBatch> {
-            let (rows, len) = (ids.len(), ids[0].len());
-            let flat: Vec<u32> = ids.into_iter().flatten().collect();
-            Ok(StepBatch {
-                latents,
-                noise: noise.noise,
-                input_noise: noise.input_noise,
-                timesteps,
-                input_ids: Tensor::from_vec(flat, (rows, len), device)?,
-                instance_rows,
-                instance_weights,
-                prior_weights,
-            })
-        };
-        let mut noises = noises.into_iter();
-        let mut latents = latents.into_iter();
-        let (Some(first), Some(first_noise)) = (latents.next(), noises.next()) else {
-            return Err(Error::msg("a training step drew no latents"));
-        };
-        let batches = match (latents.next(), noises.next()) {
-            (Some(aux), Some(aux_noise)) => {
-                let aux_ids = ids.split_off(1);
-                Drawn::Split(
-                    batch(
-                        first,
-                        first_noise,
-                        vec![timesteps[0]],
-                        ids,
-                        1,
-                        instance_weights,
-                        None,
-                    )?,
-                    batch(
-                        aux,
-                        aux_noise,
-                        vec![timesteps[1]],
-                        aux_ids,
-                        1,
-                        prior_weights,
-                        None,
-                    )?,
-                )
-            }
-            _ => Drawn::Joint(batch(
-                first,
-                first_noise,
-                timesteps,
-                ids,
-                1,
-                instance_weights,
-                prior_weights,
-            )?),
-        };
-        Ok(DrawnStep { batches, mask })
+        }
     }
 
     /// Samples every validation prompt with and without the token at a fixed seed, and
