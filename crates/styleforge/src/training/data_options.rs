@@ -67,7 +67,9 @@ impl DataOptions {
     }
 
     /// The buckets of a run at `resolution` with a VAE that shrinks sides `vae_factor`
-    /// times (`None` without bucketing); the step must be a multiple of that factor.
+    /// times (`None` without bucketing); the step must be a multiple of that factor, and the
+    /// resolution a multiple of the step, so that square images (generated Aux images
+    /// among them) keep the training square as their bucket.
     pub fn buckets(&self, resolution: u32, vae_factor: u32) -> Result<Option<Buckets>> {
         if !self.bucketing {
             return Ok(None);
@@ -77,6 +79,13 @@ impl DataOptions {
             return Err(Error::InvalidConfig(format!(
                 "data.bucket_step {step} must be a multiple of the VAE's downscale factor \
                  {vae_factor}"
+            )));
+        }
+        if !resolution.is_multiple_of(step) {
+            return Err(Error::InvalidConfig(format!(
+                "with data.bucketing, data.resolution {resolution} must be a multiple of the \
+                 bucket step {step} (set data.bucket_step, or a resolution such as {})",
+                resolution / step.max(1) * step
             )));
         }
         Buckets::new(&BucketSpec {
@@ -102,5 +111,38 @@ impl DataOptions {
             masks: false,
             ..self.style_scan(buckets)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_follow_the_vae_and_keep_the_square() {
+        let off = DataOptions::default();
+        assert_eq!(off.buckets(512, 8).unwrap(), None);
+        let on = DataOptions {
+            bucketing: true,
+            ..off
+        };
+        // SD: 8 latent pixels = 64 px
+        let b = on.buckets(512, 8).unwrap().unwrap();
+        assert!(b.sizes().contains(&(512, 512)) && b.sizes().contains(&(640, 320)));
+        assert!(b.sizes().iter().all(|&(w, h)| w % 64 == 0 && h % 64 == 0));
+        assert_eq!(b.assign(512, 512), (512, 512));
+        // the tiny fixture's VAE (factor 2): 16 px
+        let tiny = on.buckets(32, 2).unwrap().unwrap();
+        assert_eq!(tiny.sizes(), [(16, 32), (32, 16), (32, 32)]);
+        assert!(on
+            .buckets(544, 8)
+            .unwrap_err()
+            .to_string()
+            .contains("multiple"));
+        let odd = DataOptions {
+            bucket_step: Some(60),
+            ..on
+        };
+        assert!(odd.buckets(480, 8).is_err());
     }
 }

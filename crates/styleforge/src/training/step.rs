@@ -125,11 +125,17 @@ fn masked_mse(a: &Tensor, b: &Tensor, mask: &Tensor, weights: Option<&[f64]>) ->
             a.dims()
         )));
     }
+    if let Some(w) = weights.filter(|w| w.len() != n) {
+        return Err(Error::InvalidRequest(format!(
+            "{} loss weights for {n} rows",
+            w.len()
+        )));
+    }
     let mask = mask.to_dtype(DType::F32)?;
     let sums = (mask.flatten_from(1)?.sum(1)? * c as f64)?.to_vec1::<f32>()?;
     let w: Vec<f32> = (0..n)
         .map(|i| {
-            let w = weights.map_or(1.0, |w| w.get(i).copied().unwrap_or(1.0)) as f32;
+            let w = weights.map_or(1.0, |w| w[i]) as f32;
             if sums[i] > 0.0 {
                 w / sums[i]
             } else {
@@ -137,12 +143,6 @@ fn masked_mse(a: &Tensor, b: &Tensor, mask: &Tensor, weights: Option<&[f64]>) ->
             }
         })
         .collect();
-    if weights.is_some_and(|w| w.len() != n) {
-        return Err(Error::InvalidRequest(format!(
-            "{} loss weights for {n} rows",
-            weights.map_or(0, |w| w.len())
-        )));
-    }
     let per_row = (a - b)?
         .sqr()?
         .broadcast_mul(&mask)?
