@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use image::{GrayImage, ImageFormat, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use styleforge::data::{
-    CacheSource, CropMode, EpochSampler, ImageFolder, LatentCache, Preprocess, SamplerState,
+    BucketSpec, Buckets, CacheSource, CropMode, EpochSampler, ImageFolder, LatentCache, Preprocess,
+    SamplerState, ScanOptions,
 };
 use styleforge::image_io::image_to_tensor;
 use styleforge::models::folder::{load_vae, LoadOptions};
@@ -502,4 +503,206 @@ fn sampler_shuffles_each_epoch_and_resumes_exactly() {
     bad.len = 6;
     assert!(EpochSampler::from_state(bad).is_err());
     assert!(EpochSampler::new(0, 1).is_err());
+}
+
+/// A folder of a wide and a tall image with `.caption` captions, `.txt` files that are not
+/// captions under that extension, and masks (`a`: left half white; `b`: all white).
+fn masked_folder() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imgs");
+    std::fs::create_dir(&dir).unwrap();
+    save(&picture(40, 20, 1), &dir.join("a.png"));
+    save(&picture(20, 40, 2), &dir.join("b.png"));
+    std::fs::write(dir.join("a.caption"), " a wide one\n").unwrap();
+    std::fs::write(dir.join("a.txt"), "not read").unwrap();
+    std::fs::write(dir.join("b.txt"), "not read either").unwrap();
+    GrayImage::from_fn(40, 20, |x, _| Luma([if x < 20 { 255 } else { 0 }]))
+        .save(dir.join("a.mask.png"))
+        .unwrap();
+    // any mode: an RGB mask, read as grey
+    RgbImage::from_pixel(20, 40, Rgb([255, 255, 255]))
+        .save(dir.join("b.mask.png"))
+        .unwrap();
+    (tmp, dir)
+}
+
+fn bucket_scan(masks: bool) -> ScanOptions {
+    let spec = BucketSpec {
+        resolution: 32,
+        step: 16,
+        max_aspect: 2.0,
+    };
+    ScanOptions {
+        caption_extension: ".caption".into(),
+        masks,
+        buckets: Some(Buckets::new(&spec).unwrap()),
+    }
+}
+
+#[test]
+fn scan_with_a_caption_extension_masks_and_buckets() {
+    let (_tmp, dir) = masked_folder();
+    let prep = Preprocess::new(32);
+    let folder = ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(true)).unwrap();
+    // masks are never images
+    assert_eq!(folder.len(), 2);
+    let e = folder.entries();
+    assert_eq!(e[0].caption.as_deref(), Some("a wide one"));
+    assert_eq!(e[1].caption, None);
+    assert_eq!((e[0].bucket, e[1].bucket), (Some((32, 16)), Some((16, 32))));
+    assert!(e.iter().all(|e| e.mask.is_some()));
+    assert_eq!(folder.target(1, &prep).unwrap(), (16, 32));
+    assert_eq!(
+        folder.preprocessed(0, &prep, false).unwrap().dimensions(),
+        (32, 16)
+    );
+    // the default scan skips the masks too, and reads `.txt` captions
+    let plain = ImageFolder::scan(&dir, &Preprocess::new(16), 2).unwrap();
+    assert_eq!(plain.len(), 2);
+    assert_eq!(
+        plain.entries()[1].caption.as_deref(),
+        Some("not read either")
+    );
+    assert!(plain
+        .entries()
+        .iter()
+        .all(|e| e.mask.is_none() && e.bucket.is_none()));
+
+    // a missing mask names the image; a mask of another size names the mask
+    std::fs::rename(dir.join("b.mask.png"), dir.join("b.mask.bak")).unwrap();
+    let msg = err_text(ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(true)));
+    assert!(
+        msg.contains("b.png") && msg.contains("b.mask.png") && msg.contains("masked_loss"),
+        "{msg}"
+    );
+    assert!(ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(false)).is_ok());
+    save(&picture(20, 41, 2), &dir.join("b.mask.png"));
+    let msg = err_text(ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(true)));
+    assert!(msg.contains("b.mask.png") && msg.contains("20x41"), "{msg}");
+    GrayImage::new(20, 40).save(dir.join("b.mask.png")).unwrap();
+    let msg = err_text(ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(true)));
+    assert!(msg.contains("entirely black"), "{msg}");
+    // an image smaller than its bucket is refused unless upscaling is allowed
+    save(&picture(30, 15, 3), &dir.join("c.png"));
+    let msg = err_text(ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(false)));
+    assert!(msg.contains("c.png") && msg.contains("32x16"), "{msg}");
+}
+
+#[test]
+fn bucketed_cache_keeps_each_size_and_the_masks_at_latent_resolution() {
+    let (tmp, dir) = masked_folder();
+    let prep = Preprocess::new(32);
+    let folder = ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(true)).unwrap();
+    let vae = tiny_vae();
+    let dev = Device::Cpu;
+    let source = CacheSource {
+        folder: &folder,
+        preprocess: &prep,
+        with_flips: true,
+        vae_tag: "tiny",
+    };
+    let cache = LatentCache::build(&source, &vae, DType::F32, &dev, &mut NoProgress).unwrap();
+    assert_eq!(cache.latent_shape_of(0).unwrap(), [1, 4, 8, 16]);
+    assert_eq!(cache.latent_shape_of(1).unwrap(), [1, 4, 16, 8]);
+    assert!(cache.has_masks());
+    // the latent of a is the VAE's encoding of its bucket picture
+    let pixels = folder
+        .tensor(0, &prep, true, &dev)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let post = vae.encode(&pixels).unwrap();
+    assert_eq!(
+        max_abs_diff(&cache.posterior(0, true).unwrap().mean, &post.mean),
+        0.0
+    );
+    // a's mask: white on the left, black on the right, mirrored for the flip; the average
+    // of its 2x2 blocks
+    let m = cache.mask(0, false).unwrap().unwrap();
+    assert_eq!(m.dims(), [1, 1, 8, 16]);
+    let rows = m
+        .squeeze(0)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r[0] == 1.0 && r[6] == 1.0 && r[9] == 0.0 && r[15] == 0.0));
+    let edge = folder.preprocessed_mask(0, &prep, false).unwrap().unwrap();
+    let block = |x: u32, y: u32| {
+        (0..2)
+            .flat_map(|dy| (0..2).map(move |dx| (dx, dy)))
+            .map(|(dx, dy)| edge.get_pixel(2 * x + dx, 2 * y + dy).0[0] as f32)
+            .sum::<f32>()
+            / (4.0 * 255.0)
+    };
+    for (x, y) in [(7, 0), (8, 3), (0, 7)] {
+        assert!(
+            (rows[y][x] - block(x as u32, y as u32)).abs() < 1e-6,
+            "{x},{y}"
+        );
+    }
+    let flipped = cache.mask(0, true).unwrap().unwrap();
+    let mirrored: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|r| r.iter().rev().copied().collect())
+        .collect();
+    let flipped_rows = flipped
+        .squeeze(0)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(flipped_rows, mirrored);
+    let b = cache.mask(1, false).unwrap().unwrap();
+    assert!(b
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|&v| v == 1.0));
+
+    // saved and loaded, the groups and masks come back
+    let path = tmp.path().join(cache.key().file_name());
+    cache.save(&path).unwrap();
+    let back = LatentCache::load(&path, &source.key(), &dev)
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.latent_shape_of(1).unwrap(), [1, 4, 16, 8]);
+    assert_eq!(
+        max_abs_diff(&back.mask(0, true).unwrap().unwrap(), &flipped),
+        0.0
+    );
+    assert_eq!(
+        max_abs_diff(
+            &back.posterior(1, false).unwrap().logvar,
+            &cache.posterior(1, false).unwrap().logvar
+        ),
+        0.0
+    );
+    // a changed mask changes the key (the cache is rebuilt); so do buckets and masks at all
+    GrayImage::from_pixel(20, 40, Luma([128]))
+        .save(dir.join("b.mask.png"))
+        .unwrap();
+    let changed = ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(true)).unwrap();
+    let key = |folder: &ImageFolder| {
+        CacheSource {
+            folder,
+            preprocess: &prep,
+            with_flips: true,
+            vae_tag: "tiny",
+        }
+        .key()
+    };
+    assert_ne!(key(&changed), source.key());
+    let unmasked = ImageFolder::scan_with(&dir, &prep, 2, &bucket_scan(false)).unwrap();
+    assert_ne!(key(&unmasked), key(&changed));
+    let square =
+        ImageFolder::scan_with(&dir, &Preprocess::new(16), 2, &ScanOptions::default()).unwrap();
+    let default_scan = ImageFolder::scan(&dir, &Preprocess::new(16), 2).unwrap();
+    assert_eq!(key(&square), key(&default_scan));
 }

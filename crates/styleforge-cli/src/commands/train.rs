@@ -17,7 +17,10 @@ use crate::progress::Bar;
 /// `.safetensors` converted once into <run>/base-model/, or a Hub model owner/name[@rev]
 /// fetched into the Hugging Face cache; variant; config: configs for a
 /// single-file base, as `convert --config`), `[[data.concepts]]` (style_dir,
-/// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images),
+/// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images,
+/// caption_dropout, shuffle_tags, keep_tokens, validation_dir; caption_extension = ".txt";
+/// masked_loss: a <stem>.mask.png beside each StyleRef image, white = train, black =
+/// ignore; aspect-ratio bucketing: bucketing, bucket_step = VAE factor × 8, max_aspect = 2),
 /// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,
 /// num_aux_images, aux_steps, gradient_checkpointing, ignore_memory_check; the objective:
 /// snr_gamma, snr_weight_prior, timestep_sampling = uniform|logit-normal, min_timestep,

@@ -10,12 +10,21 @@
 //! The cache is saved as `latents-<key>.safetensors` in the run folder (written atomically).
 //! The key hashes every image's bytes and file name, the resolution, the crop (and its seed
 //! for random crops), whether flips are cached, and a caller-given VAE tag, so any change
-//! there makes a re-run encode afresh instead of training on stale latents.
+//! there makes a re-run encode afresh instead of training on stale latents; with loss masks
+//! or aspect-ratio buckets ([`crate::data::ScanOptions`]) also each mask's bytes and each
+//! image's bucket.
 //!
-//! File layout: `mean`, `logvar` f32 `[N, V, C, h, w]` (V = 1, or 2 with flips: variant 1 is
-//! the mirrored image), `key` u8 (the key's 32 hex digits), `scaling_factor` f64 `[1]`.
+//! Images of one size (no bucketing, or one bucket) share one group; with buckets, the
+//! images of each bucket form a group (groups in order of size, images in folder order).
+//! A loss mask, when the folder has masks, is kept beside each posterior at latent
+//! resolution ([`crate::data::mask::mask_to_latent`]).
+//!
+//! File layout, one group: `mean`, `logvar` f32 `[N, V, C, h, w]` (V = 1, or 2 with flips:
+//! variant 1 is the mirrored image), with masks `mask` f32 `[N, V, 1, h, w]`, `key` u8 (the
+//! key's 32 hex digits), `scaling_factor` f64 `[1]`. Several groups: `mean.<g>`,
+//! `logvar.<g>`, `mask.<g>` per group and `group` u32 `[N]`, each image's group.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -25,6 +34,7 @@ use styleforge_models::weights::save_safetensors_atomic;
 use super::data_error;
 use super::folder::ImageFolder;
 use super::hash::Fnv128;
+use super::mask::mask_to_latent;
 use super::preprocess::{CropMode, Preprocess};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -62,6 +72,15 @@ impl CacheSource<'_> {
             let name = e.path.file_name().unwrap_or_default().to_string_lossy();
             h.write_str(&name);
             h.write(&e.content_hash.to_le_bytes());
+            if let Some(mask) = &e.mask {
+                h.write_str("mask");
+                h.write(&mask.content_hash.to_le_bytes());
+            }
+            if let Some((w, b)) = e.bucket {
+                h.write_str("bucket");
+                h.write(&w.to_le_bytes());
+                h.write(&b.to_le_bytes());
+            }
         }
         LatentCacheKey(format!("{:032x}", h.finish()))
     }
@@ -90,15 +109,39 @@ impl std::fmt::Display for LatentCacheKey {
     }
 }
 
-/// Posteriors of every (image, flip) variant of a folder.
+/// Posteriors (and loss masks) of every (image, flip) variant of a folder.
 #[derive(Debug, Clone)]
 pub struct LatentCache {
     key: LatentCacheKey,
-    /// `[N, V, C, h, w]`, f32.
-    mean: Tensor,
-    /// `[N, V, C, h, w]`, f32, clamped to [-30, 20] by the VAE.
-    logvar: Tensor,
+    /// One per latent size.
+    groups: Vec<Group>,
+    /// Each image's (group, row in the group).
+    place: Vec<(usize, usize)>,
     scaling_factor: f64,
+}
+
+/// The images of one latent size.
+#[derive(Debug, Clone)]
+struct Group {
+    /// `[n, V, C, h, w]`, f32.
+    mean: Tensor,
+    /// `[n, V, C, h, w]`, f32, clamped to [-30, 20] by the VAE.
+    logvar: Tensor,
+    /// `[n, V, 1, h, w]`, f32 in [0, 1], with masks.
+    mask: Option<Tensor>,
+}
+
+/// Each image's (group, row) from the group of every image (rows in image order).
+fn places(groups_of: &[usize]) -> Vec<(usize, usize)> {
+    let mut next = BTreeMap::<usize, usize>::new();
+    groups_of
+        .iter()
+        .map(|&g| {
+            let row = next.entry(g).or_insert(0);
+            *row += 1;
+            (g, *row - 1)
+        })
+        .collect()
 }
 
 impl LatentCache {
@@ -124,17 +167,37 @@ impl LatentCache {
         if folder.is_empty() {
             return Err(data_error(folder.root(), "no images to encode"));
         }
+        // groups by training size, in order of size
+        let mut targets = Vec::with_capacity(folder.len());
+        for index in 0..folder.len() {
+            let (w, h) = folder.target(index, prep)?;
+            if w == 0 || h == 0 || w % f != 0 || h % f != 0 {
+                return Err(Error::InvalidRequest(format!(
+                    "training size {w}x{h} must be a positive multiple of the VAE's downscale \
+                     factor {f} on both sides"
+                )));
+            }
+            targets.push((w, h));
+        }
+        let sizes: BTreeMap<(u32, u32), usize> = targets.iter().map(|&t| (t, 0)).collect();
+        let sizes: BTreeMap<(u32, u32), usize> =
+            sizes.into_keys().enumerate().map(|(g, t)| (t, g)).collect();
+        let groups_of: Vec<usize> = targets.iter().map(|t| sizes[t]).collect();
+        let with_masks = folder.entries().iter().any(|e| e.mask.is_some());
         let flips: &[bool] = if source.with_flips {
             &[false, true]
         } else {
             &[false]
         };
         progress.begin("encoding training images", folder.len() * flips.len());
-        let mut means = Vec::with_capacity(folder.len());
-        let mut logvars = Vec::with_capacity(folder.len());
-        for index in 0..folder.len() {
+        let n_groups = sizes.len();
+        let mut means = vec![Vec::new(); n_groups];
+        let mut logvars = vec![Vec::new(); n_groups];
+        let mut masks = vec![Vec::new(); n_groups];
+        for (index, &g) in groups_of.iter().enumerate() {
             let mut m = Vec::with_capacity(flips.len());
             let mut l = Vec::with_capacity(flips.len());
+            let mut k = Vec::with_capacity(flips.len());
             for &flip in flips {
                 let pixels = folder
                     .tensor(index, prep, flip, device)?
@@ -143,19 +206,59 @@ impl LatentCache {
                 let post = vae.encode(&pixels)?;
                 m.push(post.mean.to_dtype(DType::F32)?);
                 l.push(post.logvar.to_dtype(DType::F32)?);
+                if with_masks {
+                    let mask = folder
+                        .preprocessed_mask(index, prep, flip)?
+                        .ok_or_else(|| {
+                            data_error(&folder.entries()[index].path, "this image has no mask")
+                        })?;
+                    k.push(mask_to_latent(&mask, f, device)?.unsqueeze(0)?);
+                }
                 progress.advance(1);
             }
             // [V, C, h, w] per image (each variant is [1, C, h, w])
-            means.push(Tensor::cat(&m, 0)?);
-            logvars.push(Tensor::cat(&l, 0)?);
+            means[g].push(Tensor::cat(&m, 0)?);
+            logvars[g].push(Tensor::cat(&l, 0)?);
+            if with_masks {
+                masks[g].push(Tensor::cat(&k, 0)?);
+            }
         }
         progress.finish();
+        let mut groups = Vec::with_capacity(n_groups);
+        for g in 0..n_groups {
+            groups.push(Group {
+                mean: Tensor::stack(&means[g], 0)?,
+                logvar: Tensor::stack(&logvars[g], 0)?,
+                mask: if with_masks {
+                    Some(Tensor::stack(&masks[g], 0)?)
+                } else {
+                    None
+                },
+            });
+        }
         Ok(Self {
             key: source.key(),
-            mean: Tensor::stack(&means, 0)?,
-            logvar: Tensor::stack(&logvars, 0)?,
+            groups,
+            place: places(&groups_of),
             scaling_factor: vae.scaling_factor(),
         })
+    }
+
+    /// Whether the cache fits `source` (images, flips, masks, sizes) and `vae`.
+    fn fits(&self, source: &CacheSource, vae: &AutoencoderKL) -> bool {
+        let folder = source.folder;
+        let f = vae.downscale_factor();
+        let masks = folder.entries().iter().any(|e| e.mask.is_some());
+        self.len() == folder.len()
+            && self.has_flips() == source.with_flips
+            && self.has_masks() == masks
+            && self.scaling_factor == vae.scaling_factor()
+            && (0..folder.len()).all(|i| {
+                let shape = self.latent_shape_of(i).ok();
+                let target = folder.target(i, source.preprocess).ok();
+                matches!((shape, target), (Some(s), Some((w, h)))
+                    if s[2] * f == h as usize && s[3] * f == w as usize)
+            })
     }
 
     /// Loads the cache of `source` from `dir` if a matching file is there, else encodes the
@@ -172,11 +275,7 @@ impl LatentCache {
         let key = source.key();
         let path = dir.join(key.file_name());
         match Self::load(&path, &key, device) {
-            Ok(Some(cache))
-                if cache.len() == source.folder.len()
-                    && cache.has_flips() == source.with_flips
-                    && cache.scaling_factor == vae.scaling_factor() =>
-            {
+            Ok(Some(cache)) if cache.fits(source, vae) => {
                 tracing::info!(path = %path.display(), "reusing cached latents");
                 return Ok((cache, true));
             }
@@ -195,17 +294,34 @@ impl LatentCache {
 
     /// Writes the cache to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let device = self.mean.device();
+        let device = self.groups[0].mean.device();
         let key_bytes = Tensor::new(self.key.as_str().as_bytes(), device)?;
-        let tensors = HashMap::from([
-            ("mean".to_string(), self.mean.clone()),
-            ("logvar".to_string(), self.logvar.clone()),
+        let mut tensors = HashMap::from([
             ("key".to_string(), key_bytes),
             (
                 "scaling_factor".to_string(),
                 Tensor::new(&[self.scaling_factor], device)?,
             ),
         ]);
+        let one = self.groups.len() == 1;
+        let name = |what: &str, g: usize| {
+            if one {
+                what.to_string()
+            } else {
+                format!("{what}.{g}")
+            }
+        };
+        for (g, group) in self.groups.iter().enumerate() {
+            tensors.insert(name("mean", g), group.mean.clone());
+            tensors.insert(name("logvar", g), group.logvar.clone());
+            if let Some(mask) = &group.mask {
+                tensors.insert(name("mask", g), mask.clone());
+            }
+        }
+        if !one {
+            let groups: Vec<u32> = self.place.iter().map(|&(g, _)| g as u32).collect();
+            tensors.insert("group".to_string(), Tensor::new(groups, device)?);
+        }
         save_safetensors_atomic(&tensors, path)?;
         Ok(())
     }
@@ -227,26 +343,81 @@ impl LatentCache {
         if stored_key != key.as_str().as_bytes() {
             return Ok(None);
         }
-        let mean = take("mean")?.to_dtype(DType::F32)?;
-        let logvar = take("logvar")?.to_dtype(DType::F32)?;
         let scaling_factor = take("scaling_factor")?
             .to_dtype(DType::F64)?
             .to_vec1::<f64>()?
             .first()
             .copied()
             .ok_or_else(|| bad("empty `scaling_factor`"))?;
-        let ok_shape = matches!(mean.dims(), [n, 1 | 2, _, _, _] if *n > 0);
-        if !ok_shape || mean.dims() != logvar.dims() {
-            return Err(bad(&format!(
-                "`mean` {:?} and `logvar` {:?} should both be [N, 1 or 2, C, h, w]",
-                mean.dims(),
-                logvar.dims()
-            )));
+        let one = tensors.contains_key("mean");
+        let groups_of: Vec<usize> = if one {
+            Vec::new()
+        } else {
+            let g = tensors.remove("group").ok_or_else(|| bad("no `group`"))?;
+            g.to_dtype(DType::U32)?
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|g| g as usize)
+                .collect()
+        };
+        let n_groups = if one {
+            1
+        } else {
+            groups_of.iter().max().map_or(0, |m| m + 1)
+        };
+        let mut groups = Vec::with_capacity(n_groups);
+        for g in 0..n_groups {
+            let name = |what: &str| {
+                if one {
+                    what.to_string()
+                } else {
+                    format!("{what}.{g}")
+                }
+            };
+            let mut take = |what: &str| tensors.remove(&name(what));
+            let mean = take("mean").ok_or_else(|| bad(&format!("no `{}`", name("mean"))))?;
+            let logvar = take("logvar").ok_or_else(|| bad(&format!("no `{}`", name("logvar"))))?;
+            let mask = take("mask").map(|m| m.to_dtype(DType::F32)).transpose()?;
+            let (mean, logvar) = (mean.to_dtype(DType::F32)?, logvar.to_dtype(DType::F32)?);
+            let ok_shape = matches!(mean.dims(), [n, 1 | 2, _, _, _] if *n > 0);
+            let mask_ok = mask.as_ref().is_none_or(|m| {
+                let (d, k) = (mean.dims(), m.dims());
+                k.len() == 5 && k[..2] == d[..2] && k[2] == 1 && k[3..] == d[3..]
+            });
+            if !ok_shape || mean.dims() != logvar.dims() || !mask_ok {
+                return Err(bad(&format!(
+                    "`mean` {:?} and `logvar` {:?} should both be [N, 1 or 2, C, h, w] (and a \
+                     mask [N, 1 or 2, 1, h, w])",
+                    mean.dims(),
+                    logvar.dims()
+                )));
+            }
+            groups.push(Group { mean, logvar, mask });
+        }
+        let groups_of = if one {
+            vec![0; groups[0].mean.dims()[0]]
+        } else {
+            groups_of
+        };
+        let place = places(&groups_of);
+        let consistent = !groups.is_empty()
+            && groups
+                .iter()
+                .all(|g| g.mask.is_some() == groups[0].mask.is_some())
+            && groups
+                .iter()
+                .all(|g| g.mean.dims()[1] == groups[0].mean.dims()[1])
+            && groups
+                .iter()
+                .enumerate()
+                .all(|(i, g)| place.iter().filter(|p| p.0 == i).count() == g.mean.dims()[0]);
+        if !consistent {
+            return Err(bad("its groups do not match `group`"));
         }
         Ok(Some(Self {
             key: key.clone(),
-            mean,
-            logvar,
+            groups,
+            place,
             scaling_factor,
         }))
     }
@@ -258,7 +429,7 @@ impl LatentCache {
 
     /// Number of images.
     pub fn len(&self) -> usize {
-        self.mean.dims()[0]
+        self.place.len()
     }
 
     /// Whether the cache has no images (never, for a built or loaded cache).
@@ -268,7 +439,12 @@ impl LatentCache {
 
     /// Whether mirrored variants are cached.
     pub fn has_flips(&self) -> bool {
-        self.mean.dims()[1] == 2
+        self.groups[0].mean.dims()[1] == 2
+    }
+
+    /// Whether loss masks are cached.
+    pub fn has_masks(&self) -> bool {
+        self.groups[0].mask.is_some()
     }
 
     /// The VAE scaling factor applied by [`Self::sample`].
@@ -276,38 +452,68 @@ impl LatentCache {
         self.scaling_factor
     }
 
-    /// Shape `[1, C, h, w]` of one latent (and of the noise [`Self::sample`] takes).
+    /// Shape `[1, C, h, w]` of one latent (and of the noise [`Self::sample`] takes): of
+    /// every image when they have one size, else of the first image
+    /// ([`Self::latent_shape_of`] gives each image's).
     pub fn latent_shape(&self) -> [usize; 4] {
-        let d = self.mean.dims();
+        let d = self.groups[self.place[0].0].mean.dims();
         [1, d[2], d[3], d[4]]
     }
 
-    /// The posterior of image `index` (mirrored when `flip`): mean and logvar `[1, C, h, w]`.
-    pub fn posterior(&self, index: usize, flip: bool) -> Result<DiagonalGaussian> {
-        if index >= self.len() {
-            return Err(Error::msg(format!(
+    /// Shape `[1, C, h, w]` of image `index`'s latent.
+    pub fn latent_shape_of(&self, index: usize) -> Result<[usize; 4]> {
+        let (g, _) = self.place_of(index)?;
+        let d = self.groups[g].mean.dims();
+        Ok([1, d[2], d[3], d[4]])
+    }
+
+    fn place_of(&self, index: usize) -> Result<(usize, usize)> {
+        self.place.get(index).copied().ok_or_else(|| {
+            Error::msg(format!(
                 "latent cache: image index {index} out of range ({} images)",
                 self.len()
-            )));
-        }
+            ))
+        })
+    }
+
+    /// The loss mask of image `index` (mirrored when `flip`) at latent resolution,
+    /// `[1, 1, h, w]` in [0, 1]; `None` when masks were not cached.
+    pub fn mask(&self, index: usize, flip: bool) -> Result<Option<Tensor>> {
+        let (g, row) = self.place_of(index)?;
+        let Some(mask) = &self.groups[g].mask else {
+            return Ok(None);
+        };
+        self.check_flip(flip)?;
+        Ok(Some(mask.get(row)?.narrow(0, flip as usize, 1)?))
+    }
+
+    fn check_flip(&self, flip: bool) -> Result<()> {
         if flip && !self.has_flips() {
             return Err(Error::msg(
                 "latent cache: a mirrored latent was asked for, but flips were not cached",
             ));
         }
+        Ok(())
+    }
+
+    /// The posterior of image `index` (mirrored when `flip`): mean and logvar `[1, C, h, w]`.
+    pub fn posterior(&self, index: usize, flip: bool) -> Result<DiagonalGaussian> {
+        let (g, row) = self.place_of(index)?;
+        self.check_flip(flip)?;
         let v = flip as usize;
-        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.get(index)?.narrow(0, v, 1)?) };
+        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.get(row)?.narrow(0, v, 1)?) };
+        let group = &self.groups[g];
         Ok(DiagonalGaussian {
-            mean: pick(&self.mean)?,
-            logvar: pick(&self.logvar)?,
+            mean: pick(&group.mean)?,
+            logvar: pick(&group.logvar)?,
         })
     }
 
     /// A latent for image `index` (mirrored when `flip`) scaled for the UNet:
     /// `(mean + exp(logvar / 2) · noise) · scaling_factor`, `[1, C, h, w]` f32.
-    /// `noise` is standard normal of [`Self::latent_shape`].
+    /// `noise` is standard normal of [`Self::latent_shape_of`] the image.
     pub fn sample(&self, index: usize, flip: bool, noise: &Tensor) -> Result<Tensor> {
-        let shape = self.latent_shape();
+        let shape = self.latent_shape_of(index)?;
         if noise.dims() != shape {
             return Err(Error::msg(format!(
                 "latent cache: noise has shape {:?}, expected {shape:?}",

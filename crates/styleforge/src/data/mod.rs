@@ -9,17 +9,23 @@
 //! - [`latent_cache`]: [`LatentCache`] encodes each (image, flip) variant once through the
 //!   frozen VAE, keeps the posterior and samples latents from caller-given noise; it is saved
 //!   in the run folder under a content-hash key so a re-run reuses it.
+//! - [`buckets`]: [`Buckets`], aspect-ratio buckets of about the training square's area,
+//!   and which one each image is trained at.
+//! - [`mask`]: loss masks (`image.mask.png`), grey, and their latent-resolution average.
 //! - [`sampler`]: [`EpochSampler`], seeded epoch-wise shuffling over indices, and
 //!   [`RngState`], a serializable ChaCha8 state for exact resume.
 
+pub mod buckets;
 pub mod folder;
 pub mod latent_cache;
+pub mod mask;
 pub mod preprocess;
 pub mod sampler;
 
 pub(crate) mod hash;
 
-pub use folder::{ImageEntry, ImageFolder};
+pub use buckets::{BucketSpec, Buckets};
+pub use folder::{ImageEntry, ImageFolder, MaskFile, ScanOptions};
 pub use latent_cache::{CacheSource, LatentCache, LatentCacheKey};
 pub use preprocess::{CropMode, Preprocess};
 pub use sampler::{EpochSampler, RngState, SamplerState};

@@ -19,13 +19,20 @@
 //!   which images are prepared. With latents cached once per image, a random crop is drawn
 //!   once per image for the whole run (DreamBooth redraws it each epoch).
 //! - **Flip**: mirrors the cropped square.
+//! - **Buckets** (aspect-ratio bucketing, [`super::buckets`]): the same steps with a
+//!   `width`×`height` target instead of the square ([`Preprocess::apply_to`]): the image is
+//!   resized to cover the target (the side that fits exactly gets the target's length, the
+//!   other `floor(target · long / short)` as above) and only the overflow is cropped. For a
+//!   square target this is exactly the square path.
+//! - **Masks**: a loss mask goes through the very same resize, crop and flip as its image
+//!   ([`Preprocess::apply_to`] is generic over the pixel type).
 //! - **Tensor**: `[3, H, W]` f32 in [-1, 1] ([`crate::image_io::image_to_tensor`], equal
 //!   value for value to `Normalize([0.5], [0.5])(ToTensor())`).
 
 use std::path::Path;
 
 use image::imageops::FilterType;
-use image::RgbImage;
+use image::{ImageBuffer, Pixel, RgbImage};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -92,11 +99,40 @@ impl Preprocess {
         }
     }
 
+    /// Size `(width, height)` after resizing to cover `target` `(tw, th)`: the side that
+    /// limits becomes the target's, the other is scaled by the same factor (truncated as
+    /// torchvision does, and never below the target). For the square target
+    /// `(resolution, resolution)` this is [`Self::resized_size`].
+    pub fn cover_size(&self, width: u32, height: u32, target: (u32, u32)) -> (u32, u32) {
+        let (tw, th) = (target.0 as u64, target.1 as u64);
+        let (w, h) = (width.max(1) as u64, height.max(1) as u64);
+        if w * th >= h * tw {
+            // relatively wider than the target: the height fits exactly
+            let nw = ((th * w) as f64 / h as f64) as u64;
+            (nw.max(tw) as u32, th as u32)
+        } else {
+            let nh = ((tw * h) as f64 / w as f64) as u64;
+            (tw as u32, nh.max(th) as u32)
+        }
+    }
+
     /// Top-left corner `(left, top)` of the crop in a resized image of `width`×`height`;
     /// `index` selects the image's random stream.
     pub fn crop_origin(&self, width: u32, height: u32, index: usize) -> (u32, u32) {
-        let spare_w = width.saturating_sub(self.resolution);
-        let spare_h = height.saturating_sub(self.resolution);
+        let r = self.resolution;
+        self.crop_origin_in(width, height, (r, r), index)
+    }
+
+    /// [`Self::crop_origin`] for a crop of `target` `(tw, th)`.
+    pub fn crop_origin_in(
+        &self,
+        width: u32,
+        height: u32,
+        target: (u32, u32),
+        index: usize,
+    ) -> (u32, u32) {
+        let spare_w = width.saturating_sub(target.0);
+        let spare_h = height.saturating_sub(target.1);
         match self.crop {
             CropMode::Center => (half_round_even(spare_w), half_round_even(spare_h)),
             CropMode::Random => {
@@ -132,11 +168,56 @@ impl Preprocess {
         Ok(())
     }
 
+    /// Checks that an image of `width`×`height` covers `target` `(tw, th)` without
+    /// upscaling (unless upscaling is allowed); for the training square, [`Self::check_size`].
+    pub fn check_target(
+        &self,
+        path: &Path,
+        width: u32,
+        height: u32,
+        target: (u32, u32),
+    ) -> Result<()> {
+        let r = self.resolution;
+        if target == (r, r) || width == 0 || height == 0 {
+            return self.check_size(path, width, height);
+        }
+        let (tw, th) = target;
+        if (width < tw || height < th) && !self.allow_upscale {
+            return Err(data_error(
+                path,
+                format!(
+                    "the image is {width}x{height}, smaller than its aspect-ratio bucket \
+                     {tw}x{th} (it must be at least that wide and tall; use a larger image, \
+                     lower the resolution, or allow upscaling)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Resize, crop and optionally mirror `img` into a `resolution`×`resolution` image.
     /// `index` is the image's position in its folder (for the random crop).
     pub fn apply(&self, img: &RgbImage, index: usize, flip: bool) -> RgbImage {
+        let r = self.resolution;
+        self.apply_to(img, index, flip, (r, r))
+    }
+
+    /// Resize `img` to cover `target` `(width, height)`, crop it to the target and
+    /// optionally mirror it: the training picture of an image, or of its mask (any pixel
+    /// type, the same steps). `index` is the image's position in its folder (for the random
+    /// crop).
+    pub fn apply_to<P>(
+        &self,
+        img: &ImageBuffer<P, Vec<P::Subpixel>>,
+        index: usize,
+        flip: bool,
+        target: (u32, u32),
+    ) -> ImageBuffer<P, Vec<P::Subpixel>>
+    where
+        P: Pixel + 'static,
+    {
         let (w, h) = img.dimensions();
-        let (nw, nh) = self.resized_size(w, h);
+        let (nw, nh) = self.cover_size(w, h, target);
         let resized;
         let src = if (nw, nh) == (w, h) {
             img // PIL's resize returns a copy when the size is unchanged
@@ -144,9 +225,9 @@ impl Preprocess {
             resized = image::imageops::resize(img, nw, nh, FilterType::Triangle);
             &resized
         };
-        let (left, top) = self.crop_origin(nw, nh, index);
-        let r = self.resolution;
-        let cropped = image::imageops::crop_imm(src, left, top, r, r).to_image();
+        let (left, top) = self.crop_origin_in(nw, nh, target, index);
+        let (tw, th) = target;
+        let cropped = image::imageops::crop_imm(src, left, top, tw, th).to_image();
         if flip {
             image::imageops::flip_horizontal(&cropped)
         } else {
@@ -177,6 +258,58 @@ mod tests {
         assert_eq!(p.resized_size(600, 600), (512, 512));
         assert_eq!(p.resized_size(300, 200), (768, 512)); // upscaling
         assert_eq!(Preprocess::new(16).resized_size(33, 20), (26, 16)); // 26.4 → 26
+    }
+
+    #[test]
+    fn covering_the_square_is_the_short_side_resize() {
+        for r in [8, 16, 64, 512] {
+            let p = Preprocess::new(r);
+            for (w, h) in [
+                (1024, 768),
+                (768, 1024),
+                (600, 600),
+                (300, 200),
+                (33, 20),
+                (7, 9),
+            ] {
+                assert_eq!(
+                    p.cover_size(w, h, (r, r)),
+                    p.resized_size(w, h),
+                    "{r}: {w}x{h}"
+                );
+            }
+        }
+        let p = Preprocess::new(32);
+        // a 2:1 image into a 32x16 bucket: exact; a wider one keeps the height
+        assert_eq!(p.cover_size(80, 40, (32, 16)), (32, 16));
+        assert_eq!(p.cover_size(90, 40, (32, 16)), (36, 16));
+        // a taller one keeps the width
+        assert_eq!(p.cover_size(64, 40, (32, 16)), (32, 20));
+    }
+
+    #[test]
+    fn a_mask_gets_the_crop_and_flip_of_its_image() {
+        use image::{GrayImage, Luma, Rgb};
+        let mut p = Preprocess::new(16);
+        p.crop = CropMode::Random;
+        p.seed = 4;
+        let (w, h) = (45, 23);
+        // the image's red channel and the mask hold the same picture
+        let value = |x: u32, y: u32| ((x * 5 + y * 11) % 256) as u8;
+        let img = RgbImage::from_fn(w, h, |x, y| Rgb([value(x, y), 0, 9]));
+        let mask = GrayImage::from_fn(w, h, |x, y| Luma([value(x, y)]));
+        for (target, index, flip) in [
+            ((16, 16), 0, false),
+            ((24, 8), 3, true),
+            ((16, 8), 5, false),
+        ] {
+            let a = p.apply_to(&img, index, flip, target);
+            let m = p.apply_to(&mask, index, flip, target);
+            assert_eq!(a.dimensions(), target);
+            assert_eq!(m.dimensions(), target);
+            let red: Vec<u8> = a.pixels().map(|px| px.0[0]).collect();
+            assert_eq!(red, m.as_raw().clone(), "{target:?} {index} {flip}");
+        }
     }
 
     #[test]

@@ -85,6 +85,8 @@ mod tests {
             width: 8,
             height: 8,
             content_hash: 0,
+            mask: None,
+            bucket: None,
         }
     }
 

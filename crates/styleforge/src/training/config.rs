@@ -156,6 +156,21 @@ pub struct DataSection {
     /// Held-out style images for the validation loss (default: none).
     #[serde(default)]
     pub validation_dir: Option<PathBuf>,
+    /// Extension of caption files, with its dot (default `.txt`).
+    #[serde(default)]
+    pub caption_extension: Option<String>,
+    /// Weigh each StyleRef image's loss by its mask `<stem>.mask.png` (default false).
+    #[serde(default)]
+    pub masked_loss: Option<bool>,
+    /// Aspect-ratio bucketing of StyleRef and Aux images (default false).
+    #[serde(default)]
+    pub bucketing: Option<bool>,
+    /// Bucket sides are multiples of this (default: the VAE's factor × 8, 64 px for SD).
+    #[serde(default)]
+    pub bucket_step: Option<u32>,
+    /// Largest long / short side ratio of a bucket (default 2).
+    #[serde(default)]
+    pub max_aspect: Option<f64>,
 }
 
 /// `[training]`: prompts and what is trained.
@@ -415,6 +430,9 @@ pub struct ResolvedConfig {
     /// Caption dropout and tag shuffling of the StyleRef prompts.
     #[serde(default)]
     pub captions: super::captions::CaptionOptions,
+    /// Caption extension, loss masks, aspect-ratio buckets.
+    #[serde(default)]
+    pub data_options: super::data_options::DataOptions,
     /// Held-out style images for the validation loss.
     #[serde(default)]
     pub validation_dir: Option<PathBuf>,
@@ -638,6 +656,17 @@ impl TrainConfig {
                 shuffle_tags: self.data.shuffle_tags.unwrap_or(false),
                 keep_tokens: self.data.keep_tokens.unwrap_or(0),
             },
+            data_options: {
+                let d = super::data_options::DataOptions::default();
+                let s = &self.data;
+                super::data_options::DataOptions {
+                    caption_extension: s.caption_extension.clone().unwrap_or(d.caption_extension),
+                    masked_loss: s.masked_loss.unwrap_or(d.masked_loss),
+                    bucketing: s.bucketing.unwrap_or(d.bucketing),
+                    bucket_step: s.bucket_step,
+                    max_aspect: s.max_aspect.unwrap_or(d.max_aspect),
+                }
+            },
             objective: {
                 let d = super::objective::Objective::default();
                 super::objective::Objective {
@@ -726,6 +755,7 @@ impl ResolvedConfig {
         // The timestep range is checked against the model's schedule when the run starts.
         self.objective.validate(usize::MAX)?;
         self.captions.validate()?;
+        self.data_options.validate()?;
         if let Some(ema) = &self.ema {
             ema.validate()?;
         }

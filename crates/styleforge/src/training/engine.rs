@@ -20,7 +20,9 @@ use super::config::{ResolvedConfig, SaveFormat};
 use super::core::{normal, LoopSettings, RunLoop, TrainTask, TrainedWeights};
 use super::log::read_log;
 use super::models::{load_models, Models};
-use super::step::{compute_loss, LossParts, NoiseSchedule, StepBatch, StepModels};
+use super::step::{
+    compute_masked_loss, compute_split_loss, LossParts, NoiseSchedule, StepBatch, StepModels,
+};
 use super::validation::ValidationSet;
 use crate::data::{EpochSampler, SamplerState};
 use crate::error::{Error, Result};
@@ -99,6 +101,44 @@ fn check_output_dir(base: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One step's batches: StyleRef and Aux rows in one batch, or (aspect-ratio buckets of
+/// different latent sizes) one batch each.
+enum Drawn {
+    Joint(StepBatch),
+    Split(StepBatch, StepBatch),
+}
+
+/// What [`FineTune::draw_batch`] draws: the batches and the StyleRef row's loss mask
+/// `[1, 1, h, w]` when masks are on.
+struct DrawnStep {
+    batches: Drawn,
+    mask: Option<Tensor>,
+}
+
+/// A batch of one StyleRef row then the `ids.len() - 1` Aux rows.
+fn step_batch(
+    latents: Tensor,
+    noise: super::objective::BatchNoise,
+    timesteps: Vec<f64>,
+    ids: Vec<Vec<u32>>,
+    instance_weights: Option<Vec<f64>>,
+    prior_weights: Option<Vec<f64>>,
+) -> Result<StepBatch> {
+    let (rows, len) = (ids.len(), ids.first().map_or(0, |i| i.len()));
+    let flat: Vec<u32> = ids.into_iter().flatten().collect();
+    let input_ids = Tensor::from_vec(flat, (rows, len), latents.device())?;
+    Ok(StepBatch {
+        latents,
+        noise: noise.noise,
+        input_noise: noise.input_noise,
+        timesteps,
+        input_ids,
+        instance_rows: 1,
+        instance_weights,
+        prior_weights,
+    })
+}
+
 /// A fine-tuning method as a [`TrainTask`]: the models, the concepts' data and the samplers
 /// that pick each step's StyleRef and Aux images.
 struct FineTune<'a> {
@@ -116,9 +156,12 @@ struct FineTune<'a> {
 }
 
 impl FineTune<'_> {
-    /// Draws one (StyleRef, Aux) batch: concept and image from the samplers, flips, the
-    /// posterior samples, noise and one timestep per row, in that order.
-    fn draw_batch(&mut self, rng: &mut ChaCha8Rng) -> Result<StepBatch> {
+    /// Draws one (StyleRef, Aux) step: concept and image from the samplers, flips, the
+    /// posterior samples, noise and one timestep per row, in that order. When aspect-ratio
+    /// buckets give the two images different latent sizes, they become two batches (the
+    /// noise of the StyleRef row drawn before the Aux row's, then both timesteps); the
+    /// StyleRef row's loss mask comes along when masks are on.
+    fn draw_batch(&mut self, rng: &mut ChaCha8Rng) -> Result<DrawnStep> {
         let (ci, si) = self.style_pairs[self.style_sampler.next_index()];
         let ai = self.aux_samplers[ci].next_index();
         let c = &self.concepts[ci];
@@ -135,44 +178,77 @@ impl FineTune<'_> {
         } else {
             c.style_ids[si].clone()
         };
-        let shape = c.style.latent_shape();
+        let shape = c.style.latent_shape_of(si)?;
         let eps = normal(rng, &shape, &self.device)?;
         let mut latents = vec![c.style.sample(si, flip_style, &eps)?];
         let mut ids = vec![style_ids];
         if let (true, Some(aux)) = (with_prior, &c.aux) {
-            let eps = normal(rng, &aux.latent_shape(), &self.device)?;
+            let eps = normal(rng, &aux.latent_shape_of(ai)?, &self.device)?;
             latents.push(aux.sample(ai, flip_aux, &eps)?);
             ids.push(c.aux_ids[ai].clone());
         }
-        let latents = Tensor::cat(&latents, 0)?;
-        let b = latents.dim(0)?;
+        let mask = c.style.mask(si, flip_style)?;
         let objective = &self.cfg.objective;
-        let noise = objective.noise(rng, latents.dims(), &self.device)?;
-        let timesteps = objective.timesteps(rng, b, self.schedule.num_train_timesteps());
+        let t_max = self.schedule.num_train_timesteps();
+        let device = &self.device;
+        let batches = if latents.len() == 2 && latents[0].dims() != latents[1].dims() {
+            let style_noise = objective.noise(rng, latents[0].dims(), device)?;
+            let aux_noise = objective.noise(rng, latents[1].dims(), device)?;
+            let timesteps = objective.timesteps(rng, 2, t_max);
+            let (instance_weights, prior_weights) = self.snr_weights(&timesteps);
+            let aux_ids = ids.split_off(1);
+            let (style, aux) = (latents[0].clone(), latents[1].clone());
+            Drawn::Split(
+                step_batch(
+                    style,
+                    style_noise,
+                    vec![timesteps[0]],
+                    ids,
+                    instance_weights,
+                    None,
+                )?,
+                step_batch(
+                    aux,
+                    aux_noise,
+                    vec![timesteps[1]],
+                    aux_ids,
+                    prior_weights,
+                    None,
+                )?,
+            )
+        } else {
+            let latents = Tensor::cat(&latents, 0)?;
+            let noise = objective.noise(rng, latents.dims(), device)?;
+            let timesteps = objective.timesteps(rng, latents.dim(0)?, t_max);
+            let (instance_weights, prior_weights) = self.snr_weights(&timesteps);
+            Drawn::Joint(step_batch(
+                latents,
+                noise,
+                timesteps,
+                ids,
+                instance_weights,
+                prior_weights,
+            )?)
+        };
+        Ok(DrawnStep { batches, mask })
+    }
+
+    /// The min-SNR weights of a step's rows (StyleRef first): the StyleRef row's, and the
+    /// Aux rows' with `snr_weight_prior`; `None` when min-SNR is off.
+    fn snr_weights(&self, timesteps: &[f64]) -> (Option<Vec<f64>>, Option<Vec<f64>>) {
+        let objective = &self.cfg.objective;
         let weights = objective.snr_weights(
             self.schedule.ddpm.alphas_cumprod(),
             self.schedule.prediction_type,
-            &timesteps,
+            timesteps,
         );
-        let (instance_weights, prior_weights) = match weights {
+        match weights {
             Some(w) => {
                 let prior = objective.snr_weight_prior.then(|| w[1..].to_vec());
                 (Some(w[..1].to_vec()), prior.filter(|p| !p.is_empty()))
             }
             None => (None, None),
-        };
-        let len = ids[0].len();
-        let flat: Vec<u32> = ids.into_iter().flatten().collect();
-        Ok(StepBatch {
-            latents,
-            noise: noise.noise,
-            input_noise: noise.input_noise,
-            timesteps,
-            input_ids: Tensor::from_vec(flat, (b, len), &self.device)?,
-            instance_rows: 1,
-            instance_weights,
-            prior_weights,
-        })
+        }
     }
 
     /// Samples every validation prompt with and without the token at a fixed seed, and
@@ -274,13 +350,19 @@ impl FineTune<'_> {
 
 impl TrainTask for FineTune<'_> {
     fn loss(&mut self, _steps_done: usize, rng: &mut ChaCha8Rng) -> Result<LossParts> {
-        let batch = self.draw_batch(rng)?;
+        let step = self.draw_batch(rng)?;
         let models = StepModels {
             unet: &self.models.unet,
             text_encoder: &self.models.text_encoder,
             train_text_encoder: self.models.trains_text_encoder(self.cfg),
         };
-        compute_loss(&models, &self.schedule, &batch, self.cfg.prior_loss_weight)
+        let (w, mask) = (self.cfg.prior_loss_weight, step.mask.as_ref());
+        match &step.batches {
+            Drawn::Joint(batch) => compute_masked_loss(&models, &self.schedule, batch, w, mask),
+            Drawn::Split(instance, prior) => {
+                compute_split_loss(&models, &self.schedule, instance, prior, w, mask)
+            }
+        }
     }
 
     fn after_update(&mut self) -> Result<()> {

@@ -9,7 +9,8 @@
 //!   [`objective`]: timestep sampling, noise offset, min-SNR weighting; [`ema`]: the
 //!   moving average of the weights.
 //! - [`engine`]: fine-tuning: [`models`] (what is trained), [`concepts`] (the data;
-//!   [`captions`]: caption dropout and tag shuffling),
+//!   [`captions`]: caption dropout and tag shuffling; [`data_options`]: caption extension,
+//!   loss masks, aspect-ratio buckets),
 //!   validation and the final model.
 //! - [`pretrain`]: `styleforge pretrain`, stage by stage.
 //! - [`validation`]: the validation loss on held-out images.
@@ -21,6 +22,7 @@ pub mod checkpoint;
 pub mod concepts;
 pub mod config;
 pub mod core;
+pub mod data_options;
 pub mod ema;
 pub mod engine;
 pub mod log;

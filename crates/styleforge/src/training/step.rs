@@ -1,5 +1,13 @@
 //! One training step's maths, shared by every method: noising, the prediction target,
-//! the prior-preservation loss (DreamBooth, Ruiz et al. 2023, eq. 2) and gradient clipping.
+//! the prior-preservation loss (DreamBooth, Ruiz et al. 2023, eq. 2), the masked loss and
+//! gradient clipping.
+//!
+//! **Masked loss** (`[data] masked_loss`): a StyleRef row's MSE becomes
+//! `Σ m·(pred − target)² / Σ m·1` over channels and pixels, the mask `m` (at latent
+//! resolution, in [0, 1]) broadcast over the channels: the mean squared error over the
+//! masked part, so a white mask gives the plain MSE and an image's loss does not shrink with
+//! the area it trains (kohya multiplies the per-pixel loss by the mask and then takes the
+//! plain mean, which does). A row whose mask is all black after cropping counts 0.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
@@ -101,6 +109,49 @@ fn weighted_mse(a: &Tensor, b: &Tensor, weights: Option<&[f64]>) -> Result<Tenso
     Ok((per_row * w)?.mean_all()?)
 }
 
+/// The masked MSE of each row, `Σ m·(a − b)² / Σ m·1` (mask `[n, 1, h, w]` broadcast over
+/// the channels), weighted by `weights` when given, averaged over the rows.
+fn masked_mse(a: &Tensor, b: &Tensor, mask: &Tensor, weights: Option<&[f64]>) -> Result<Tensor> {
+    let n = a.dim(0)?;
+    let c = a.dim(1)?;
+    if mask.dims().len() != 4
+        || mask.dim(0)? != n
+        || mask.dim(1)? != 1
+        || mask.dims()[2..] != a.dims()[2..]
+    {
+        return Err(Error::InvalidRequest(format!(
+            "loss mask {:?} does not fit the rows {:?}",
+            mask.dims(),
+            a.dims()
+        )));
+    }
+    if let Some(w) = weights.filter(|w| w.len() != n) {
+        return Err(Error::InvalidRequest(format!(
+            "{} loss weights for {n} rows",
+            w.len()
+        )));
+    }
+    let mask = mask.to_dtype(DType::F32)?;
+    let sums = (mask.flatten_from(1)?.sum(1)? * c as f64)?.to_vec1::<f32>()?;
+    let w: Vec<f32> = (0..n)
+        .map(|i| {
+            let w = weights.map_or(1.0, |w| w[i]) as f32;
+            if sums[i] > 0.0 {
+                w / sums[i]
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let per_row = (a - b)?
+        .sqr()?
+        .broadcast_mul(&mask)?
+        .flatten_from(1)?
+        .sum(1)?;
+    let w = Tensor::from_vec(w, n, a.device())?;
+    Ok((per_row * w)?.mean_all()?)
+}
+
 /// Forward pass and loss of one step: noise the latents, predict, and compare with the
 /// target, instance and prior halves each averaged over their own elements.
 pub fn compute_loss(
@@ -108,6 +159,18 @@ pub fn compute_loss(
     schedule: &NoiseSchedule,
     batch: &StepBatch,
     prior_loss_weight: f64,
+) -> Result<LossParts> {
+    compute_masked_loss(models, schedule, batch, prior_loss_weight, None)
+}
+
+/// [`compute_loss`] with the instance rows' loss masked by `instance_mask`
+/// (`[instance_rows, 1, h, w]`, see the module docs); the prior rows stay unmasked.
+pub fn compute_masked_loss(
+    models: &StepModels,
+    schedule: &NoiseSchedule,
+    batch: &StepBatch,
+    prior_loss_weight: f64,
+    instance_mask: Option<&Tensor>,
 ) -> Result<LossParts> {
     let b = batch.latents.dim(0)?;
     if batch.timesteps.len() != b || batch.input_ids.dim(0)? != b || batch.instance_rows == 0 {
@@ -136,11 +199,12 @@ pub fn compute_loss(
         .to_dtype(DType::F32)?;
     let target = schedule.target(&batch.latents, &batch.noise, &batch.timesteps)?;
     let n = batch.instance_rows;
-    let instance = weighted_mse(
-        &pred.narrow(0, 0, n)?,
-        &target.narrow(0, 0, n)?,
-        batch.instance_weights.as_deref(),
-    )?;
+    let (pred_i, target_i) = (pred.narrow(0, 0, n)?, target.narrow(0, 0, n)?);
+    let weights = batch.instance_weights.as_deref();
+    let instance = match instance_mask {
+        Some(mask) => masked_mse(&pred_i, &target_i, mask, weights)?,
+        None => weighted_mse(&pred_i, &target_i, weights)?,
+    };
     if n == b {
         let value = instance.to_scalar::<f32>()? as f64;
         return Ok(LossParts {
@@ -159,6 +223,27 @@ pub fn compute_loss(
         instance: instance.to_scalar::<f32>()? as f64,
         prior: prior.to_scalar::<f32>()? as f64,
         total,
+    })
+}
+
+/// The loss of a step whose instance and prior rows have different latent sizes (aspect-ratio
+/// buckets), as two forward passes: `instance` holds only instance rows, `prior` only prior
+/// rows (its `instance_rows` counts them, its `instance_weights` are the prior weights).
+/// The same `instance + prior_loss_weight · prior` as one batch of both.
+pub fn compute_split_loss(
+    models: &StepModels,
+    schedule: &NoiseSchedule,
+    instance: &StepBatch,
+    prior: &StepBatch,
+    prior_loss_weight: f64,
+    instance_mask: Option<&Tensor>,
+) -> Result<LossParts> {
+    let i = compute_masked_loss(models, schedule, instance, 0.0, instance_mask)?;
+    let p = compute_masked_loss(models, schedule, prior, 0.0, None)?;
+    Ok(LossParts {
+        total: (&i.total + (&p.total * prior_loss_weight)?)?,
+        instance: i.instance,
+        prior: p.instance,
     })
 }
 
@@ -187,4 +272,45 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
         }
     }
     Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn t(v: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    fn value(x: Tensor) -> f32 {
+        x.to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn masked_mse_matches_a_hand_computation() {
+        // one row, 2 channels, 1x2 pixels: channel 0 = [1, 2], channel 1 = [3, 4]; target 0
+        let a = t(&[1.0, 2.0, 3.0, 4.0], &[1, 2, 1, 2]);
+        let b = t(&[0.0; 4], &[1, 2, 1, 2]);
+        let mask = t(&[1.0, 0.5], &[1, 1, 1, 2]);
+        // Σ m·d² = (1·1 + 0.5·4) + (1·9 + 0.5·16) = 20; Σ m·1 over channels = 2·1.5 = 3
+        let got = value(masked_mse(&a, &b, &mask, None).unwrap());
+        assert!((got - 20.0 / 3.0).abs() < 1e-6, "{got}");
+        // (kohya's mean of the masked loss would be 20 / 4 = 5)
+        let got = value(masked_mse(&a, &b, &mask, Some(&[2.0])).unwrap());
+        assert!((got - 40.0 / 3.0).abs() < 1e-5, "{got}");
+        // a white mask is the plain MSE
+        let white = t(&[1.0, 1.0], &[1, 1, 1, 2]);
+        let plain = value(mse(&a, &b).unwrap());
+        assert_eq!(plain, 7.5);
+        assert!((value(masked_mse(&a, &b, &white, None).unwrap()) - plain).abs() < 1e-6);
+        // two rows: a black mask makes its row count 0 in the mean over rows
+        let a2 = Tensor::cat(&[&a, &a], 0).unwrap();
+        let b2 = Tensor::cat(&[&b, &b], 0).unwrap();
+        let m2 = t(&[1.0, 0.5, 0.0, 0.0], &[2, 1, 1, 2]);
+        let got = value(masked_mse(&a2, &b2, &m2, None).unwrap());
+        assert!((got - 10.0 / 3.0).abs() < 1e-6, "{got}");
+        // a mask of the wrong size is refused
+        assert!(masked_mse(&a, &b, &t(&[1.0], &[1, 1, 1, 1]), None).is_err());
+    }
 }

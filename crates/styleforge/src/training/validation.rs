@@ -3,6 +3,8 @@
 //! to run (the training loss jumps with every draw of image, timestep and noise). Each
 //! image is noised at [`TIMESTEPS`] timesteps spread evenly over the schedule; the noise and
 //! the posterior samples come from their own seeded generator, never from the run's.
+//! Captions are read with the run's caption extension; the images are always trained as
+//! squares, unmasked (no buckets, no masks), so the measure stays one fixed set.
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -13,7 +15,7 @@ use super::config::ResolvedConfig;
 use super::core::normal;
 use super::models::Models;
 use super::step::{compute_loss, NoiseSchedule, StepBatch, StepModels};
-use crate::data::ImageFolder;
+use crate::data::{ImageFolder, ScanOptions};
 use crate::error::Result;
 use crate::progress::Progress;
 
@@ -44,7 +46,11 @@ impl ValidationSet {
         let Some(dir) = &cfg.validation_dir else {
             return Ok(None);
         };
-        let folder = ImageFolder::scan(dir, &preprocess(cfg), 1)?;
+        let scan = ScanOptions {
+            caption_extension: cfg.data_options.caption_extension.clone(),
+            ..ScanOptions::default()
+        };
+        let folder = ImageFolder::scan_with(dir, &preprocess(cfg), 1, &scan)?;
         let cache = cached_latents(cfg, &folder, models, device, progress)?;
         let ids = prompt_ids(&models.tokenizer, &folder, &cfg.concepts[0].instance_prompt);
         let t_max = schedule.num_train_timesteps();

@@ -1,0 +1,325 @@
+//! The data options of fine-tuning end to end on the tiny SD1 fixture: aspect-ratio
+//! bucketing, loss masks and a custom caption extension on non-square images of different
+//! aspects, resumed bit-exactly.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use image::{GrayImage, Luma, Rgb, RgbImage};
+use styleforge::models::folder::{LoadOptions, ModelFolder};
+use styleforge::progress::NoProgress;
+use styleforge::schedulers::{DdpmScheduler, SchedulerConfig};
+use styleforge::training::config::{ConceptConfig, TrainConfig};
+use styleforge::training::read_log;
+use styleforge::training::step::{
+    compute_loss, compute_masked_loss, compute_split_loss, NoiseSchedule, StepBatch, StepModels,
+};
+use styleforge::training::{train, RunOptions};
+
+fn base() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-sd1")
+}
+
+/// A striped picture of `w`×`h`.
+fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let band = ((x + 2 * y + seed) / 3) % 2;
+        let k = (seed * 53 % 256) as u8;
+        if band == 0 {
+            Rgb([k, 255 - k, 40])
+        } else {
+            Rgb([20, k / 2, 200])
+        }
+    })
+}
+
+/// StyleRef images of three aspects at 32 px (buckets 32x16, 16x32, 32x32 with the tiny
+/// VAE's 16 px step), each with a mask (the left part white) and a `.caption` caption; a
+/// `.txt` file that must not be read; Aux images wide and square, so that steps pair equal and different sizes.
+fn dataset() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let style = tmp.path().join("style");
+    let aux = tmp.path().join("aux");
+    std::fs::create_dir_all(&style).unwrap();
+    std::fs::create_dir_all(&aux).unwrap();
+    for (i, (w, h)) in [(40, 20), (20, 40), (36, 36), (50, 22)]
+        .into_iter()
+        .enumerate()
+    {
+        picture(w, h, i as u32 + 1)
+            .save(style.join(format!("s{i}.png")))
+            .unwrap();
+        let mask = GrayImage::from_fn(w, h, |x, _| Luma([if x < w * 2 / 3 { 255 } else { 0 }]));
+        mask.save(style.join(format!("s{i}.mask.png"))).unwrap();
+        std::fs::write(
+            style.join(format!("s{i}.caption")),
+            format!("stripes number {i}"),
+        )
+        .unwrap();
+    }
+    std::fs::write(style.join("s0.txt"), "not this caption").unwrap();
+    for (i, (w, h)) in [(40, 20), (44, 22), (36, 36)].into_iter().enumerate() {
+        picture(w, h, 9 + i as u32)
+            .save(aux.join(format!("a{i}.png")))
+            .unwrap();
+    }
+    tmp
+}
+
+fn config(data: &Path, out: &Path) -> TrainConfig {
+    let text = format!(
+        r#"
+method = "styleforge"
+seed = 5
+[model]
+base = {:?}
+[data]
+resolution = 32
+crop = "random"
+flip = true
+caption_extension = ".caption"
+masked_loss = true
+bucketing = true
+[training]
+num_aux_images = 3
+aux_steps = 2
+snr_gamma = 5.0
+snr_weight_prior = true
+noise_offset = 0.05
+[optim]
+steps = 6
+lr = 1e-4
+[output]
+dir = {:?}
+checkpoint_every = 3
+validate_every = 0
+validation_steps = 2
+validation_prompts = ["a house, {{token}} style"]
+"#,
+        base().display().to_string(),
+        out.display().to_string()
+    );
+    let mut cfg = TrainConfig::from_toml(&text, Path::new("test.toml")).unwrap();
+    cfg.data.concepts = vec![ConceptConfig {
+        style_dir: data.join("style"),
+        aux_dir: Some(data.join("aux")),
+        token: None,
+    }];
+    cfg
+}
+
+fn weights(dir: &Path) -> HashMap<String, Tensor> {
+    let mut all = candle_core::safetensors::load(
+        dir.join("unet/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let te =
+        candle_core::safetensors::load(dir.join("text_encoder/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    all.extend(te.into_iter().map(|(k, v)| (format!("te.{k}"), v)));
+    all
+}
+
+#[test]
+fn bucketed_masked_run_with_a_caption_extension_resumes_bit_exactly() {
+    let data = dataset();
+    let straight = data.path().join("straight");
+    let cfg = config(data.path(), &straight).resolve().unwrap();
+    assert_eq!(cfg.data_options.caption_extension, ".caption");
+    let a = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
+    assert_eq!(a.steps, 6);
+
+    let split = data.path().join("split");
+    let cfg2 = config(data.path(), &split).resolve().unwrap();
+    let first = RunOptions {
+        resume: false,
+        stop_after: Some(4),
+    };
+    assert_eq!(train(&cfg2, &first, &mut NoProgress).unwrap().steps, 4);
+    let resume = RunOptions {
+        resume: true,
+        stop_after: None,
+    };
+    let b = train(&cfg2, &resume, &mut NoProgress).unwrap();
+    assert_eq!(b.steps, 6);
+
+    let (wa, wb) = (
+        weights(&a.model_dir.unwrap()),
+        weights(&b.model_dir.unwrap()),
+    );
+    assert_eq!(wa.len(), wb.len());
+    for (name, t) in &wa {
+        let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == wb[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(same, "{name} differs after resume");
+    }
+    let log_a = read_log(&straight.join("train_log.jsonl"));
+    let log_b = read_log(&split.join("train_log.jsonl"));
+    assert_eq!(log_a.len(), 6);
+    assert!(log_a
+        .iter()
+        .all(|e| e.loss.is_finite() && e.loss_prior > 0.0));
+    assert_eq!(
+        log_a.iter().map(|e| e.loss).collect::<Vec<_>>(),
+        log_b.iter().map(|e| e.loss).collect::<Vec<_>>()
+    );
+
+    // The StyleRef latents are cached per bucket with their masks: three sizes.
+    let caches: Vec<_> = std::fs::read_dir(straight.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let style_cache = caches
+        .iter()
+        .map(|p| candle_core::safetensors::load(p, &Device::Cpu).unwrap())
+        .find(|t| t.contains_key("mask.0"))
+        .expect("a bucketed, masked cache");
+    let mut sizes: Vec<Vec<usize>> = (0..3)
+        .map(|g| style_cache[&format!("mean.{g}")].dims()[3..].to_vec())
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, [vec![8, 16], vec![16, 8], vec![16, 16]]);
+    assert!(!style_cache.contains_key("mask.3"));
+}
+
+#[test]
+fn a_missing_mask_is_named_when_masked_loss_is_on() {
+    let data = dataset();
+    std::fs::remove_file(data.path().join("style/s2.mask.png")).unwrap();
+    let out = data.path().join("run");
+    let err = train(
+        &config(data.path(), &out).resolve().unwrap(),
+        &RunOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("s2.png") && err.contains("s2.mask.png"),
+        "{err}"
+    );
+    assert!(err.contains("masked_loss"), "{err}");
+}
+
+#[test]
+fn data_options_are_checked_when_resolved() {
+    let data = dataset();
+    let out = data.path().join("o");
+    let r = config(data.path(), &out).resolve().unwrap();
+    assert!(r.data_options.bucketing && r.data_options.masked_loss);
+    assert_eq!(r.data_options.bucket_step, None);
+    assert_eq!(r.data_options.max_aspect, 2.0);
+    // defaults
+    let mut d = config(data.path(), &out);
+    d.data.caption_extension = None;
+    d.data.bucketing = None;
+    d.data.masked_loss = None;
+    let r = d.resolve().unwrap();
+    assert_eq!(r.data_options, Default::default());
+    assert_eq!(r.data_options.caption_extension, ".txt");
+    for (ext, ok) in [
+        ("txt", false),
+        (".png", false),
+        (".", false),
+        (".tags", true),
+    ] {
+        let mut c = config(data.path(), &out);
+        c.data.caption_extension = Some(ext.to_string());
+        assert_eq!(c.resolve().is_ok(), ok, "{ext}");
+    }
+    let mut c = config(data.path(), &out);
+    c.data.max_aspect = Some(0.5);
+    assert!(c.resolve().unwrap_err().to_string().contains("max_aspect"));
+    let mut c = config(data.path(), &out);
+    c.data.bucket_step = Some(0);
+    assert!(c.resolve().is_err());
+}
+
+#[test]
+fn captions_are_read_with_the_configured_extension() {
+    let data = dataset();
+    // invalid UTF-8 under the configured extension is reported by name, so it is read
+    std::fs::write(data.path().join("style/s1.caption"), [0xff, 0xfe, 0x41]).unwrap();
+    let out = data.path().join("run");
+    let err = train(
+        &config(data.path(), &out).resolve().unwrap(),
+        &RunOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("s1.caption") && err.contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn two_passes_give_the_loss_of_one_batch_and_a_white_mask_changes_nothing() {
+    let folder = ModelFolder::open(base()).unwrap();
+    let unet = folder.unet(&LoadOptions::default()).unwrap().model;
+    let te = folder.text_encoder(&LoadOptions::default()).unwrap().model;
+    let tok = folder.tokenizer().unwrap();
+    let ddpm =
+        DdpmScheduler::from_config(&SchedulerConfig::from_model_dir(base()).unwrap()).unwrap();
+    let schedule = NoiseSchedule {
+        prediction_type: ddpm.config().prediction_type,
+        ddpm,
+    };
+    let models = StepModels {
+        unet: &unet,
+        text_encoder: &te,
+        train_text_encoder: true,
+    };
+    let dev = Device::Cpu;
+    let ids = |p: &str| tok.encode_padded(p).ids;
+    let latents = Tensor::randn(0f32, 1f32, (2, 4, 8, 8), &dev).unwrap();
+    let noise = Tensor::randn(0f32, 1f32, (2, 4, 8, 8), &dev).unwrap();
+    let all_ids: Vec<u32> = [ids("ohwx style"), ids("style")].concat();
+    let joint = StepBatch {
+        latents: latents.clone(),
+        noise: noise.clone(),
+        input_noise: None,
+        timesteps: vec![200.0, 700.0],
+        input_ids: Tensor::from_vec(all_ids, (2, 77), &dev).unwrap(),
+        instance_rows: 1,
+        instance_weights: Some(vec![0.5]),
+        prior_weights: Some(vec![2.0]),
+    };
+    let row = |i: usize, prompt: &str, weights: Vec<f64>| StepBatch {
+        latents: latents.narrow(0, i, 1).unwrap(),
+        noise: noise.narrow(0, i, 1).unwrap(),
+        input_noise: None,
+        timesteps: vec![joint.timesteps[i]],
+        input_ids: Tensor::from_vec(ids(prompt), (1, 77), &dev).unwrap(),
+        instance_rows: 1,
+        instance_weights: Some(weights),
+        prior_weights: None,
+    };
+    let (style, aux) = (row(0, "ohwx style", vec![0.5]), row(1, "style", vec![2.0]));
+    let a = compute_loss(&models, &schedule, &joint, 0.7).unwrap();
+    let b = compute_split_loss(&models, &schedule, &style, &aux, 0.7, None).unwrap();
+    let total = |l: &styleforge::training::step::LossParts| l.total.to_scalar::<f32>().unwrap();
+    assert!(a.instance > 0.0 && a.prior > 0.0);
+    assert!(
+        (a.instance - b.instance).abs() <= 1e-6 * a.instance,
+        "{a:?} {b:?}"
+    );
+    assert!((a.prior - b.prior).abs() <= 1e-6 * a.prior, "{a:?} {b:?}");
+    assert!((total(&a) - total(&b)).abs() <= 1e-6 * total(&a));
+    // a white mask is the unmasked loss; a half-black one is not
+    let white = Tensor::ones((1, 1, 8, 8), candle_core::DType::F32, &dev).unwrap();
+    let m = compute_masked_loss(&models, &schedule, &joint, 0.7, Some(&white)).unwrap();
+    assert!((m.instance - a.instance).abs() <= 1e-6 * a.instance);
+    assert_eq!(m.prior, a.prior);
+    let half = Tensor::cat(
+        &[
+            Tensor::ones((1, 1, 8, 4), candle_core::DType::F32, &dev).unwrap(),
+            Tensor::zeros((1, 1, 8, 4), candle_core::DType::F32, &dev).unwrap(),
+        ],
+        3,
+    )
+    .unwrap();
+    let h = compute_masked_loss(&models, &schedule, &joint, 0.7, Some(&half)).unwrap();
+    assert!((h.instance - a.instance).abs() > 1e-4 * a.instance);
+    assert_eq!(h.prior, a.prior);
+}
