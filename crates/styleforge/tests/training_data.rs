@@ -136,11 +136,13 @@ fn bucketed_masked_run_with_a_caption_extension_resumes_bit_exactly() {
     let first = RunOptions {
         resume: false,
         stop_after: Some(4),
+        ..Default::default()
     };
     assert_eq!(train(&cfg2, &first, &mut NoProgress).unwrap().steps, 4);
     let resume = RunOptions {
         resume: true,
         stop_after: None,
+        ..Default::default()
     };
     let b = train(&cfg2, &resume, &mut NoProgress).unwrap();
     assert_eq!(b.steps, 6);
