@@ -131,8 +131,7 @@ impl ModelFolder {
 
 /// Loads a `UNet2DConditionModel` from a component folder (`config.json` + weights).
 pub fn load_unet(dir: &Path, opts: &LoadOptions) -> Result<Loaded<UNet2DConditionModel>> {
-    load_component::<UNetConfig, _>(dir, "config.json", opts, &[], |cfg, vb, path| {
-        cfg.validate(path)?;
+    load_component::<UNetConfig, _>(dir, "config.json", opts, &[], |cfg, vb, _| {
         UNet2DConditionModel::new(cfg, vb)
     })
 }

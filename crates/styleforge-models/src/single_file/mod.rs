@@ -555,8 +555,7 @@ impl SingleFile {
 
     /// Builds the UNet from the converted tensors.
     pub fn unet(&self, opts: &LoadOptions) -> Result<Loaded<UNet2DConditionModel>> {
-        self.build::<UNetConfig, _>(&self.unet, "unet", opts, |c, vb, p| {
-            c.validate(p)?;
+        self.build::<UNetConfig, _>(&self.unet, "unet", opts, |c, vb, _| {
             UNet2DConditionModel::new(c, vb)
         })
     }

@@ -364,20 +364,6 @@ impl ModelConfig for UNetConfig {
 }
 
 impl UNetConfig {
-    /// Checks the per-block settings (head counts, layers, cross-attention and transformer
-    /// depths: one value or one per block); errors name `path`.
-    pub fn validate(&self, path: &Path) -> Result<()> {
-        let n = self.block_out_channels.len();
-        self.heads_per_block(path)?;
-        self.layers_per_block
-            .per_block(n, "layers_per_block", path)?;
-        self.cross_attention_dim
-            .per_block(n, "cross_attention_dim", path)?;
-        self.transformer_layers_per_block
-            .per_block(n, "transformer_layers_per_block", path)?;
-        Ok(())
-    }
-
     /// Attention heads of each down block, as diffusers derives them: `num_attention_heads`
     /// when set, else the misnamed `attention_head_dim`.
     pub fn heads_per_block(&self, path: &Path) -> Result<Vec<usize>> {

@@ -34,8 +34,9 @@ pub struct UNet2DConditionModel {
 }
 
 impl UNet2DConditionModel {
-    /// Builds the UNet from `vb` (diffusers key names, no prefix). Loaders check the config
-    /// with [`UNetConfig::validate`] first, so that its errors name the file.
+    /// Builds the UNet from `vb` (diffusers key names, no prefix). Configs read with
+    /// [`crate::config::read_config`] / [`crate::config::parse_config`] are checked there,
+    /// with errors that name their file.
     pub fn new(config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
         let cfg = config;
         let config_path = Path::new("unet/config.json");

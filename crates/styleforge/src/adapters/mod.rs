@@ -71,7 +71,6 @@ impl BaseWeights {
         let unet_config_path = unet_dir.join("config.json");
         let te_config_path = te_dir.join("config.json");
         let unet_config: UNetConfig = read_config(&unet_config_path)?;
-        unet_config.validate(&unet_config_path)?;
         let te_config: ClipTextConfig = read_config(&te_config_path)?;
         let unet = load_tensors(&unet_dir, device, dtype)?;
         let text_encoder = load_tensors(&te_dir, device, dtype)?

@@ -108,7 +108,6 @@ impl<'a> UnetTask<'a> {
         }
         let unet_vars = VarMap::new();
         let te_vars = VarMap::new();
-        unet_cfg.validate(&unet_path)?;
         let unet = UNet2DConditionModel::new(
             &unet_cfg,
             PyTorchInit::var_builder(&unet_vars, cfg.seed.wrapping_add(1), DType::F32, device),
