@@ -593,3 +593,39 @@ fn ema_and_objective_options_resume_bit_exactly_and_the_model_is_the_average() {
     let err = bad.resolve().unwrap_err().to_string();
     assert!(err.contains("min_timestep"), "{err}");
 }
+
+#[test]
+fn a_held_out_split_gives_a_validation_loss_and_needs_the_images() {
+    let data = dataset();
+    let mut cfg = config(
+        Method::Styleforge,
+        data.path(),
+        &data.path().join("split-val"),
+    );
+    cfg.data.validation_split = Some(1);
+    cfg.output.validation_loss_every = Some(3);
+    cfg.optim.steps = Some(3);
+    let resolved = cfg.resolve().unwrap();
+    assert_eq!(resolved.validation_loss_every, 3);
+    train(&resolved, &RunOptions::default(), &mut NoProgress).unwrap();
+    let log = read_log(&data.path().join("split-val/train_log.jsonl"));
+    assert_eq!(log.len(), 3);
+    let measured: Vec<usize> = log
+        .iter()
+        .filter(|e| e.val_loss.is_some_and(|v| v.is_finite() && v > 0.0))
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(measured, [3]);
+
+    // Holding out 3 of the 4 StyleRef images leaves fewer than min_images (2) to train on.
+    let mut greedy = config(Method::Styleforge, data.path(), &data.path().join("greedy"));
+    greedy.data.validation_split = Some(3);
+    let err = train(
+        &greedy.resolve().unwrap(),
+        &RunOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("style"), "{err}");
+}

@@ -18,7 +18,7 @@ use crate::progress::Bar;
 /// fetched into the Hugging Face cache; variant; config: configs for a
 /// single-file base, as `convert --config`), `[[data.concepts]]` (style_dir,
 /// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images,
-/// caption_dropout, shuffle_tags, keep_tokens, validation_dir; caption_extension = ".txt";
+/// caption_dropout, shuffle_tags, keep_tokens, validation_dir, validation_split; caption_extension = ".txt";
 /// masked_loss: a <stem>.mask.png beside each StyleRef image, white = train, black =
 /// ignore; aspect-ratio bucketing: bucketing, bucket_step = VAE factor × 8, max_aspect = 2),
 /// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,
@@ -29,7 +29,8 @@ use crate::progress::Bar;
 /// (steps, lr, beta1, beta2, weight_decay, eps, gradient_accumulation, max_grad_norm,
 /// lr_schedule, warmup_steps, optimizer) and `[output]` (dir,
 /// checkpoint_every, keep_checkpoints, validate_every, validation_prompts,
-/// validation_steps, save_format, save_ema, save_raw), plus top-level `method` and `seed`. See examples/train/*.toml.
+/// validation_steps, validation_loss_every, save_format, save_ema, save_raw), plus top-level
+/// `method`, `seed` and `device`. See examples/train/*.toml.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct TrainArgs {

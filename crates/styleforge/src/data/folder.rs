@@ -199,6 +199,14 @@ impl ImageFolder {
         &self.root
     }
 
+    /// The folder with only the images for which `keep` is true (file order kept).
+    pub fn filtered(&self, keep: impl Fn(&ImageEntry) -> bool) -> Self {
+        Self {
+            root: self.root.clone(),
+            entries: self.entries.iter().filter(|e| keep(e)).cloned().collect(),
+        }
+    }
+
     /// The images, in file-name order.
     pub fn entries(&self) -> &[ImageEntry] {
         &self.entries

@@ -53,6 +53,8 @@ pub(crate) struct ConceptData {
     /// Absent when the run has no prior-preservation loss (`prior_loss_weight = 0`).
     pub(crate) aux: Option<LatentCache>,
     pub(crate) aux_ids: Vec<Vec<u32>>,
+    /// StyleRef images held out of training for the validation loss (`data.validation_split`).
+    pub(crate) held_out: Vec<PathBuf>,
 }
 
 /// The Aux folder to train on: the user's when it holds enough images, else a folder in
@@ -226,8 +228,20 @@ pub(crate) fn load_concepts(
     );
     let mut out = Vec::new();
     for (i, concept) in cfg.concepts.iter().enumerate() {
-        let style_folder =
-            ImageFolder::scan_with(&concept.style_dir, &prep, cfg.min_images, &style_scan)?;
+        // Held-out validation images come on top of the images training needs.
+        let split = if i == 0 && cfg.validation_dir.is_none() {
+            cfg.data_options.validation_split
+        } else {
+            0
+        };
+        let scanned = ImageFolder::scan_with(
+            &concept.style_dir,
+            &prep,
+            cfg.min_images + split,
+            &style_scan,
+        )?;
+        let held_out = held_out_images(&scanned, split, cfg.seed);
+        let style_folder = scanned.filtered(|e| !held_out.contains(&e.path));
         // Without a prior-preservation loss, Aux images would be loaded (or generated) only
         // to be ignored.
         let aux_folder = if cfg.prior_loss_weight > 0.0 {
@@ -253,7 +267,28 @@ pub(crate) fn load_concepts(
                 .unwrap_or_default(),
             style,
             aux,
+            held_out,
         });
     }
     Ok(out)
+}
+
+/// The `n` images of `folder` held out for validation: chosen with `seed`, independent of
+/// the run's generator, listed in file order.
+fn held_out_images(folder: &ImageFolder, n: usize, seed: u64) -> Vec<PathBuf> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..folder.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ 0x6865_6c64_6f75_7431,
+    ));
+    let mut chosen: Vec<usize> = order.into_iter().take(n).collect();
+    chosen.sort_unstable();
+    chosen
+        .into_iter()
+        .map(|i| folder.entries()[i].path.clone())
+        .collect()
 }

@@ -171,6 +171,10 @@ pub struct DataSection {
     /// Largest long / short side ratio of a bucket (default 2).
     #[serde(default)]
     pub max_aspect: Option<f64>,
+    /// StyleRef images of the first concept held out of training for the validation loss
+    /// (default 0; chosen with the run's seed).
+    #[serde(default)]
+    pub validation_split: Option<usize>,
 }
 
 /// `[training]`: prompts and what is trained.
@@ -326,7 +330,8 @@ pub struct OutputSection {
     /// `diffusers` (default), `single-file` or `both`.
     #[serde(default)]
     pub save_format: Option<SaveFormat>,
-    /// Steps between validation-loss measurements (default 50; needs data.validation_dir).
+    /// Steps between validation-loss measurements (default 50; needs data.validation_dir or
+    /// data.validation_split).
     #[serde(default)]
     pub validation_loss_every: Option<usize>,
     /// With an EMA: write the averaged weights as the model (default true).
@@ -646,7 +651,9 @@ impl TrainConfig {
             gradient_checkpointing: t.gradient_checkpointing.unwrap_or(false),
             ignore_memory_check: t.ignore_memory_check.unwrap_or(false),
             validation_dir: self.data.validation_dir.clone(),
-            validation_loss_every: if self.data.validation_dir.is_some() {
+            validation_loss_every: if self.data.validation_dir.is_some()
+                || self.data.validation_split.unwrap_or(0) > 0
+            {
                 self.output.validation_loss_every.unwrap_or(50)
             } else {
                 0
@@ -665,6 +672,7 @@ impl TrainConfig {
                     bucketing: s.bucketing.unwrap_or(d.bucketing),
                     bucket_step: s.bucket_step,
                     max_aspect: s.max_aspect.unwrap_or(d.max_aspect),
+                    validation_split: s.validation_split.unwrap_or(d.validation_split),
                 }
             },
             objective: {

@@ -23,6 +23,9 @@ pub struct DataOptions {
     pub bucket_step: Option<u32>,
     /// Largest long / short side ratio of a bucket.
     pub max_aspect: f64,
+    /// StyleRef images of the first concept held out of training for the validation loss
+    /// (0: none; a `validation_dir` takes precedence).
+    pub validation_split: usize,
 }
 
 impl Default for DataOptions {
@@ -33,6 +36,7 @@ impl Default for DataOptions {
             bucketing: false,
             bucket_step: None,
             max_aspect: 2.0,
+            validation_split: 0,
         }
     }
 }

@@ -485,7 +485,11 @@ pub fn train(
         prediction_type: ddpm.config().prediction_type,
         ddpm,
     };
-    let validation = ValidationSet::load(cfg, &models, &schedule, &device, progress)?;
+    let held_out = concepts
+        .first()
+        .map(|c| c.held_out.clone())
+        .unwrap_or_default();
+    let validation = ValidationSet::load(cfg, &models, &schedule, &held_out, &device, progress)?;
     let named = named_vars(&models);
     let style_pairs: Vec<(usize, usize)> = concepts
         .iter()

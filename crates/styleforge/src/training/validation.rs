@@ -1,10 +1,13 @@
-//! The validation loss: the model's loss on held-out style images (`[data] validation_dir`)
+//! The validation loss: the model's loss on held-out style images (`[data] validation_dir`,
+//! or `validation_split` StyleRef images of the first concept kept out of training)
 //! at fixed timesteps with fixed noise, so that it is comparable from step to step and run
 //! to run (the training loss jumps with every draw of image, timestep and noise). Each
 //! image is noised at [`TIMESTEPS`] timesteps spread evenly over the schedule; the noise and
 //! the posterior samples come from their own seeded generator, never from the run's.
 //! Captions are read with the run's caption extension; the images are always trained as
 //! squares, unmasked (no buckets, no masks), so the measure stays one fixed set.
+
+use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -40,17 +43,24 @@ impl ValidationSet {
         cfg: &ResolvedConfig,
         models: &Models,
         schedule: &NoiseSchedule,
+        held_out: &[PathBuf],
         device: &Device,
         progress: &mut dyn Progress,
     ) -> Result<Option<Self>> {
-        let Some(dir) = &cfg.validation_dir else {
-            return Ok(None);
-        };
         let scan = ScanOptions {
             caption_extension: cfg.data_options.caption_extension.clone(),
             ..ScanOptions::default()
         };
-        let folder = ImageFolder::scan_with(dir, &preprocess(cfg), 1, &scan)?;
+        let folder = match &cfg.validation_dir {
+            Some(dir) => ImageFolder::scan_with(dir, &preprocess(cfg), 1, &scan)?,
+            None if !held_out.is_empty() => {
+                // Square and unmasked like a validation folder, whatever the training uses.
+                let dir = &cfg.concepts[0].style_dir;
+                ImageFolder::scan_with(dir, &preprocess(cfg), 1, &scan)?
+                    .filtered(|e| held_out.contains(&e.path))
+            }
+            None => return Ok(None),
+        };
         let cache = cached_latents(cfg, &folder, models, device, progress)?;
         let ids = prompt_ids(&models.tokenizer, &folder, &cfg.concepts[0].instance_prompt);
         let t_max = schedule.num_train_timesteps();
