@@ -2,8 +2,7 @@
 //! bucketing, loss masks and a custom caption extension on non-square images of different
 //! aspects, resumed bit-exactly.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use image::{GrayImage, Luma, Rgb, RgbImage};
@@ -17,9 +16,9 @@ use styleforge::training::step::{
 };
 use styleforge::training::{train, RunOptions};
 
-fn base() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-sd1")
-}
+#[path = "support/training.rs"]
+mod training_support;
+use training_support::{base, weights};
 
 /// A striped picture of `w`×`h`.
 fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
@@ -107,19 +106,6 @@ validation_prompts = ["a house, {{token}} style"]
         token: None,
     }];
     cfg
-}
-
-fn weights(dir: &Path) -> HashMap<String, Tensor> {
-    let mut all = candle_core::safetensors::load(
-        dir.join("unet/diffusion_pytorch_model.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let te =
-        candle_core::safetensors::load(dir.join("text_encoder/model.safetensors"), &Device::Cpu)
-            .unwrap();
-    all.extend(te.into_iter().map(|(k, v)| (format!("te.{k}"), v)));
-    all
 }
 
 #[test]

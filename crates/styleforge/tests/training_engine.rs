@@ -15,9 +15,9 @@ use styleforge::training::step::{compute_loss, NoiseSchedule, StepBatch, StepMod
 use styleforge::training::{train, RunOptions};
 use styleforge::Error;
 
-fn base() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-sd1")
-}
+#[path = "support/training.rs"]
+mod training_support;
+use training_support::{base, weights};
 
 /// Writes `n` distinct 16×16 images: stripes in a palette, a caption for odd ones.
 fn make_images(dir: &Path, n: usize, seed: u8, captions: bool) {
@@ -88,19 +88,6 @@ fn dataset() -> tempfile::TempDir {
     make_images(&tmp.path().join("style2"), 3, 9, false);
     make_images(&tmp.path().join("aux"), 3, 5, false);
     tmp
-}
-
-fn weights(dir: &Path) -> HashMap<String, Tensor> {
-    let mut all = candle_core::safetensors::load(
-        dir.join("unet/diffusion_pytorch_model.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let te =
-        candle_core::safetensors::load(dir.join("text_encoder/model.safetensors"), &Device::Cpu)
-            .unwrap();
-    all.extend(te.into_iter().map(|(k, v)| (format!("te.{k}"), v)));
-    all
 }
 
 fn file_digest(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
