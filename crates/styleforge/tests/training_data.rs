@@ -18,7 +18,7 @@ use styleforge::training::{train, RunOptions};
 
 #[path = "support/training.rs"]
 mod training_support;
-use training_support::{base, weights};
+use training_support::{base, same_weights, train_interrupted, weights};
 
 /// A striped picture of `w`×`h`.
 fn picture(w: u32, h: u32, seed: u32) -> RgbImage {
@@ -118,31 +118,13 @@ fn bucketed_masked_run_with_a_caption_extension_resumes_bit_exactly() {
     assert_eq!(a.steps, 6);
 
     let split = data.path().join("split");
-    let cfg2 = config(data.path(), &split).resolve().unwrap();
-    let first = RunOptions {
-        resume: false,
-        stop_after: Some(4),
-        ..Default::default()
-    };
-    assert_eq!(train(&cfg2, &first, &mut NoProgress).unwrap().steps, 4);
-    let resume = RunOptions {
-        resume: true,
-        stop_after: None,
-        ..Default::default()
-    };
-    let b = train(&cfg2, &resume, &mut NoProgress).unwrap();
+    let b = train_interrupted(&config(data.path(), &split).resolve().unwrap(), 4);
     assert_eq!(b.steps, 6);
-
     let (wa, wb) = (
         weights(&a.model_dir.unwrap()),
         weights(&b.model_dir.unwrap()),
     );
-    assert_eq!(wa.len(), wb.len());
-    for (name, t) in &wa {
-        let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            == wb[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(same, "{name} differs after resume");
-    }
+    assert!(same_weights(&wa, &wb), "the weights differ after resume");
     let log_a = read_log(&straight.join("train_log.jsonl"));
     let log_b = read_log(&split.join("train_log.jsonl"));
     assert_eq!(log_a.len(), 6);

@@ -1,7 +1,6 @@
 //! The training engine end to end on the tiny SD1 fixture: exact resume, the loss falling,
 //! the output folder, Aux generation and reuse, NaN handling, the base model untouched.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -17,7 +16,7 @@ use styleforge::Error;
 
 #[path = "support/training.rs"]
 mod training_support;
-use training_support::{base, weights};
+use training_support::{base, same_weights, train_interrupted, weights};
 
 /// Writes `n` distinct 16×16 images: stripes in a palette, a caption for odd ones.
 fn make_images(dir: &Path, n: usize, seed: u8, captions: bool) {
@@ -349,6 +348,43 @@ fn run_folder_inside_the_base_model_is_refused() {
 }
 
 #[test]
+fn a_run_refused_before_its_first_step_leaves_no_run_folder() {
+    let data = dataset();
+    // A missing style folder, and --resume of a run that never was: both refused, with
+    // nothing left behind.
+    let out = data.path().join("refused");
+    let mut cfg = config(Method::Styleforge, data.path(), &out);
+    cfg.data.concepts[0].style_dir = data.path().join("no-such-folder");
+    let err = train(
+        &cfg.resolve().unwrap(),
+        &RunOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no-such-folder"), "{err}");
+    assert!(!out.exists(), "a refused run left {}", out.display());
+    let cfg = config(Method::Styleforge, data.path(), &out);
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let err = train(&cfg.resolve().unwrap(), &resume, &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--resume"), "{err}");
+    assert!(!out.exists(), "a refused resume left {}", out.display());
+    // A folder that existed before is the user's: only what the run wrote may change.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    assert!(train(&cfg.resolve().unwrap(), &resume, &mut NoProgress).is_err());
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
 fn config_defaults_overrides_and_errors() {
     let data = dataset();
     let cfg = config(Method::Styleforge, data.path(), &data.path().join("o"));
@@ -466,28 +502,11 @@ fn an_8bit_checkpointed_run_resumes_bit_exactly() {
         cfg.resolve().unwrap()
     };
     let straight = train(&run("straight"), &RunOptions::default(), &mut NoProgress).unwrap();
-    let split = run("split");
-    let first = RunOptions {
-        resume: false,
-        stop_after: Some(4),
-        ..Default::default()
-    };
-    assert_eq!(train(&split, &first, &mut NoProgress).unwrap().steps, 4);
-    let resume = RunOptions {
-        resume: true,
-        stop_after: None,
-        ..Default::default()
-    };
-    let resumed = train(&split, &resume, &mut NoProgress).unwrap();
+    let resumed = train_interrupted(&run("split"), 4);
     assert_eq!(resumed.steps, 6);
     let a = weights(&straight.model_dir.unwrap());
     let b = weights(&resumed.model_dir.unwrap());
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        let same = t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-            == b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(same, "{name} differs after resume");
-    }
+    assert!(same_weights(&a, &b), "the weights differ after resume");
     // The checkpoint holds 8-bit states (u8 codes and per-block absmax).
     let ckpt = data
         .path()
@@ -520,30 +539,13 @@ fn ema_and_objective_options_resume_bit_exactly_and_the_model_is_the_average() {
         cfg.resolve().unwrap()
     };
     let straight = train(&run("straight"), &RunOptions::default(), &mut NoProgress).unwrap();
-    let split = run("split");
-    let first = RunOptions {
-        resume: false,
-        stop_after: Some(4),
-        ..Default::default()
-    };
-    assert_eq!(train(&split, &first, &mut NoProgress).unwrap().steps, 4);
+    let resumed = train_interrupted(&run("split"), 4);
+    // The checkpoint of the first sitting held the EMA.
     assert!(data
         .path()
         .join("split/checkpoints/step-0000003/ema.safetensors")
         .is_file());
-    let resume = RunOptions {
-        resume: true,
-        stop_after: None,
-        ..Default::default()
-    };
-    let resumed = train(&split, &resume, &mut NoProgress).unwrap();
-    let same = |a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>| {
-        assert_eq!(a.len(), b.len());
-        a.iter().all(|(name, t)| {
-            t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-                == b[name].flatten_all().unwrap().to_vec1::<f32>().unwrap()
-        })
-    };
+    let same = same_weights;
     let ema_a = weights(&straight.model_dir.unwrap());
     let ema_b = weights(&resumed.model_dir.unwrap());
     assert!(same(&ema_a, &ema_b), "the EMA model differs after resume");

@@ -62,7 +62,7 @@ fn run_child(name: &str, args: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let w = bench::workload(name).with_context(|| format!("unknown workload `{name}`"))?;
-    let device = args.device.resolve(Default::default(), true)?;
+    let device = args.device.resolve(Default::default())?;
     let timing = bench::run(&w, args.warmup, args.repeats, &device)?;
     let out = json!({ "timing": timing, "peak_rss_mb": peak_rss_mb() });
     println!("{out}");
@@ -158,7 +158,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return run_child(name, args);
     }
     // Checked (and printed) before any workload runs.
-    args.device.resolve(Default::default(), false)?;
+    args.device.resolve(Default::default())?;
     if args.list {
         for w in bench::workloads() {
             println!(

@@ -47,7 +47,7 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         lr: args.lr,
         seed: args.seed,
         base: args.base.clone(),
-        device: args.device.resolve(Default::default(), quiet)?,
+        device: args.device.resolve(Default::default())?,
         ..DemoOptions::default()
     };
     let s = run_demo(&opts, &mut Bar::new(quiet))?;

@@ -15,13 +15,11 @@ pub struct DeviceArg {
 }
 
 impl DeviceArg {
-    /// The device: the flag, else `fallback` (a run config's `device`); printed unless
-    /// `quiet`.
-    pub fn resolve(&self, fallback: DeviceChoice, quiet: bool) -> Result<Device> {
+    /// The device: the flag, else `fallback` (a run config's `device`); logged (`--quiet`
+    /// hides it).
+    pub fn resolve(&self, fallback: DeviceChoice) -> Result<Device> {
         let device = self.device.unwrap_or(fallback).device()?;
-        if !quiet {
-            eprintln!("device: {}", describe(&device));
-        }
+        tracing::info!("device: {}", describe(&device));
         Ok(device)
     }
 }

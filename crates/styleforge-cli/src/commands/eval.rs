@@ -138,7 +138,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> Result<()> {
     }
     settings.inception = args.inception.clone();
     settings.clip = clip;
-    settings.device = args.device.resolve(Default::default(), quiet)?;
+    settings.device = args.device.resolve(Default::default())?;
     settings.resize = args.resize.into();
     settings.batch_size = args.batch;
     settings.kid_subsets = args.kid_subsets;

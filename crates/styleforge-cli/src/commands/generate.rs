@@ -38,7 +38,7 @@ pub fn run(args: &GenerateArgs, quiet: bool) -> Result<()> {
             }
         }
     }
-    let (sd, sampling) = s.load_with_options(quiet)?;
+    let (sd, sampling) = s.load_with_options()?;
     let native = sd.native_size();
     let latents = match &args.latents {
         Some(p) => Some(

@@ -165,7 +165,7 @@ pub fn run(args: &PretrainArgs, quiet: bool) -> Result<()> {
         stage,
         resume: args.resume,
         stop_after: None,
-        device: args.device.resolve(Default::default(), quiet)?,
+        device: args.device.resolve(Default::default())?,
     };
     let summary = pretrain(&cfg, &opts, &mut Bar::new(quiet))?;
     if let Some(v) = &summary.vae {

@@ -189,7 +189,7 @@ fn toy_options(args: &ProtocolInputs) -> Result<ToyProtocolOptions> {
         None => styleforge::toy::unpack_probes(&shipped)?,
     };
     let mut opts = ToyProtocolOptions::new(base, probes, out);
-    opts.device = args.device.resolve(Default::default(), true)?;
+    opts.device = args.device.resolve(Default::default())?;
     if !args.held_out.is_empty() {
         opts.styles = args
             .held_out
@@ -266,7 +266,7 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
         bail!("--out DIR is required (or `out` in the protocol file)");
     };
     let mut settings = ProtocolSettings::new(file.style, file.model, out);
-    settings.eval.device = args.device.resolve(Default::default(), true)?;
+    settings.eval.device = args.device.resolve(Default::default())?;
     if let Some(p) = args.prompts.as_ref().or(file.prompts.as_ref()) {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;

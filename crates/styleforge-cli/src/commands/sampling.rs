@@ -131,8 +131,8 @@ impl SamplingArgs {
 
     /// Loads the model, with any `--lora` / `--embedding` / `--custom-diffusion` applied,
     /// and the sampling options with the embeddings' placeholders spelled out in the prompts.
-    pub fn load_with_options(&self, quiet: bool) -> Result<(StableDiffusion, SamplingOptions)> {
-        let device = self.device.resolve(Default::default(), quiet)?;
+    pub fn load_with_options(&self) -> Result<(StableDiffusion, SamplingOptions)> {
+        let device = self.device.resolve(Default::default())?;
         let mut options = self.options();
         let adapters = GenerationAdapters {
             loras: self

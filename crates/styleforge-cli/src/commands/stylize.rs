@@ -47,7 +47,7 @@ pub fn run(args: &StylizeArgs, quiet: bool) -> Result<()> {
         }
     }
     // Adapters applied, and Textual Inversion placeholders spelled out as in `generate`.
-    let (sd, sampling) = s.load_with_options(quiet)?;
+    let (sd, sampling) = s.load_with_options()?;
     let resized = resize_exact(&rgb, width as u32, height as u32);
     let image = rgb_to_tensor(&resized, sd.device())?;
     let seed = s.seed();

@@ -71,7 +71,7 @@ fn run_probes(args: &ProbesArgs, quiet: bool) -> Result<()> {
         ..ProbeTrainOptions::default()
     };
     let start = std::time::Instant::now();
-    let device = args.device.resolve(Default::default(), quiet)?;
+    let device = args.device.resolve(Default::default())?;
     let (probes, acc) =
         train_probes(&opts, &device, &mut Bar::new(quiet)).context("training probes")?;
     probes

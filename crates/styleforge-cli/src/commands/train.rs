@@ -112,7 +112,7 @@ pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     let opts = RunOptions {
         resume: args.resume,
         stop_after: None,
-        device: args.device.resolve(resolved.device, quiet)?,
+        device: args.device.resolve(resolved.device)?,
     };
     let summary = train(&resolved, &opts, &mut Bar::new(quiet))?;
     if let Some(model) = &summary.model_dir {

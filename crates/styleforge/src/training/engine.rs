@@ -432,50 +432,42 @@ fn named_vars(models: &Models) -> Vec<(String, Var)> {
     named
 }
 
-/// Runs a training job from its resolved config.
-pub fn train(
+/// Records the run's config (the base as the user named it: a Hub name stays a Hub name)
+/// and returns the config with the base as a local diffusers folder: `fetched` itself, or
+/// a single file converted into `<run>/base-model/`.
+fn local_base(
     cfg: &ResolvedConfig,
-    opts: &RunOptions,
-    progress: &mut dyn Progress,
-) -> Result<TrainSummary> {
-    let device = opts.device.clone();
-    let run = RunDir::new(&cfg.output_dir);
-    // The base as a local path: a Hub name fetched into the Hugging Face cache; a single
-    // file is converted once into <run>/base-model/ (reused by later runs and --resume),
-    // after the run folder has been checked. The base itself is only ever read.
-    let source = ModelSource::parse(&cfg.base)?;
-    let mut resolve = ResolveOptions::diffusers(cfg.variant.clone())
-        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let fetched = resolve_source(source, &resolve)?;
-    check_output_dir(&fetched.path, &cfg.output_dir)?;
-    let fresh_folder = !run.root().exists();
-    // The run records the base as the user named it (a Hub name stays a Hub name).
+    run: &RunDir,
+    fetched: &Path,
+    mut resolve: ResolveOptions,
+) -> Result<ResolvedConfig> {
     files::write(&run.config(), cfg.to_toml()?)?;
     resolve.convert_into = Some(run.base_model());
     resolve.single_file = SingleFileOptions {
         config: cfg.base_config.clone(),
         prediction_type: None,
     };
-    let local = resolve_source(ModelSource::parse(&fetched.path)?, &resolve)?;
+    let local = resolve_source(ModelSource::parse(fetched)?, &resolve)?;
     let mut resolved = cfg.clone();
     resolved.base = local.path.clone();
     if local.is_converted() {
         // The converted folder holds the file's weights under the standard names.
         resolved.variant = None;
     }
-    let cfg = &resolved;
+    Ok(resolved)
+}
 
-    // Before anything large is loaded: the peak-memory estimate, and a refusal when the
-    // machine cannot hold it (training.ignore_memory_check overrides). A refused run
-    // leaves no run folder behind (a single-file base is converted into it first, since
-    // its configs come from that conversion).
-    if let Err(e) = super::memory::guard(cfg, &device) {
-        if fresh_folder {
-            let _ = std::fs::remove_dir_all(run.root());
-        }
-        return Err(e);
-    }
-
+/// Everything before the first step: the memory guard (before anything large is loaded;
+/// training.ignore_memory_check overrides), the models, the data, the validation set, and
+/// the loop started fresh or resumed.
+fn start<'a>(
+    cfg: &'a ResolvedConfig,
+    opts: &RunOptions,
+    run: &RunDir,
+    progress: &mut dyn Progress,
+) -> Result<RunLoop<FineTune<'a>>> {
+    let device = opts.device.clone();
+    super::memory::guard(cfg, &device)?;
     let models = load_models(cfg, &device)?;
     let concepts = load_concepts(cfg, &models, &device, progress)?;
     let ddpm = DdpmScheduler::from_config(&models.scheduler_config)?;
@@ -532,6 +524,37 @@ pub fn train(
     };
     let mut run_loop = RunLoop::new(task, named, cfg.adamw, settings, run.clone(), &device)?;
     run_loop.start(opts.resume)?;
+    Ok(run_loop)
+}
+
+/// Runs a training job from its resolved config.
+///
+/// A run refused before its first step (a bad base, the memory guard, unusable images, a
+/// `--resume` without checkpoints) leaves no run folder behind when it created one.
+pub fn train(
+    cfg: &ResolvedConfig,
+    opts: &RunOptions,
+    progress: &mut dyn Progress,
+) -> Result<TrainSummary> {
+    let run = RunDir::new(&cfg.output_dir);
+    // The base as a local path: a Hub name fetched into the Hugging Face cache; a single
+    // file is converted once into <run>/base-model/ (reused by later runs and --resume),
+    // after the run folder has been checked. The base itself is only ever read.
+    let source = ModelSource::parse(&cfg.base)?;
+    let resolve = ResolveOptions::diffusers(cfg.variant.clone())
+        .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let fetched = resolve_source(source, &resolve)?;
+    check_output_dir(&fetched.path, &cfg.output_dir)?;
+    let fresh_folder = !run.root().exists();
+    let refused = |e: Error| {
+        if fresh_folder {
+            let _ = std::fs::remove_dir_all(run.root());
+        }
+        e
+    };
+    let resolved = local_base(cfg, &run, &fetched.path, resolve).map_err(refused)?;
+    let cfg = &resolved;
+    let mut run_loop = start(cfg, opts, &run, progress).map_err(refused)?;
     let end = opts.stop_after.map_or(cfg.steps, |s| s.min(cfg.steps));
     let sitting = run_loop.run(end, None, progress)?;
     let steps = run_loop.step();

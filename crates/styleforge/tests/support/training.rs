@@ -26,3 +26,38 @@ pub fn weights(dir: &Path) -> HashMap<String, Tensor> {
     all.extend(te.into_iter().map(|(k, v)| (format!("te.{k}"), v)));
     all
 }
+
+/// Trains `cfg` in two sittings, stopped after `stop_after` steps and resumed to the end,
+/// as an interrupted run would be.
+pub fn train_interrupted(
+    cfg: &styleforge::training::ResolvedConfig,
+    stop_after: usize,
+) -> styleforge::training::TrainSummary {
+    use styleforge::progress::NoProgress;
+    use styleforge::training::{train, RunOptions};
+    let first = RunOptions {
+        stop_after: Some(stop_after),
+        ..Default::default()
+    };
+    assert_eq!(
+        train(cfg, &first, &mut NoProgress).unwrap().steps,
+        stop_after
+    );
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    train(cfg, &resume, &mut NoProgress).unwrap()
+}
+
+/// Whether two weight sets hold the same tensors, value for value (`f32` bits compared).
+pub fn same_weights(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> bool {
+    assert!(!a.is_empty(), "no weights to compare");
+    a.len() == b.len()
+        && a.iter().all(|(name, t)| {
+            b.get(name).is_some_and(|u| {
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                    == u.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            })
+        })
+}

@@ -280,7 +280,6 @@ impl fmt::Display for MemoryEstimate {
             ),
             ("gradients".to_string(), self.gradients),
             ("optimizer states".to_string(), self.optimizer_states),
-            ("EMA weights".to_string(), self.ema_weights),
             ("activations".to_string(), self.activations),
             ("backward workspace".to_string(), self.backward_workspace),
             (
@@ -289,11 +288,11 @@ impl fmt::Display for MemoryEstimate {
             ),
             ("runtime + allocator overhead".to_string(), self.overhead),
         ];
-        for (label, bytes) in rows {
-            if label == "EMA weights" && bytes == 0 {
-                continue;
-            }
-            writeln!(f, "  {label:<38} {:>7.2} GB", gb(bytes))?;
+        // The EMA row only for runs that keep one, after the optimizer states.
+        let ema = (self.ema_weights > 0).then(|| ("EMA weights".to_string(), self.ema_weights));
+        let (before, after) = rows.split_at(4);
+        for (label, bytes) in before.iter().chain(&ema).chain(after) {
+            writeln!(f, "  {label:<38} {:>7.2} GB", gb(*bytes))?;
         }
         write!(f, "  {:<38} {:>7.2} GB", "estimated peak", gb(self.total))
     }
