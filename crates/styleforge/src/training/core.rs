@@ -74,8 +74,13 @@ pub trait TrainTask {
     /// Restores the samplers from a checkpoint.
     fn restore_samplers(&mut self, main: SamplerState, others: Vec<SamplerState>) -> Result<()>;
 
-    /// Called after each periodic checkpoint at `step` (with the EMA weights in place when
-    /// the run keeps an EMA).
+    /// Whether [`Self::after_checkpoint`] writes outputs: only then is it called, with the
+    /// EMA weights in place when the run keeps an EMA (swapping them in copies every
+    /// trained weight, not worth doing for nothing).
+    const WRITES_AT_CHECKPOINTS: bool = false;
+
+    /// Writes outputs after each periodic checkpoint at `step` (see
+    /// [`Self::WRITES_AT_CHECKPOINTS`]).
     fn after_checkpoint(&mut self, _step: usize) -> Result<()> {
         Ok(())
     }
@@ -416,7 +421,9 @@ impl<T: TrainTask> RunLoop<T> {
             let every = |n: usize| n > 0 && step.is_multiple_of(n) && step < total;
             if every(self.settings.checkpoint_every) {
                 self.save_checkpoint()?;
-                self.with_ema_weights(|task| task.after_checkpoint(step))?;
+                if T::WRITES_AT_CHECKPOINTS {
+                    self.with_ema_weights(|task| task.after_checkpoint(step))?;
+                }
             }
             if every(self.settings.pictures_every) {
                 self.with_ema_weights(|task| task.pictures(step))?;

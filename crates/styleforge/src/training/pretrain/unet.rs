@@ -313,6 +313,8 @@ impl TrainTask for UnetTask<'_> {
 
     /// At every checkpoint the model folder is rewritten too, so a long run always has a
     /// usable model.
+    const WRITES_AT_CHECKPOINTS: bool = true;
+
     fn after_checkpoint(&mut self, _step: usize) -> Result<()> {
         self.save_model().map(|_| ())
     }
