@@ -128,13 +128,14 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         style: opts.style,
         composition: Composition::Mixed,
         aux: AuxChoice::KnownStylePeople,
+        setting: None,
     };
     let (concepts, aux) = prepare_data(&popts, &run, progress)?;
     let run_dir = out.join("run");
     if run_dir.exists() {
         std::fs::remove_dir_all(&run_dir).map_err(io(&run_dir))?;
     }
-    let mut config = run_config(&popts, &run, &concepts, aux.as_deref(), &run_dir);
+    let mut config = run_config(&popts, &run, &concepts, aux.as_deref(), &run_dir)?;
     if let Some(lr) = opts.lr {
         config.optim.lr = Some(lr);
     }

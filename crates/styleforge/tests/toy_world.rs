@@ -10,9 +10,9 @@ use styleforge::demo::{run as run_demo, DemoOptions};
 use styleforge::models::folder::LoadOptions;
 use styleforge::pipelines::{SamplingOptions, StableDiffusion};
 use styleforge::progress::NoProgress;
-use styleforge::toy::protocol::{plan, run_toy_protocol, ToyProtocolOptions, ToyTable};
+use styleforge::toy::protocol::{plan, run_toy_protocol, ToyProtocolOptions, ToyTable, Variation};
 use styleforge::toy::{content_scores_of, style_accuracy_of, Probes};
-use styleforge::training::{Method, TrainConfig};
+use styleforge::training::{Method, ResolvedConfig, TrainConfig};
 use styleforge::world::{Style, World};
 
 /// Thresholds for the shipped base model's samples (16 prompts naming a base style, seeds
@@ -210,4 +210,77 @@ fn the_ablations_are_planned_on_the_first_style() {
     assert_eq!(folders.len(), runs.len(), "every run has its own folder");
     opts.ablations = false;
     assert_eq!(plan(&opts).len(), 18);
+}
+
+#[test]
+fn a_varied_key_gets_its_own_runs_and_table_beside_the_recipe() {
+    let out = tempdir("vary");
+    let mut opts = ToyProtocolOptions::new(assets().join("base-model"), assets(), out.clone());
+    opts.styles = vec![Style::Cubist];
+    opts.methods = vec![Method::Styleforge];
+    opts.ablations = false;
+    opts.steps = Some(2);
+    opts.aux_images = 4;
+    opts.eval_prompts = 4;
+    opts.drift_prompts = 2;
+    opts.reference_images = 8;
+    opts.sample_steps = 3;
+    opts.vary = vec![Variation::parse("training.noise_offset=0.2").unwrap()];
+    let result = run_toy_protocol(&opts, &mut NoProgress).unwrap();
+    let labels: Vec<&str> = result.rows.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "Base model",
+            "Single-StyleForge",
+            "Single-StyleForge, training.noise_offset = 0.2",
+        ]
+    );
+    // Each varied run trained with its value, on top of the recipe.
+    let effective = |run: &str| -> ResolvedConfig {
+        let path = out.join("runs/cubist").join(run).join("config.toml");
+        toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let recipe = effective("styleforge");
+    let varied = effective("styleforge-vary-training.noise_offset-0.2");
+    assert_eq!(recipe.objective.noise_offset, 0.0);
+    assert_eq!(varied.objective.noise_offset, 0.2);
+    assert_eq!((varied.adamw, varied.steps), (recipe.adamw, recipe.steps));
+    let md = std::fs::read_to_string(&result.markdown).unwrap();
+    assert!(
+        md.contains("Varied settings: cubist")
+            && md.contains("| Single-StyleForge (recipe) |")
+            && md.contains("| Single-StyleForge, training.noise_offset = 0.2 |"),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_variation_names_a_real_key() {
+    let both =
+        Variation::parse("training.timestep_sampling=logit-normal; training.timestep_mean=1")
+            .unwrap();
+    assert_eq!(
+        both.settings,
+        ["training.timestep_sampling=logit-normal;training.timestep_mean=1"]
+    );
+    let values = Variation::parse("training.snr_gamma=0, 5").unwrap();
+    assert_eq!(
+        values.settings,
+        ["training.snr_gamma=0", "training.snr_gamma=5"]
+    );
+    for bad in ["training.snr_gamma", "=1,2", "training.snr_gamma=", "a=1;b"] {
+        let err = Variation::parse(bad).unwrap_err().to_string();
+        assert!(err.contains("training.snr_gamma=0,5"), "{err}");
+    }
+    let out = tempdir("vary-typo");
+    let mut opts = ToyProtocolOptions::new(assets().join("base-model"), assets(), out.clone());
+    opts.vary = vec![Variation::parse("training.snr_gama=5").unwrap()];
+    let err = run_toy_protocol(&opts, &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("snr_gama"), "{err}");
+    assert!(!out.join("runs").exists(), "nothing trained");
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -165,6 +165,10 @@ pub struct ProtocolInputs {
     /// Toy: token prompts per model [default: 24].
     #[arg(long, requires = "toy")]
     eval_prompts: Option<usize>,
+    /// Toy: try a training-config key at several values, each run beside its method's
+    /// recipe in a table of its own (repeatable), e.g. --vary training.snr_gamma=0,5.
+    #[arg(long, value_name = "KEY=V1,V2", requires = "toy")]
+    vary: Vec<String>,
     /// Toy: base model folder [default: the embedded toy base model].
     #[arg(long, requires = "toy")]
     base: Option<PathBuf>,
@@ -218,6 +222,11 @@ fn toy_options(args: &ProtocolInputs) -> Result<ToyProtocolOptions> {
     if let Some(s) = args.seed {
         opts.seed = s;
     }
+    opts.vary = args
+        .vary
+        .iter()
+        .map(|v| styleforge::toy::protocol::Variation::parse(v))
+        .collect::<std::result::Result<_, _>>()?;
     Ok(opts)
 }
 
@@ -320,14 +329,14 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
 
 /// A protocol ready to run: the toy world's or real images'.
 enum Setup {
-    Toy(ToyProtocolOptions),
+    Toy(Box<ToyProtocolOptions>),
     Images(Box<ProtocolSettings>),
 }
 
 impl Setup {
     fn from_inputs(args: &ProtocolInputs) -> Result<Self> {
         Ok(if args.toy {
-            Setup::Toy(toy_options(args)?)
+            Setup::Toy(Box::new(toy_options(args)?))
         } else {
             Setup::Images(Box::new(image_settings(args)?))
         })

@@ -141,6 +141,10 @@ impl Protocol for ToyProtocol<'_> {
                 Style::HELD_OUT.map(|s| s.id()).join(", ")
             )));
         }
+        // A misspelt or mistyped key fails now, not after the first runs.
+        for run in plan(opts).iter().filter(|r| r.setting.is_some()) {
+            run_config(opts, run, &[], None, &opts.out)?;
+        }
         Ok(())
     }
 
@@ -199,7 +203,7 @@ impl Protocol for ToyProtocol<'_> {
         let dir = self.run_dir(run);
         if !dir.model().is_dir() {
             let (concepts, aux) = prepare_data(self.opts, run, progress)?;
-            let cfg = run_config(self.opts, run, &concepts, aux.as_deref(), dir.root());
+            let cfg = run_config(self.opts, run, &concepts, aux.as_deref(), dir.root())?;
             if dir.root().exists() {
                 // An unfinished run: start it again (the protocol's runs are short).
                 std::fs::remove_dir_all(dir.root())
@@ -539,39 +543,77 @@ fn mean_metrics(ms: &[&ToyMetrics]) -> ToyMetrics {
     }
 }
 
+/// The mean over styles of the rows that `keep`, one per label, in first-seen order.
+fn mean_by_label(rows: &[ToyRow], keep: impl Fn(&ToyRow) -> bool) -> Vec<(String, ToyMetrics)> {
+    let mut labels: Vec<&str> = Vec::new();
+    for r in rows.iter().filter(|r| keep(r)) {
+        if !labels.contains(&r.label.as_str()) {
+            labels.push(&r.label);
+        }
+    }
+    labels
+        .into_iter()
+        .map(|l| {
+            let ms: Vec<&ToyMetrics> = rows
+                .iter()
+                .filter(|r| keep(r) && r.label == l)
+                .map(|r| &r.metrics)
+                .collect();
+            (l.to_string(), mean_metrics(&ms))
+        })
+        .collect()
+}
+
 /// The tables of the protocol: `(title, rows of (label, metrics))`.
 pub fn tables(rows: &[ToyRow], styles: &[Style]) -> Vec<(String, Vec<(String, ToyMetrics)>)> {
     let mut out = Vec::new();
-    let main = |r: &&ToyRow| r.table == ToyTable::Main;
-    if styles.len() > 1 {
-        let mut labels: Vec<String> = Vec::new();
-        for r in rows.iter().filter(main) {
-            if !labels.contains(&r.label) {
-                labels.push(r.label.clone());
-            }
-        }
-        let mean = labels
-            .iter()
-            .map(|l| {
-                let ms: Vec<&ToyMetrics> = rows
-                    .iter()
-                    .filter(main)
-                    .filter(|r| &r.label == l)
-                    .map(|r| &r.metrics)
-                    .collect();
-                (l.clone(), mean_metrics(&ms))
-            })
-            .collect();
-        out.push((format!("Mean over {} held-out styles", styles.len()), mean));
-    }
-    for s in styles {
-        let t: Vec<_> = rows
-            .iter()
-            .filter(main)
-            .filter(|r| r.style == *s)
+    let main = |r: &ToyRow| r.table == ToyTable::Main;
+    let of_style = |keep: &dyn Fn(&ToyRow) -> bool, s: Style| -> Vec<(String, ToyMetrics)> {
+        rows.iter()
+            .filter(|r| keep(r) && r.style == s)
             .map(|r| (r.label.clone(), r.metrics))
-            .collect();
-        out.push((format!("Style: {}", s.name()), t));
+            .collect()
+    };
+    if styles.len() > 1 {
+        let title = format!("Mean over {} held-out styles", styles.len());
+        out.push((title, mean_by_label(rows, main)));
+    }
+    for &s in styles {
+        out.push((format!("Style: {}", s.name()), of_style(&main, s)));
+    }
+    // Varied settings: each varied run beside its method's recipe run.
+    let varied = |r: &ToyRow| r.table == ToyTable::Vary;
+    if rows.iter().any(varied) {
+        let in_table = |r: &ToyRow| {
+            varied(r)
+                || (main(r)
+                    && rows
+                        .iter()
+                        .any(|v| varied(v) && v.label.starts_with(&format!("{}, ", r.label))))
+        };
+        let recipe = |mut t: Vec<(String, ToyMetrics)>| {
+            for (label, _) in &mut t {
+                if !label.contains(", ") {
+                    label.push_str(" (recipe)");
+                }
+            }
+            t
+        };
+        if styles.len() > 1 {
+            out.push((
+                format!(
+                    "Varied settings: mean over {} held-out styles",
+                    styles.len()
+                ),
+                recipe(mean_by_label(rows, in_table)),
+            ));
+        }
+        for &s in styles {
+            out.push((
+                format!("Varied settings: {}", s.name()),
+                recipe(of_style(&in_table, s)),
+            ));
+        }
     }
     let Some(first) = styles.first() else {
         return out;

@@ -42,7 +42,7 @@ use super::measures::{
 };
 use super::probes::Probes;
 use crate::adapters::generation::GenerationAdapters;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::evaluation::protocol::method_label;
 use crate::pipelines::SamplingOptions;
 use crate::progress::Progress;
@@ -125,6 +125,9 @@ pub struct ToyProtocolOptions {
     pub guidance: f64,
     /// Seed of training runs; picture `i` of every prompt set uses seed `seed + i`.
     pub seed: u64,
+    /// Training keys varied one at a time against each method's recipe (a table of their
+    /// own; `training.snr_gamma=0,5` adds one run per value).
+    pub vary: Vec<Variation>,
     /// Where training, sampling and the probes compute.
     pub device: candle_core::Device,
 }
@@ -148,8 +151,56 @@ impl ToyProtocolOptions {
             sample_steps: 25,
             guidance: 4.0,
             seed: 1337,
+            vary: Vec::new(),
             device: candle_core::Device::Cpu,
         }
+    }
+}
+
+/// Settings tried against each method's recipe, one run each: `key=v1,v2,...` tries one
+/// key at several values; `key=v;other=w` is one run with both overrides (e.g. a timestep
+/// distribution and its mean).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variation {
+    /// One entry per run: its `key=value` overrides joined by `;` (dotted training-config
+    /// keys as `styleforge train --set` takes them; TOML values, bare words are strings).
+    pub settings: Vec<String>,
+}
+
+impl Variation {
+    /// Parses `key=v1,v2,...` or `key=v;other=w`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidRequest(format!(
+                "`--vary {text}`: expected a dotted training-config key and values, \
+                 e.g. training.snr_gamma=0,5 (or key=v;other=w for one run with both)"
+            ))
+        };
+        let pair = |part: &str| -> Result<(String, String)> {
+            let (key, value) = part.split_once('=').ok_or_else(bad)?;
+            let (key, value) = (key.trim(), value.trim());
+            if key.is_empty() || value.is_empty() {
+                return Err(bad());
+            }
+            Ok((key.to_string(), value.to_string()))
+        };
+        let settings = if text.contains(';') {
+            let parts = text
+                .split(';')
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| pair(p).map(|(k, v)| format!("{k}={v}")))
+                .collect::<Result<Vec<_>>>()?;
+            vec![parts.join(";")]
+        } else {
+            let (key, values) = pair(text)?;
+            values
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{key}={v}"))
+                .collect()
+        };
+        Ok(Self { settings })
     }
 }
 
@@ -163,6 +214,8 @@ pub enum ToyTable {
     Composition,
     /// Aux set ablation.
     Aux,
+    /// A training key varied against the method's recipe ([`Variation`]).
+    Vary,
 }
 
 /// One trained model of the protocol.
@@ -180,6 +233,10 @@ pub struct ToyRun {
     pub composition: Composition,
     /// The Aux set.
     pub aux: AuxChoice,
+    /// `key=value` overrides of the method's recipe, joined by `;` (the
+    /// [`ToyTable::Vary`] runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
 }
 
 impl ToyRun {
@@ -189,6 +246,19 @@ impl ToyRun {
             ToyTable::Main => self.method.name().to_string(),
             ToyTable::Composition => format!("ablation-styleref-{}", self.composition.name()),
             ToyTable::Aux => format!("ablation-aux-{}", self.aux.name()),
+            ToyTable::Vary => {
+                let setting: String = self
+                    .setting
+                    .as_deref()
+                    .unwrap_or_default()
+                    .chars()
+                    .map(|c| match c {
+                        'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+                        _ => '-',
+                    })
+                    .collect();
+                format!("{}-vary-{setting}", self.method.name())
+            }
         }
     }
 }
@@ -205,7 +275,25 @@ pub fn plan(opts: &ToyProtocolOptions) -> Vec<ToyRun> {
                 style,
                 composition: Composition::Mixed,
                 aux: toy_recipe(method).aux,
+                setting: None,
             });
+        }
+        for &method in &opts.methods {
+            for setting in opts.vary.iter().flat_map(|v| v.settings.iter().cloned()) {
+                runs.push(ToyRun {
+                    label: format!(
+                        "{}, {}",
+                        method_label(method),
+                        setting.replace('=', " = ").replace(';', ", ")
+                    ),
+                    table: ToyTable::Vary,
+                    method,
+                    style,
+                    composition: Composition::Mixed,
+                    aux: toy_recipe(method).aux,
+                    setting: Some(setting),
+                });
+            }
         }
     }
     if let (true, Some(&style)) = (opts.ablations, opts.styles.first()) {
@@ -217,6 +305,7 @@ pub fn plan(opts: &ToyProtocolOptions) -> Vec<ToyRun> {
                 style,
                 composition,
                 aux: AuxChoice::KnownStylePeople,
+                setting: None,
             });
         }
         for aux in [AuxChoice::None, AuxChoice::Generated] {
@@ -227,6 +316,7 @@ pub fn plan(opts: &ToyProtocolOptions) -> Vec<ToyRun> {
                 style,
                 composition: Composition::Mixed,
                 aux,
+                setting: None,
             });
         }
     }
@@ -414,8 +504,25 @@ pub(crate) fn prepare_data(
     Ok((concepts, aux))
 }
 
-/// The training config of one run.
+/// The training config of one run: its method's recipe, with the run's setting applied.
 pub fn run_config(
+    opts: &ToyProtocolOptions,
+    run: &ToyRun,
+    concepts: &[PathBuf],
+    aux: Option<&Path>,
+    dir: &Path,
+) -> Result<TrainConfig> {
+    let config = recipe_config(opts, run, concepts, aux, dir);
+    match &run.setting {
+        Some(setting) => {
+            let overrides: Vec<String> = setting.split(';').map(str::to_string).collect();
+            config.with_overrides(&overrides)
+        }
+        None => Ok(config),
+    }
+}
+
+fn recipe_config(
     opts: &ToyProtocolOptions,
     run: &ToyRun,
     concepts: &[PathBuf],
