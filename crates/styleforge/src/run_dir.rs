@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! <run>/config.toml                 the effective config
+//! <run>/run.lock                    held by the process training into the folder
 //! <run>/train_log.jsonl             one JSON line per optimizer step
 //! <run>/checkpoints/step-NNNNNNN/   weights, optimizer, RNG and sampler state
 //! <run>/validation/step-NNNNNNN.png validation grids
@@ -22,6 +23,12 @@
 
 use std::path::{Path, PathBuf};
 
+/// A run folder held by this process ([`RunDir::lock`]); dropping it lets another run in.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
 /// A run folder and the paths of everything in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir {
@@ -37,6 +44,40 @@ impl RunDir {
     /// The folder itself.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `run.lock`: locked by the live process that trains into the folder.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("run.lock")
+    }
+
+    /// Takes the folder (creating it) for this process until the returned guard drops. A
+    /// second run into a folder that a live run holds is refused; a dead run's leftover
+    /// lock file does not block, since the operating system releases the lock with the
+    /// process that held it.
+    pub fn lock(&self) -> crate::error::Result<RunLock> {
+        use crate::error::Error;
+        styleforge_models::files::create_dir_all(&self.root)?;
+        let path = self.lock_file();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(styleforge_models::files::at(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::RunFolder {
+                path: self.root.clone(),
+                message: "another styleforge process is training into this folder; wait for \
+                          it to finish (then --resume), or choose another output folder"
+                    .into(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::RunFolder {
+                path,
+                message: format!("cannot lock the run folder: {e}"),
+            }),
+        }
     }
 
     /// `config.toml`: the effective configuration of the run.

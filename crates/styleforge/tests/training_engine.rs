@@ -385,6 +385,30 @@ fn a_run_refused_before_its_first_step_leaves_no_run_folder() {
 }
 
 #[test]
+fn a_second_run_into_a_live_runs_folder_is_refused() {
+    let data = dataset();
+    let out = data.path().join("busy");
+    let cfg = config(Method::Styleforge, data.path(), &out)
+        .resolve()
+        .unwrap();
+    // A live run holds the folder (another process's lock looks the same).
+    let held = styleforge::RunDir::new(&out).lock().unwrap();
+    let err = train(&cfg, &RunOptions::default(), &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another styleforge process"), "{err}");
+    assert_eq!(walk(&out), [out.join("run.lock")], "nothing else written");
+    // Once it has ended, its leftover lock file does not block.
+    drop(held);
+    let stop = RunOptions {
+        stop_after: Some(1),
+        ..Default::default()
+    };
+    train(&cfg, &stop, &mut NoProgress).unwrap();
+    assert_eq!(read_log(&out.join("train_log.jsonl")).len(), 1);
+}
+
+#[test]
 fn config_defaults_overrides_and_errors() {
     let data = dataset();
     let cfg = config(Method::Styleforge, data.path(), &data.path().join("o"));

@@ -552,6 +552,11 @@ pub fn train(
         }
         e
     };
+    // One live run per folder: a second `train` into it is refused before it writes.
+    let _lock = run.lock().map_err(|e| match e {
+        Error::RunFolder { .. } => e,
+        other => refused(other),
+    })?;
     let resolved = local_base(cfg, &run, &fetched.path, resolve).map_err(refused)?;
     let cfg = &resolved;
     let mut run_loop = start(cfg, opts, &run, progress).map_err(refused)?;

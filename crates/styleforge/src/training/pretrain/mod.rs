@@ -467,6 +467,7 @@ pub fn pretrain(
 ) -> Result<PretrainSummary> {
     cfg.validate()?;
     let run = RunDir::new(&cfg.output.dir);
+    let _lock = run.lock()?;
     let out = run.root();
     files::write(&out.join("pretrain.toml"), cfg.to_toml()?)?;
     let mut summary = PretrainSummary {
