@@ -134,6 +134,21 @@ impl WeightStore {
             path: path.clone(),
             reason: format!("tensor `{stored}`: {e}"),
         })?;
+        use safetensors::Dtype as Stored;
+        if !matches!(
+            view.dtype(),
+            Stored::F16 | Stored::BF16 | Stored::F32 | Stored::F64
+        ) {
+            return Err(ModelError::InvalidWeights {
+                path: path.clone(),
+                reason: format!(
+                    "tensor `{stored}` is stored as {:?}; model weights must be floating point \
+                     (f16, bf16, f32 or f64) — the file is not a model of this kind or was \
+                     converted wrongly",
+                    view.dtype()
+                ),
+            });
+        }
         let tensor = view.load(device).map_err(|e| ModelError::InvalidWeights {
             path: path.clone(),
             reason: format!("tensor `{stored}`: {e}"),

@@ -50,6 +50,23 @@ fn missing_tensor_is_named_with_the_file() {
 }
 
 #[test]
+fn integer_typed_weights_are_refused_not_read_as_numbers() {
+    let (_tmp, dir) = unet_copy();
+    let mut tensors = candle_core::safetensors::load(weights(&dir), &Device::Cpu).unwrap();
+    let name = "conv_in.weight";
+    let as_ints = tensors[name].to_dtype(candle_core::DType::I64).unwrap();
+    tensors.insert(name.to_string(), as_ints);
+    candle_core::safetensors::save(&tensors, weights(&dir)).unwrap();
+    let err = err_of(load_unet(&dir, &LoadOptions::default()));
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::InvalidWeights { .. }), "{msg}");
+    assert!(
+        msg.contains(name) && msg.contains("I64") && msg.contains("floating point"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn shape_that_does_not_match_the_config_says_expected_and_found() {
     let (_tmp, dir) = unet_copy();
     let cfg_path = dir.join("config.json");
