@@ -121,9 +121,11 @@ impl Ema {
         self.updates += 1;
         let one_minus = 1.0 - self.config.decay_at(self.updates);
         for (_, var, shadow) in &mut self.shadow {
-            let w = var.as_tensor().to_dtype(DType::F32)?;
+            // Detached: arithmetic on a variable records an autograd node, and each new
+            // average would keep the previous one (and every step's weights) alive.
+            let w = var.as_tensor().detach().to_dtype(DType::F32)?;
             let step = ((&*shadow - &w)? * one_minus)?;
-            *shadow = (&*shadow - step)?;
+            *shadow = (&*shadow - step)?.detach();
         }
         Ok(())
     }
@@ -222,6 +224,9 @@ mod tests {
         var.set(&Tensor::new(&[14f32, 15.0], &Device::Cpu).unwrap())
             .unwrap();
         ema.update().unwrap(); // decay 2/11: 3 + 9/11·11 = 12
+                               // The average is plain data: no autograd node chaining it to the previous average
+                               // and the weights of every step (which kept them all alive).
+        assert!(ema.state().unwrap().values().all(|t| !t.track_op()));
         let saved = ema.swap_in().unwrap();
         let v = var.as_tensor().to_vec1::<f32>().unwrap();
         assert!(
