@@ -22,7 +22,9 @@ use crate::progress::Bar;
 /// masked_loss: a <stem>.mask.png beside each StyleRef image, white = train, black =
 /// ignore; aspect-ratio bucketing: bucketing, bucket_step = VAE factor × 8, max_aspect = 2),
 /// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,
-/// num_aux_images, aux_steps, gradient_checkpointing, ignore_memory_check; the objective:
+/// num_aux_images, aux_steps, gradient_checkpointing, ignore_memory_check; mixed
+/// precision: precision = fp32|bf16|fp16 (weights and optimizer states stay f32; fp16
+/// scales the loss: loss_scale_init = 65536, loss_scale_growth_interval = 2000); the objective:
 /// snr_gamma, snr_weight_prior, timestep_sampling = uniform|logit-normal, min_timestep,
 /// max_timestep, timestep_mean, timestep_scale, noise_offset, input_perturbation; an EMA of
 /// the weights: ema_decay, ema_warmup, ema_power, ema_update_after_step), `[optim]`
