@@ -402,3 +402,46 @@ pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_copies_pass_f32_gradients_and_follow_their_masters() -> Result<()> {
+        let dev = Device::Cpu;
+        let path = std::env::temp_dir().join(format!(
+            "styleforge-cast-copies-{}.safetensors",
+            std::process::id()
+        ));
+        let w = Tensor::new(&[1.5f32, -2.0, 0.25], &dev)?;
+        save_safetensors_atomic(&HashMap::from([("w".to_string(), w)]), &path)?;
+        let varmap = VarMap::new();
+        let casts = CastCopies::new();
+        let store = WeightStore::trainable(&[&path], &varmap)?.with_casts(casts.clone());
+        let vb = Arc::new(store).var_builder(DType::BF16, &dev);
+        let copy = vb.get(3, "w")?;
+        std::fs::remove_file(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        assert_eq!(copy.dtype(), DType::BF16);
+        assert_eq!(casts.len(), 1);
+        let master = varmap.data().lock().expect("varmap")["w"].clone();
+        assert_eq!(master.dtype(), DType::F32);
+        // The gradient of a bf16 computation reaches the master in f32.
+        let grads = (&copy * 3.0)?.sum_all()?.backward()?;
+        let g = grads.get(master.as_tensor()).expect("master gradient");
+        assert_eq!(g.dtype(), DType::F32);
+        assert_eq!(g.to_vec1::<f32>()?, vec![3.0; 3]);
+        // An update of the master reaches the copy the model holds.
+        master.set(&Tensor::new(&[0.5f32, 4.0, -1.0], &dev)?)?;
+        casts.refresh()?;
+        let seen = copy.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        assert_eq!(seen, vec![0.5, 4.0, -1.0]);
+        // ... and the copy is still tied to it for the next backward.
+        let grads = copy.sum_all()?.backward()?;
+        assert!(grads.get(master.as_tensor()).is_some());
+        Ok(())
+    }
+}

@@ -324,3 +324,39 @@ fn draw_sd2(sd: &StableDiffusion) -> Tensor {
     sd.txt2img(&req, &mut SeededNoise::new(3), &mut NoProgress)
         .unwrap()
 }
+
+#[test]
+fn precision_is_a_config_key_and_a_set_override() {
+    let data = dataset();
+    let cfg = config(Method::Styleforge, data.path(), &data.path().join("o"));
+    assert_eq!(cfg.resolve().unwrap().precision, Precision::Fp32);
+    let set = |kv: &str| cfg.with_overrides(&[kv.to_string()]);
+    let bf16 = set("training.precision=bf16").unwrap().resolve().unwrap();
+    assert_eq!(bf16.precision, Precision::Bf16);
+    let err = set("training.precision=fp8").unwrap_err().to_string();
+    assert!(err.contains("fp8") && err.contains("bf16"), "{err}");
+    let bad = set("training.loss_scale_init=0").unwrap();
+    let mut bad = bad;
+    bad.training.precision = Some(Precision::Fp16);
+    let err = bad.resolve().unwrap_err().to_string();
+    assert!(err.contains("loss_scale_init"), "{err}");
+}
+
+/// CPU step times of the three precisions on the tiny fixture (median of steps 2–6; the
+/// figures quoted in the README): `cargo test --release -p styleforge --test
+/// mixed_precision -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cpu_step_times() {
+    let data = dataset();
+    for (precision, name) in [
+        (Precision::Fp32, "fp32"),
+        (Precision::Bf16, "bf16"),
+        (Precision::Fp16, "fp16"),
+    ] {
+        let (log, _) = run(data.path(), name, precision, 6);
+        let mut t: Vec<f64> = log[1..].iter().map(|e| e.step_time_s).collect();
+        t.sort_by(f64::total_cmp);
+        eprintln!("{name}: {:.3} s/step (median of steps 2-6)", t[t.len() / 2]);
+    }
+}

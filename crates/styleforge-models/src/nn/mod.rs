@@ -42,7 +42,8 @@ pub(crate) fn bf16_on_cpu(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::BF16
 }
 
-/// `a · b` (candle's `matmul`), through f32 for bf16 on the CPU ([`bf16_on_cpu`]).
+/// `a · b` (candle's `matmul`), through f32 for bf16 on the CPU, where candle has no bf16
+/// matrix product.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if bf16_on_cpu(a) {
         let f = |t: &Tensor| t.to_dtype(DType::F32);
