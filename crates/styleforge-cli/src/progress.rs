@@ -156,7 +156,8 @@ impl<W: Write> Lines<W> {
         // Steps of this phase (a resumed run starts past 0).
         let done = p.done.max(1);
         let remaining = p.total.saturating_sub(p.done);
-        if !due(report.step, report.total, p.last_line.elapsed()) {
+        // A step skipped for a loss-scale overflow is always reported.
+        if !report.skipped && !due(report.step, report.total, p.last_line.elapsed()) {
             return;
         }
         p.last_line = Instant::now();
@@ -212,6 +213,12 @@ fn step_line(r: &StepReport, eta_s: f64) -> String {
     if let Some(peak) = r.peak_memory_bytes {
         line.push_str(&format!(" | peak {:.2} GB", peak as f64 / 1e9));
     }
+    if let Some(scale) = r.loss_scale {
+        line.push_str(&format!(" | loss scale {scale}"));
+    }
+    if r.skipped {
+        line.push_str(" | skipped: gradients overflowed");
+    }
     line
 }
 
@@ -239,6 +246,8 @@ mod tests {
             lr: 1e-6,
             step_time_s: 4.518,
             peak_memory_bytes: Some(14_210_000_000),
+            loss_scale: None,
+            skipped: false,
         }
     }
 
@@ -255,6 +264,16 @@ mod tests {
         assert_eq!(
             step_line(&no_peak, 42.4),
             "step 3/1000 | loss 0.1235 | lr 1.00e-6 | 4.52 s/step | eta 42s"
+        );
+        let skipped = StepReport {
+            peak_memory_bytes: None,
+            loss_scale: Some(32768.0),
+            skipped: true,
+            ..report(3)
+        };
+        assert_eq!(
+            step_line(&skipped, 42.4),
+            "step 3/1000 | loss 0.1235 | lr 1.00e-6 | 4.52 s/step | eta 42s | loss scale 32768 | skipped: gradients overflowed"
         );
         assert_eq!(
             phase_line("encoding training images", 12, 40, 6.0),

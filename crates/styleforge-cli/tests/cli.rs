@@ -479,3 +479,81 @@ fn device_choice_is_printed_and_cuda_without_it_is_a_clear_error() {
     assert!(stderr(&done).contains("device: cpu"), "{}", stderr(&done));
     assert!(out.is_file());
 }
+
+#[test]
+fn half_precision_generation_and_training_precision_are_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-sd1");
+    let m = model.to_str().unwrap();
+    // stylize in bf16 (the VAE encodes in bf16 too), generate in f16.
+    let styled = tmp.path().join("s.png");
+    let o = run(&[
+        "stylize",
+        "--model",
+        m,
+        "--image",
+        fixture("pipelines/img2img_input.png").to_str().unwrap(),
+        "--prompt",
+        "zwx style",
+        "--strength",
+        "0.5",
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "--dtype",
+        "bf16",
+        "--out",
+        styled.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image::open(&styled).unwrap().width(), 40);
+    let drawn = tmp.path().join("g.png");
+    let args = |dtype: &'static str| {
+        vec![
+            "generate", "--model", m, "--prompt", "x", "--steps", "2", "--width", "32", "--height",
+            "32", "--dtype", dtype, "--quiet", "--out",
+        ]
+    };
+    let mut ok = args("f16");
+    ok.push(drawn.to_str().unwrap());
+    let o = run(&ok);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(drawn.is_file());
+    let bad_out = tmp.path().join("bad.png");
+    let mut bad = args("f8");
+    bad.push(bad_out.to_str().unwrap());
+    assert_fails_cleanly(&bad, &bad_out, "f8");
+    // train: the key in --help, settable with --set, checked.
+    let help = run(&["train", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("precision = fp32|bf16|fp16"), "{help}");
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        "method = \"styleforge\"\n[model]\nbase = \"m\"\n[[data.concepts]]\nstyle_dir = \"s\"\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let o = run(&[
+        "train",
+        "--config",
+        c,
+        "--set",
+        "training.precision=bf16",
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("precision = \"bf16\""));
+    let o = run(&[
+        "train",
+        "--config",
+        c,
+        "--set",
+        "training.precision=half",
+        "--dry-run",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("half"), "{}", stderr(&o));
+}

@@ -14,7 +14,7 @@ use crate::error::{ModelError, Result};
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::{AutoencoderKL, VaeConfig};
-use crate::weights::{component_weight_files, WeightStore};
+use crate::weights::{component_weight_files, CastCopies, WeightStore};
 
 /// How to load a component.
 #[derive(Clone)]
@@ -27,6 +27,10 @@ pub struct LoadOptions {
     pub variant: Option<String>,
     /// When set, every weight becomes a trainable variable registered in this map.
     pub trainable: Option<VarMap>,
+    /// With `trainable` and a half-precision `dtype` (mixed-precision training): the
+    /// variables stay f32 master weights and the model computes with copies in `dtype`,
+    /// registered here to be refreshed after each update.
+    pub casts: Option<CastCopies>,
 }
 
 impl Default for LoadOptions {
@@ -36,6 +40,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             variant: None,
             trainable: None,
+            casts: None,
         }
     }
 }
@@ -175,9 +180,12 @@ fn load_component<C: ModelConfig, M>(
     let config_path = dir.join(config_name);
     let config: C = read_config(&config_path)?;
     let files = component_weight_files(dir, opts.variant.as_deref())?;
-    let mut store = match &opts.trainable {
-        Some(varmap) => WeightStore::trainable(&files, varmap)?,
-        None => WeightStore::frozen(&files)?,
+    let mut store = match (&opts.trainable, &opts.casts) {
+        (Some(varmap), Some(casts)) => {
+            WeightStore::trainable(&files, varmap)?.with_casts(casts.clone())
+        }
+        (Some(varmap), None) => WeightStore::trainable(&files, varmap)?,
+        (None, _) => WeightStore::frozen(&files)?,
     };
     for (asked, stored) in aliases {
         store = store.with_alias(asked, stored);

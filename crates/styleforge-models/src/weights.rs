@@ -4,7 +4,9 @@
 //! [`WeightStore`] is a candle `VarBuilder` backend. Built with [`WeightStore::frozen`] it hands
 //! out plain tensors (memory-mapped, never written); built with [`WeightStore::trainable`] it
 //! copies each tensor into a [`Var`] registered in a [`VarMap`], so the optimizer can update it
-//! and the map can be saved under the same names.
+//! and the map can be saved under the same names. With [`WeightStore::with_casts`] as well
+//! (mixed-precision training) the variables are f32 master weights and the model gets
+//! copies in its compute dtype, kept in a [`CastCopies`].
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -27,6 +29,55 @@ pub struct WeightStore {
     aliases: Vec<(String, String)>,
     used: Mutex<HashSet<String>>,
     trainable: Option<VarMap>,
+    casts: Option<CastCopies>,
+}
+
+/// Compute-dtype copies of f32 master variables, for mixed-precision training.
+///
+/// The model computes with the copies (bf16 or f16); each copy is its variable cast, so
+/// the cast's backward hands the gradient to the variable in f32 and the optimizer updates
+/// f32 weights. After every update, [`Self::refresh`] writes the variables' new values
+/// into the copies in place, so a model built once keeps computing with current weights.
+#[derive(Clone, Default)]
+pub struct CastCopies {
+    pairs: Arc<Mutex<Vec<(Var, Tensor)>>>,
+}
+
+impl CastCopies {
+    /// An empty set, filled while a model is loaded.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(&self, master: Var, copy: Tensor) {
+        self.pairs
+            .lock()
+            .expect("cast copies lock poisoned")
+            .push((master, copy));
+    }
+
+    /// Re-casts every master variable into its copy (after an optimizer update, a restore
+    /// or an EMA swap).
+    pub fn refresh(&self) -> Result<()> {
+        let pairs = self.pairs.lock().expect("cast copies lock poisoned");
+        for (master, copy) in pairs.iter() {
+            let fresh = master.as_tensor().detach().to_dtype(copy.dtype())?;
+            // Flattened views share the copy's storage: the write lands in the tensor the
+            // model holds, whose cast op still links it to the master for backward.
+            copy.flatten_all()?.slice_set(&fresh.flatten_all()?, 0, 0)?;
+        }
+        Ok(())
+    }
+
+    /// How many weights have a copy.
+    pub fn len(&self) -> usize {
+        self.pairs.lock().expect("cast copies lock poisoned").len()
+    }
+
+    /// Whether no weight has a copy.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl WeightStore {
@@ -68,7 +119,24 @@ impl WeightStore {
             aliases: Vec::new(),
             used: Mutex::new(HashSet::new()),
             trainable,
+            casts: None,
         })
+    }
+
+    /// Mixed precision for a trainable store: the variables are created in f32 and a model
+    /// asking for another float dtype gets cast copies, recorded in `casts`.
+    pub fn with_casts(mut self, casts: CastCopies) -> Self {
+        self.casts = Some(casts);
+        self
+    }
+
+    /// The dtype a tensor the model asks for in `dtype` is read in: f32 for the master
+    /// variables of a mixed-precision store, else `dtype`.
+    fn read_dtype(&self, dtype: DType) -> DType {
+        match (&self.trainable, &self.casts) {
+            (Some(_), Some(_)) if dtype.is_float() => DType::F32,
+            _ => dtype,
+        }
     }
 
     /// Also accepts a tensor whose name contains `asked` when the file stores it with
@@ -181,12 +249,19 @@ impl WeightStore {
         Ok(tensor)
     }
 
-    fn hand_out(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
+    fn hand_out(&self, name: &str, tensor: Tensor, dtype: DType) -> Result<Tensor> {
         match &self.trainable {
             None => Ok(tensor),
             Some(varmap) => {
                 let var = Var::from_tensor(&tensor)?;
-                let out = var.as_tensor().clone();
+                let out = match &self.casts {
+                    Some(casts) if var.dtype() != dtype => {
+                        let copy = var.as_tensor().to_dtype(dtype)?;
+                        casts.add(var.clone(), copy.clone());
+                        copy
+                    }
+                    _ => var.as_tensor().clone(),
+                };
                 varmap
                     .data()
                     .lock()
@@ -222,20 +297,20 @@ impl candle_nn::var_builder::SimpleBackend for SharedStore {
     ) -> candle_core::Result<Tensor> {
         let tensor = self
             .0
-            .load_checked(&s, name, dtype, dev)
+            .load_checked(&s, name, self.0.read_dtype(dtype), dev)
             .map_err(ModelError::into_candle)?;
         self.0
-            .hand_out(name, tensor)
+            .hand_out(name, tensor, dtype)
             .map_err(ModelError::into_candle)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let tensor = self
             .0
-            .load(name, dtype, dev)
+            .load(name, self.0.read_dtype(dtype), dev)
             .map_err(ModelError::into_candle)?;
         self.0
-            .hand_out(name, tensor)
+            .hand_out(name, tensor, dtype)
             .map_err(ModelError::into_candle)
     }
 
@@ -341,4 +416,47 @@ pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cast_copies_pass_f32_gradients_and_follow_their_masters() -> Result<()> {
+        let dev = Device::Cpu;
+        let path = std::env::temp_dir().join(format!(
+            "styleforge-cast-copies-{}.safetensors",
+            std::process::id()
+        ));
+        let w = Tensor::new(&[1.5f32, -2.0, 0.25], &dev)?;
+        save_safetensors_atomic(&HashMap::from([("w".to_string(), w)]), &path)?;
+        let varmap = VarMap::new();
+        let casts = CastCopies::new();
+        let store = WeightStore::trainable(&[&path], &varmap)?.with_casts(casts.clone());
+        let vb = Arc::new(store).var_builder(DType::BF16, &dev);
+        let copy = vb.get(3, "w")?;
+        std::fs::remove_file(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        assert_eq!(copy.dtype(), DType::BF16);
+        assert_eq!(casts.len(), 1);
+        let master = varmap.data().lock().expect("varmap")["w"].clone();
+        assert_eq!(master.dtype(), DType::F32);
+        // The gradient of a bf16 computation reaches the master in f32.
+        let grads = (&copy * 3.0)?.sum_all()?.backward()?;
+        let g = grads.get(master.as_tensor()).expect("master gradient");
+        assert_eq!(g.dtype(), DType::F32);
+        assert_eq!(g.to_vec1::<f32>()?, vec![3.0; 3]);
+        // An update of the master reaches the copy the model holds.
+        master.set(&Tensor::new(&[0.5f32, 4.0, -1.0], &dev)?)?;
+        casts.refresh()?;
+        let seen = copy.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        assert_eq!(seen, vec![0.5, 4.0, -1.0]);
+        // ... and the copy is still tied to it for the next backward.
+        let grads = copy.sum_all()?.backward()?;
+        assert!(grads.get(master.as_tensor()).is_some());
+        Ok(())
+    }
 }

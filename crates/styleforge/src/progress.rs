@@ -34,6 +34,10 @@ pub struct StepReport {
     pub step_time_s: f64,
     /// Peak resident memory of the process so far in bytes (Linux `VmHWM`), if known.
     pub peak_memory_bytes: Option<u64>,
+    /// The loss scale of the step (fp16 training).
+    pub loss_scale: Option<f64>,
+    /// Whether the step was skipped because its gradients overflowed (fp16 training).
+    pub skipped: bool,
 }
 
 /// Reports nothing.

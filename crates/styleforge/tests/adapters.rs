@@ -648,7 +648,7 @@ fn pipeline_with_lora_and_embedding_matches_the_reference() {
         embeddings: vec![fixtures().join("adapters/a1111_embedding.safetensors")],
         custom_diffusion: None,
     };
-    let a = load_pipeline(&fixtures().join("tiny-sd1"), &adapters, &Device::Cpu).unwrap();
+    let a = load_pipeline(&fixtures().join("tiny-sd1"), &adapters, &Default::default()).unwrap();
     assert_eq!(a.placeholders, vec![("a1111_embedding".to_string(), 2)]);
     let prompt = expand_placeholders("a a1111_embedding style", &a.placeholders);
     let want: Vec<Vec<i64>> = r["load.input_ids"].to_vec2().unwrap();

@@ -281,6 +281,7 @@ fn calibrate_step_parts() {
             attention: styleforge::training::memory::AttentionMemory::Fused,
             checkpoint_saves: false,
             ema: false,
+            precision: Default::default(),
         };
         let est = estimate(&models, &settings).unwrap();
         let base_live = LIVE.load(Ordering::Relaxed);

@@ -244,3 +244,26 @@ mod tests {
         assert!(checked > 30, "{checked} spellings");
     }
 }
+
+/// The dtype generation computes in (`generate` / `stylize --dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    /// 32-bit floats (the default).
+    F32,
+    /// IEEE half precision (`.fp16` weights used as they are).
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl DtypeArg {
+    /// The candle dtype.
+    pub fn dtype(self) -> styleforge::models::candle::DType {
+        use styleforge::models::candle::DType;
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+}

@@ -14,7 +14,7 @@ use styleforge::pipelines::{
     GenerationParameters, SamplingOptions, SchedulerChoice, StableDiffusion,
 };
 
-use super::choices::SchedulerArg;
+use super::choices::{DtypeArg, SchedulerArg};
 
 /// Model, prompt and sampler options.
 #[derive(Args, Debug, Clone)]
@@ -28,8 +28,13 @@ pub struct SamplingArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Weights variant, e.g. `fp16` (`*.fp16.safetensors`): loaded, and fetched from the Hub.
+    /// With `--dtype f16` or `bf16` a local model's `fp16` files are used when it has them.
     #[arg(long)]
     pub variant: Option<String>,
+    /// What the models compute in: f16 and bf16 halve the memory (slower on CPUs without
+    /// half-precision units); the latents and the scheduler stay f32.
+    #[arg(long, value_enum, ignore_case = true, default_value = "f32")]
+    pub dtype: DtypeArg,
     /// What to draw.
     #[arg(long)]
     pub prompt: String,
@@ -145,16 +150,17 @@ impl SamplingArgs {
         };
         let model = self.resolve_model()?;
         let shown = model.path.display();
+        let load = LoadOptions {
+            dtype: self.dtype.dtype(),
+            variant: self.load_variant(&model),
+            device: device.clone(),
+            ..LoadOptions::default()
+        };
         let mut sd = if adapters.is_empty() {
-            let load = LoadOptions {
-                variant: self.variant.clone(),
-                device: device.clone(),
-                ..LoadOptions::default()
-            };
             StableDiffusion::load_local(&model, &load)
                 .with_context(|| format!("cannot load the model in {shown}"))?
         } else {
-            let a = load_pipeline(&model.path, &adapters, &device)
+            let a = load_pipeline(&model.path, &adapters, &load)
                 .with_context(|| format!("cannot load the model in {shown} with its adapters"))?;
             options.prompt = expand_placeholders(&options.prompt, &a.placeholders);
             options.negative_prompt = options
@@ -164,6 +170,22 @@ impl SamplingArgs {
         };
         sd.clip_skip = self.clip_skip;
         Ok((sd, options))
+    }
+
+    /// The weight files to read: `--variant`, or for a half-precision `--dtype` the `fp16`
+    /// files of a local folder whose UNet has them (read without a detour through f32).
+    fn load_variant(&self, model: &LocalModel) -> Option<String> {
+        if self.variant.is_some() || self.dtype == DtypeArg::F32 || model.is_single_file() {
+            return self.variant.clone();
+        }
+        let unet = model.path.join("unet");
+        let has_fp16 = ["diffusion_pytorch_model", "model"].iter().any(|stem| {
+            unet.join(format!("{stem}.fp16.safetensors")).is_file()
+                || unet
+                    .join(format!("{stem}.fp16.safetensors.index.json"))
+                    .is_file()
+        });
+        has_fp16.then(|| "fp16".to_string())
     }
 
     /// `--model` on disk: a folder or single file as it is, a Hub model's snapshot folder in

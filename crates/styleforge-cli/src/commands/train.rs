@@ -11,28 +11,32 @@ use styleforge::training::{train, RunOptions, TrainConfig};
 use super::choices::{MethodArg, SaveFormatArg};
 use crate::progress::Bar;
 
-/// Arguments of `styleforge train`.
-///
-/// The config file has sections `[model]` (base: a diffusers folder, a single-file
-/// `.safetensors` converted once into <run>/base-model/, or a Hub model owner/name[@rev]
-/// fetched into the Hugging Face cache; variant; config: configs for a
-/// single-file base, as `convert --config`), `[[data.concepts]]` (style_dir,
-/// aux_dir, token) and `[data]` (resolution, crop, flip, allow_upscale, min_images,
-/// caption_dropout, shuffle_tags, keep_tokens, validation_dir, validation_split; caption_extension = ".txt";
-/// masked_loss: a <stem>.mask.png beside each StyleRef image, white = train, black =
-/// ignore; aspect-ratio bucketing: bucketing, bucket_step = VAE factor × 8, max_aspect = 2),
-/// `[training]` (instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder,
-/// num_aux_images, aux_steps, gradient_checkpointing, ignore_memory_check; the objective:
-/// snr_gamma, snr_weight_prior, timestep_sampling = uniform|logit-normal, min_timestep,
-/// max_timestep, timestep_mean, timestep_scale, noise_offset, input_perturbation; an EMA of
-/// the weights: ema_decay, ema_warmup, ema_power, ema_update_after_step), `[optim]`
-/// (steps, lr, beta1, beta2, weight_decay, eps, gradient_accumulation, max_grad_norm,
-/// lr_schedule, warmup_steps, optimizer) and `[output]` (dir,
-/// checkpoint_every, keep_checkpoints, validate_every, validation_prompts,
-/// validation_steps, validation_loss_every, save_format, save_ema, save_raw), plus top-level
-/// `method`, `seed` and `device`. See examples/train/*.toml.
+/// The config keys, printed after `train --help` (the subcommand's own line in `main.rs`
+/// is its summary, so the keys come as the help's closing text).
+const CONFIG_KEYS: &str = "\
+The config file has sections [model] (base: a diffusers folder, a single-file
+.safetensors converted once into <run>/base-model/, or a Hub model owner/name[@rev]
+fetched into the Hugging Face cache; variant; config: configs for a single-file base, as
+convert --config), [[data.concepts]] (style_dir, aux_dir, token) and [data] (resolution,
+crop, flip, allow_upscale, min_images, caption_dropout, shuffle_tags, keep_tokens,
+validation_dir, validation_split; caption_extension = \".txt\"; masked_loss: a
+<stem>.mask.png beside each StyleRef image, white = train, black = ignore; aspect-ratio
+bucketing: bucketing, bucket_step = VAE factor x 8, max_aspect = 2), [training]
+(instance_prompt, aux_prompt, prior_loss_weight, train_text_encoder, num_aux_images,
+aux_steps, gradient_checkpointing, ignore_memory_check; mixed precision:
+precision = fp32|bf16|fp16, weights and optimizer states stay f32, fp16 scales the loss:
+loss_scale_init = 65536, loss_scale_growth_interval = 2000; the objective: snr_gamma,
+snr_weight_prior, timestep_sampling = uniform|logit-normal, min_timestep, max_timestep,
+timestep_mean, timestep_scale, noise_offset, input_perturbation; an EMA of the weights:
+ema_decay, ema_warmup, ema_power, ema_update_after_step), [optim] (steps, lr, beta1,
+beta2, weight_decay, eps, gradient_accumulation, max_grad_norm, lr_schedule,
+warmup_steps, optimizer) and [output] (dir, checkpoint_every, keep_checkpoints,
+validate_every, validation_prompts, validation_steps, validation_loss_every, save_format,
+save_ema, save_raw), plus top-level method, seed and device. See examples/train/*.toml.";
+
+/// Arguments of `styleforge train` (its config keys close `--help`: `CONFIG_KEYS`).
 #[derive(Args, Debug)]
-#[command(verbatim_doc_comment)]
+#[command(after_long_help = CONFIG_KEYS)]
 pub struct TrainArgs {
     /// Where to compute.
     #[command(flatten)]

@@ -1,7 +1,7 @@
 //! Multi-head attention (diffusers' `Attention`) and a softmax that has a backward pass.
 
 use crate::nn::Linear;
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::kernels;
@@ -17,12 +17,25 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     softmax_last_dim_plain(x)
 }
 
-/// [`softmax_last_dim`] composed from primitive ops (used off the CPU).
+/// [`softmax_last_dim`] composed from primitive ops (used off the CPU and for half
+/// precision). Half-precision scores are normalised in f32, as PyTorch's autocast does:
+/// the exponentials and their sum would lose most of their digits in bf16.
 pub fn softmax_last_dim_plain(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = x.to_dtype(statistics_dtype(dtype))?;
     let max = x.max_keepdim(D::Minus1)?.detach();
     let exp = x.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_keepdim(D::Minus1)?;
-    exp.broadcast_div(&sum)
+    exp.broadcast_div(&sum)?.to_dtype(dtype)
+}
+
+/// The dtype normalisation statistics are computed in: f32 for half-precision values,
+/// their own dtype otherwise (f64 stays f64).
+pub fn statistics_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
 }
 
 /// `softmax(q·kᵀ·scale + mask)·v` for `q` `[b, h, n, d]`, `k`/`v` `[b, h, m, d]`;
@@ -52,12 +65,12 @@ pub fn scaled_dot_product_attention_plain(
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let scores = (super::matmul(q, &k.t()?)? * scale)?;
     let scores = match mask {
         Some(mask) => scores.broadcast_add(mask)?,
         None => scores,
     };
-    softmax_last_dim(&scores)?.matmul(v)
+    super::matmul(&softmax_last_dim(&scores)?, v)
 }
 
 /// Splits `[b, n, heads·d]` into `[b, heads, n, d]`.

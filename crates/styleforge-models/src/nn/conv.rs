@@ -1,6 +1,6 @@
 //! 2-D convolution whose backward pass is right for every input size.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::kernels;
@@ -82,7 +82,15 @@ impl Conv2d {
         } else {
             x.clone()
         };
-        let out = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let out = if super::bf16_on_cpu(&x) {
+            // No bf16 convolution on the CPU (it is a matrix product): through f32.
+            let f = |t: &Tensor| t.to_dtype(DType::F32);
+            f(&x)?
+                .conv2d(&f(&self.weight)?, self.padding, self.stride, 1, 1)?
+                .to_dtype(DType::BF16)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
         match &self.bias {
             Some(b) => out.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(out),

@@ -36,15 +36,16 @@ impl Module for Linear {
         let rows = x.elem_count() / self.in_features.max(1);
         flops::add_matmul(rows, self.in_features, self.out_features);
         let dims = x.dims();
-        if dims.len() <= 2 {
+        if dims.len() <= 2 && !super::bf16_on_cpu(x) {
             return self.inner.forward(x);
         }
         // `[.., in]` as one `[rows, in]` matrix: candle-nn broadcasts the weight over the
         // leading dimensions instead, whose backward then sums a `[batch, out, in]`
         // gradient back down on one thread; here the weight gradient is one matmul.
-        let y = x
-            .reshape((rows, self.in_features))?
-            .matmul(&self.inner.weight().t()?)?;
+        let y = super::matmul(
+            &x.reshape((rows, self.in_features))?,
+            &self.inner.weight().t()?,
+        )?;
         let y = match self.inner.bias() {
             Some(b) if super::kernels::use_cpu_kernels(&y) => {
                 super::kernels::bias::add_bias(&y, b)?
@@ -53,7 +54,7 @@ impl Module for Linear {
             None => y,
         };
         let mut out = dims.to_vec();
-        *out.last_mut().expect("rank > 2") = self.out_features;
+        *out.last_mut().expect("rank >= 1") = self.out_features;
         y.reshape(out)
     }
 }

@@ -1,8 +1,9 @@
 //! Group and layer normalisation, composed from differentiable ops.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::attention::statistics_dtype;
 use super::kernels;
 
 /// Group normalisation over `[b, c, ...]`: channels split in `num_groups` groups, each
@@ -48,7 +49,9 @@ impl GroupNorm {
         let dims = x.dims().to_vec();
         let (b, c) = (dims[0], dims[1]);
         let dtype = x.dtype();
-        let grouped = x.reshape((b, self.num_groups, ()))?.to_dtype(DType::F32)?;
+        let grouped = x
+            .reshape((b, self.num_groups, ()))?
+            .to_dtype(statistics_dtype(dtype))?;
         let mean = grouped.mean_keepdim(D::Minus1)?;
         let centered = grouped.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -104,7 +107,7 @@ impl LayerNorm {
     /// The composition of primitive ops (used off the CPU).
     pub fn forward_plain(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        let x = x.to_dtype(DType::F32)?;
+        let x = x.to_dtype(statistics_dtype(dtype))?;
         let mean = x.mean_keepdim(D::Minus1)?;
         let centered = x.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;

@@ -7,7 +7,7 @@ pub mod embeddings;
 
 use std::path::Path;
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::nn::Conv2d;
@@ -170,6 +170,12 @@ impl UNet2DConditionModel {
         self.gradient_checkpointing
     }
 
+    /// The dtype the model computes in (its weights'); [`Self::forward`] casts its inputs
+    /// to it.
+    pub fn dtype(&self) -> DType {
+        self.conv_in.weight().dtype()
+    }
+
     /// Every cross-attention (`attn2`) layer, down, mid and up, in that order.
     pub fn cross_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
         let down = self
@@ -190,13 +196,17 @@ impl UNet2DConditionModel {
     /// - `timesteps` `[b]` (one per sample) or `[]`/`[1]` (shared by the batch), any float dtype.
     /// - `encoder_hidden_states` `[b, tokens, cross_attention_dim]`.
     ///
-    /// Returns `[b, out_channels, h, w]`.
+    /// Inputs in another float dtype are cast to [`Self::dtype`]. Returns
+    /// `[b, out_channels, h, w]` in that dtype.
     pub fn forward(
         &self,
         sample: &Tensor,
         timesteps: &Tensor,
         encoder_hidden_states: &Tensor,
     ) -> Result<Tensor> {
+        let dtype = self.dtype();
+        let sample = &sample.to_dtype(dtype)?;
+        let encoder_hidden_states = &encoder_hidden_states.to_dtype(dtype)?;
         let (b, c, _, _) = sample.dims4().map_err(|_| {
             ModelError::BadInput(format!(
                 "UNet sample must be [batch, channels, height, width], got {:?}",

@@ -5,7 +5,7 @@ pub mod config;
 
 use crate::nn::Conv2d;
 use crate::nn::Linear;
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::VaeConfig;
@@ -13,7 +13,9 @@ pub use config::VaeConfig;
 use crate::blocks::resnet::ResnetConfig;
 use crate::blocks::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::error::{ModelError, Result};
-use crate::nn::attention::{merge_heads, scaled_dot_product_attention, split_heads};
+use crate::nn::attention::{
+    merge_heads, scaled_dot_product_attention, split_heads, statistics_dtype,
+};
 use crate::nn::{conv2d, norm_silu, GroupNorm};
 
 const EPS: f64 = 1e-6;
@@ -295,8 +297,14 @@ impl AutoencoderKL {
         &self.config
     }
 
-    /// Images `[b, in_channels, H, W]` in [-1, 1] → the latent distribution. `H` and `W`
-    /// must be multiples of [`VaeConfig::downscale_factor`].
+    /// The dtype the model computes in (its weights'); inputs are cast to it.
+    pub fn dtype(&self) -> DType {
+        self.decoder.conv_in.weight().dtype()
+    }
+
+    /// Images `[b, in_channels, H, W]` in [-1, 1] → the latent distribution (in f32 for a
+    /// half-precision model). `H` and `W` must be multiples of
+    /// [`VaeConfig::downscale_factor`].
     pub fn encode(&self, images: &Tensor) -> Result<DiagonalGaussian> {
         let f = self.config.downscale_factor();
         match images.dims() {
@@ -308,10 +316,12 @@ impl AutoencoderKL {
             )))
             }
         }
-        let mut moments = self.encoder.forward(images)?;
+        let mut moments = self.encoder.forward(&images.to_dtype(self.dtype())?)?;
         if let Some(q) = &self.quant_conv {
             moments = q.forward(&moments)?;
         }
+        // Latents are kept in f32: a half-precision model's moments are upcast.
+        let moments = moments.to_dtype(statistics_dtype(moments.dtype()))?;
         let halves = moments.chunk(2, 1)?;
         Ok(DiagonalGaussian {
             mean: halves[0].clone(),
@@ -331,9 +341,10 @@ impl AutoencoderKL {
                 )))
             }
         }
+        let latents = latents.to_dtype(self.dtype())?;
         let z = match &self.post_quant_conv {
-            Some(p) => p.forward(latents)?,
-            None => latents.clone(),
+            Some(p) => p.forward(&latents)?,
+            None => latents,
         };
         Ok(self.decoder.forward(&z)?)
     }

@@ -72,7 +72,8 @@ impl CustomDiffusion {
                     ids.len()
                 )));
             };
-            init_rows.push(table.narrow(0, id as usize, 1)?);
+            // f32 whatever the base's dtype: the trained weights are master weights.
+            init_rows.push(table.narrow(0, id as usize, 1)?.to_dtype(DType::F32)?);
         }
         let tokens: Vec<String> = modifiers.iter().map(|s| s.to_string()).collect();
         let token_ids = add_tokens(tokenizer, &tokens, table.dim(0)?)?;
@@ -89,7 +90,10 @@ impl CustomDiffusion {
         }
         let kv = names
             .into_iter()
-            .map(|n| Ok((n.clone(), Var::from_tensor(&base.unet[n].copy()?)?)))
+            .map(|n| {
+                let w = base.unet[n].to_dtype(DType::F32)?.copy()?;
+                Ok((n.clone(), Var::from_tensor(&w)?))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             kv,
@@ -123,7 +127,9 @@ impl CustomDiffusion {
             .collect();
         let table = &base.text_encoder[TOKEN_TABLE];
         let mut rows = vec![table.clone()];
-        rows.extend(self.embeds.iter().map(|v| v.as_tensor().clone()));
+        for v in &self.embeds {
+            rows.push(v.as_tensor().to_dtype(table.dtype())?);
+        }
         let te = HashMap::from([(TOKEN_TABLE.to_string(), Tensor::cat(&rows, 0)?)]);
         let mut unet = base.build_unet(&unet)?;
         for attn in unet.cross_attentions_mut() {
@@ -136,7 +142,7 @@ impl CustomDiffusion {
     pub fn delta_tensors(&self, base: &BaseWeights) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (n, v) in &self.kv {
-            let delta = (v.as_tensor() - &base.unet[n])?.to_dtype(DType::F32)?;
+            let delta = (v.as_tensor() - base.unet[n].to_dtype(v.dtype())?)?;
             out.insert(format!("unet.{n}"), delta);
         }
         for (t, v) in self.tokens.iter().zip(&self.embeds) {

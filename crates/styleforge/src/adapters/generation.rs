@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
 use styleforge_models::folder::{LoadOptions, ModelFolder};
 use styleforge_schedulers::SchedulerConfig;
 
@@ -49,11 +48,13 @@ pub fn expand_placeholders(prompt: &str, placeholders: &[(String, usize)]) -> St
         .fold(prompt.to_string(), |p, (t, n)| expand_prompt(&p, t, *n))
 }
 
-/// Loads a diffusers model folder (float32, on `device`) with `adapters` applied.
+/// Loads a diffusers model folder with `adapters` applied: in `opts.dtype` on `opts.device`,
+/// from the `opts.variant` weight files where there are some (`trainable` is ignored).
+/// Adapter weights are merged in their own dtype and the result cast to `opts.dtype`.
 pub fn load_pipeline(
     dir: &Path,
     adapters: &GenerationAdapters,
-    device: &Device,
+    opts: &LoadOptions,
 ) -> Result<AdaptedPipeline> {
     if !dir.join("model_index.json").is_file() {
         return Err(Error::InvalidRequest(format!(
@@ -61,8 +62,8 @@ pub fn load_pipeline(
             dir.display()
         )));
     }
-    let device = device.clone();
-    let base = BaseWeights::load(dir, DType::F32, &device)?;
+    let device = opts.device.clone();
+    let base = BaseWeights::load_variant(dir, opts.variant.as_deref(), opts.dtype, &device)?;
     let files = adapters
         .loras
         .iter()
@@ -104,7 +105,9 @@ pub fn load_pipeline(
         base.build_unet(&unet)?,
         folder
             .vae(&LoadOptions {
+                dtype: opts.dtype,
                 device: device.clone(),
+                variant: opts.variant.clone(),
                 ..LoadOptions::default()
             })?
             .model,

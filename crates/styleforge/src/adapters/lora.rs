@@ -142,8 +142,9 @@ impl Lora {
                     .into_iter()
                     .map(|x| x / r as f32)
                     .collect();
-                let down = Tensor::from_vec(a, (r, inp), base.device())?.to_dtype(base.dtype())?;
-                let up = Tensor::zeros((out, r), base.dtype(), base.device())?;
+                // f32 whatever the base's dtype: adapter weights are master weights too.
+                let down = Tensor::from_vec(a, (r, inp), base.device())?;
+                let up = Tensor::zeros((out, r), DType::F32, base.device())?;
                 layers.push(LoraLayer {
                     component,
                     module,
@@ -205,7 +206,7 @@ impl Lora {
             let name = format!("{}.weight", l.module);
             let w = &tensors[&name];
             let delta = (l.up.as_tensor().matmul(l.down.as_tensor())? * self.scale())?;
-            out.insert(name, (w + delta)?);
+            out.insert(name, (w + delta.to_dtype(w.dtype())?)?);
         }
         Ok(out)
     }
@@ -475,11 +476,14 @@ pub fn merge_lora_files(
                 )));
             }
             let scale = multiplier * layer.alpha.unwrap_or(r as f64) / r as f64;
+            // Merged in f32 and cast once, so a half-precision model loses no more digits
+            // than its own weights carry.
+            let (up, down) = (up.to_dtype(DType::F32)?, down.to_dtype(DType::F32)?);
             let delta = (up.matmul(&down)? * scale)?
                 .reshape(w.shape())?
-                .to_dtype(w.dtype())?
                 .to_device(w.device())?;
-            out[idx].insert(name, (w + delta)?);
+            let merged = (w.to_dtype(DType::F32)? + delta)?.to_dtype(w.dtype())?;
+            out[idx].insert(name, merged);
         }
     }
     Ok(out)

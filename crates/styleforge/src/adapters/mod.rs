@@ -48,9 +48,14 @@ pub struct BaseWeights {
     device: Device,
 }
 
-fn load_tensors(dir: &Path, device: &Device, dtype: DType) -> Result<HashMap<String, Tensor>> {
+fn load_tensors(
+    dir: &Path,
+    variant: Option<&str>,
+    device: &Device,
+    dtype: DType,
+) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
-    for file in component_weight_files(dir, None)? {
+    for file in component_weight_files(dir, variant)? {
         for (name, t) in candle_core::safetensors::load(&file, device)? {
             let t = if t.dtype().is_float() {
                 t.to_dtype(dtype)?
@@ -64,16 +69,28 @@ fn load_tensors(dir: &Path, device: &Device, dtype: DType) -> Result<HashMap<Str
 }
 
 impl BaseWeights {
-    /// Reads `unet/` and `text_encoder/` of a diffusers model folder.
+    /// Reads `unet/` and `text_encoder/` of a diffusers model folder, in `dtype`.
     pub fn load(root: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_variant(root, None, dtype, device)
+    }
+
+    /// [`Self::load`] from the `variant` weight files (e.g. `fp16`) where a component has
+    /// them; stored tensors are converted straight to `dtype` (fp16 files kept as they are
+    /// for f16).
+    pub fn load_variant(
+        root: &Path,
+        variant: Option<&str>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let unet_dir = root.join("unet");
         let te_dir = root.join("text_encoder");
         let unet_config_path = unet_dir.join("config.json");
         let te_config_path = te_dir.join("config.json");
         let unet_config: UNetConfig = read_config(&unet_config_path)?;
         let te_config: ClipTextConfig = read_config(&te_config_path)?;
-        let unet = load_tensors(&unet_dir, device, dtype)?;
-        let text_encoder = load_tensors(&te_dir, device, dtype)?
+        let unet = load_tensors(&unet_dir, variant, device, dtype)?;
+        let text_encoder = load_tensors(&te_dir, variant, device, dtype)?
             .into_iter()
             .filter(|(k, _)| !k.ends_with("position_ids"))
             .map(|(k, v)| {

@@ -115,7 +115,8 @@ impl TextualInversion {
         let tokens = placeholder_tokens(placeholder, num_vectors);
         let token_ids = add_tokens(tokenizer, &tokens, table.dim(0)?)?;
         let row = table.narrow(0, init_id as usize, 1)?;
-        let init = row.repeat((num_vectors, 1))?;
+        // f32 whatever the base's dtype: the embeddings are master weights.
+        let init = row.repeat((num_vectors, 1))?.to_dtype(DType::F32)?;
         Ok(Self {
             placeholder: placeholder.to_string(),
             tokens,

@@ -275,10 +275,13 @@ impl StableDiffusion {
             // Detached at once: with trainable weights the graph of each step (and, through
             // the latents and a multistep scheduler's history, of every earlier step)
             // would stay alive.
+            // The latents and the scheduler's maths stay f32 whatever the UNet computes in
+            // (diffusers upcasts for Euler and DPM-Solver; here every scheduler gets it).
             let mut pred = self
                 .unet
                 .forward(&model_input, &t_tensor, context)?
-                .detach();
+                .detach()
+                .to_dtype(DType::F32)?;
             if guided {
                 let halves = pred.chunk(2, 0)?;
                 let (uncond, cond) = (&halves[0], &halves[1]);
@@ -294,7 +297,7 @@ impl StableDiffusion {
     /// Latents (as the UNet sees them) → images `[n, 3, H, W]` in [0, 1].
     pub fn decode_latents(&self, latents: &Tensor) -> Result<Tensor> {
         let z = (latents / self.vae.scaling_factor())?;
-        let image = self.vae.decode(&z)?.detach();
+        let image = self.vae.decode(&z)?.detach().to_dtype(DType::F32)?;
         Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
 }

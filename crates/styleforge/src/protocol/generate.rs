@@ -79,24 +79,30 @@ impl<'a> LazyModel<'a> {
         adapters: &'a GenerationAdapters,
         device: &'a Device,
     ) -> Self {
-        Self::new(move || load_pipeline(dir, adapters, device))
+        Self::new(move || {
+            let opts = LoadOptions {
+                device: device.clone(),
+                ..LoadOptions::default()
+            };
+            load_pipeline(dir, adapters, &opts)
+        })
     }
 
     /// A model folder or single file as it is, or with adapters when there are some: what
     /// `styleforge generate` loads.
     pub fn auto(dir: &'a Path, adapters: &'a GenerationAdapters, device: &'a Device) -> Self {
         Self::new(move || {
+            let opts = LoadOptions {
+                device: device.clone(),
+                ..LoadOptions::default()
+            };
             if adapters.is_empty() {
-                let opts = LoadOptions {
-                    device: device.clone(),
-                    ..LoadOptions::default()
-                };
                 Ok(AdaptedPipeline {
                     pipeline: StableDiffusion::load(dir, &opts)?,
                     placeholders: Vec::new(),
                 })
             } else {
-                load_pipeline(dir, adapters, device)
+                load_pipeline(dir, adapters, &opts)
             }
         })
     }

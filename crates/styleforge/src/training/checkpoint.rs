@@ -26,6 +26,9 @@ pub struct TrainState {
     pub style_sampler: SamplerState,
     /// One Aux sampler per concept.
     pub aux_samplers: Vec<SamplerState>,
+    /// The loss scaler's state (fp16 runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<super::precision::LossScaleState>,
 }
 
 /// The file of the weights' moving average in a checkpoint.

@@ -202,6 +202,16 @@ pub struct TrainingSection {
     /// such a run is refused with the settings that would fit).
     #[serde(default)]
     pub ignore_memory_check: Option<bool>,
+    /// `fp32` (default), `bf16` or `fp16`: the dtype forward and backward run in; weights
+    /// and optimizer states stay f32 ([`super::precision`]).
+    #[serde(default)]
+    pub precision: Option<super::precision::Precision>,
+    /// fp16: the first loss scale (default 65536).
+    #[serde(default)]
+    pub loss_scale_init: Option<f64>,
+    /// fp16: clean steps before the loss scale doubles (default 2000).
+    #[serde(default)]
+    pub loss_scale_growth_interval: Option<usize>,
     /// Min-SNR-γ loss weighting (off by default; 5 is the Min-SNR paper's value).
     #[serde(default)]
     pub snr_gamma: Option<f64>,
@@ -429,6 +439,12 @@ pub struct ResolvedConfig {
     /// Start even when the memory estimate exceeds what is available.
     #[serde(default)]
     pub ignore_memory_check: bool,
+    /// The dtype forward and backward run in.
+    #[serde(default)]
+    pub precision: super::precision::Precision,
+    /// Dynamic loss scaling of fp16 runs.
+    #[serde(default)]
+    pub loss_scale: super::precision::LossScaleConfig,
     /// Timestep sampling, noise offset, min-SNR weighting.
     #[serde(default)]
     pub objective: super::objective::Objective,
@@ -650,6 +666,15 @@ impl TrainConfig {
                 .unwrap_or(!dreambooth && m != Method::Lora),
             gradient_checkpointing: t.gradient_checkpointing.unwrap_or(false),
             ignore_memory_check: t.ignore_memory_check.unwrap_or(false),
+            precision: t.precision.unwrap_or_default(),
+            loss_scale: {
+                let d = super::precision::LossScaleConfig::default();
+                super::precision::LossScaleConfig {
+                    init_scale: t.loss_scale_init.unwrap_or(d.init_scale),
+                    growth_interval: t.loss_scale_growth_interval.unwrap_or(d.growth_interval),
+                    ..d
+                }
+            },
             validation_dir: self.data.validation_dir.clone(),
             validation_loss_every: if self.data.validation_dir.is_some()
                 || self.data.validation_split.unwrap_or(0) > 0
@@ -766,6 +791,9 @@ impl ResolvedConfig {
         self.data_options.validate()?;
         if let Some(ema) = &self.ema {
             ema.validate()?;
+        }
+        if self.precision.scales_loss() {
+            self.loss_scale.validate()?;
         }
         Ok(())
     }

@@ -1,9 +1,10 @@
 //! The one training loop. Fine-tuning (every method of [`super::engine`]) and pretraining
 //! ([`super::pretrain`]) are [`TrainTask`]s: they say what is trained and how a micro-batch
 //! becomes a loss; [`RunLoop`] owns the rest — the optimizer and its learning-rate plan,
-//! gradient accumulation and clipping, the non-finite-loss stop, the JSONL log, periodic
-//! checkpoints and pictures, and exact resume (weights, optimizer, the run's generator and
-//! the tasks' samplers all come back from the checkpoint).
+//! gradient accumulation and clipping, fp16 loss scaling ([`super::precision`]), the
+//! non-finite-loss stop, the JSONL log, periodic checkpoints and pictures, and exact resume
+//! (weights, optimizer, loss scale, the run's generator and the tasks' samplers all come
+//! back from the checkpoint).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use super::ema::{Ema, EmaConfig};
 use super::log::{LogEntry, LogWriter};
 use super::lr::LrPlan;
 use super::memory::peak_rss_bytes;
+use super::precision::{LossScaleConfig, LossScaler, Unscaled};
 use super::step::{clip_grad_norm, LossParts};
 use crate::data::{RngState, SamplerState};
 use crate::error::{Error, Result};
@@ -122,6 +124,8 @@ pub struct LoopSettings {
     pub ema: Option<EmaConfig>,
     /// The progress label ("training", "pretrain").
     pub label: &'static str,
+    /// Dynamic loss scaling (fp16 training); `None`: the loss is not scaled.
+    pub loss_scaling: Option<LossScaleConfig>,
 }
 
 /// What one sitting of [`RunLoop::run`] did.
@@ -147,6 +151,7 @@ pub struct RunLoop<T: TrainTask> {
     step: usize,
     device: Device,
     ema: Option<Ema>,
+    scaler: Option<LossScaler>,
 }
 
 impl<T: TrainTask> RunLoop<T> {
@@ -162,8 +167,10 @@ impl<T: TrainTask> RunLoop<T> {
     ) -> Result<Self> {
         let vars = named.iter().map(|(_, v)| v.clone()).collect();
         let ema = settings.ema.map(|c| Ema::new(c, &named)).transpose()?;
+        let scaler = settings.loss_scaling.map(LossScaler::new);
         Ok(Self {
             ema,
+            scaler,
             task,
             optimizer: AdamW::new(named, adamw)?,
             vars,
@@ -277,6 +284,19 @@ impl<T: TrainTask> RunLoop<T> {
             ),
             (None, None) => {}
         }
+        match (&mut self.scaler, loaded.state.loss_scale) {
+            (Some(scaler), Some(state)) => scaler.restore(state),
+            (Some(scaler), None) => tracing::warn!(
+                "{} holds no loss scale (a run without fp16); loss scaling starts at {}",
+                path.display(),
+                scaler.scale()
+            ),
+            (None, Some(_)) => tracing::warn!(
+                "{} holds a loss scale but this run does not scale its loss (not fp16); it is ignored",
+                path.display()
+            ),
+            (None, None) => {}
+        }
         self.task.after_update()?;
         self.rng = loaded.state.rng.restore();
         self.task
@@ -293,6 +313,7 @@ impl<T: TrainTask> RunLoop<T> {
             rng: RngState::capture(&self.rng),
             style_sampler: main,
             aux_samplers: others,
+            loss_scale: self.scaler.as_ref().map(LossScaler::state),
         };
         let weights = self.task.weights();
         checkpoint::save(
@@ -306,10 +327,13 @@ impl<T: TrainTask> RunLoop<T> {
         )
     }
 
-    /// One optimizer step over `gradient_accumulation` micro-batches.
+    /// One optimizer step over `gradient_accumulation` micro-batches. With loss scaling,
+    /// a step whose gradients overflow updates nothing (weights, optimizer, EMA) and is
+    /// logged as skipped.
     pub fn train_step(&mut self) -> Result<LogEntry> {
         let start = Instant::now();
         let accum = self.settings.gradient_accumulation.max(1);
+        let loss_scale = self.scaler.as_ref().map(LossScaler::scale);
         let mut grads_sum: Option<GradStore> = None;
         let (mut loss_sum, mut inst_sum, mut prior_sum) = (0.0, 0.0, 0.0);
         for _ in 0..accum {
@@ -324,11 +348,15 @@ impl<T: TrainTask> RunLoop<T> {
             loss_sum += value;
             inst_sum += loss.instance;
             prior_sum += loss.prior;
-            let total = if accum > 1 {
-                (loss.total / accum as f64)?
-            } else {
-                loss.total
-            };
+            let mut total = loss.total;
+            if accum > 1 {
+                total = (total / accum as f64)?;
+            }
+            // fp16: the f32 loss is scaled before backward, so that small gradients stay
+            // above f16's smallest values on their way down.
+            if let Some(scale) = loss_scale {
+                total = (total * scale)?;
+            }
             let grads = checkpointed_backward(&total)?;
             grads_sum = Some(match grads_sum {
                 None => grads,
@@ -336,32 +364,52 @@ impl<T: TrainTask> RunLoop<T> {
             });
         }
         let mut grads = grads_sum.expect("at least one micro-batch");
-        // With clipping off (max_grad_norm 0) the norm is still measured for the log.
-        let max_norm = if self.settings.max_grad_norm > 0.0 {
-            self.settings.max_grad_norm
-        } else {
-            f64::INFINITY
+        let found = match &self.scaler {
+            Some(scaler) => scaler.unscale(&mut grads, &self.vars)?,
+            None => Unscaled::Finite,
         };
-        let grad_norm = clip_grad_norm(&mut grads, &self.vars, max_norm)?;
-        let lr = self.settings.lr.at(self.step + 1);
-        self.optimizer.set_lr(lr);
-        self.optimizer.step(&grads)?;
-        if let Some(ema) = &mut self.ema {
-            ema.update()?;
+        if let Some(scaler) = &mut self.scaler {
+            scaler.update(found);
         }
-        self.task.after_update()?;
-        self.step += 1;
+        let lr = self.settings.lr.at(self.step + 1);
         let n = accum as f64;
-        Ok(LogEntry {
-            step: self.step,
+        let mut entry = LogEntry {
+            step: self.step + 1,
             loss: loss_sum / n,
             loss_instance: inst_sum / n,
             loss_prior: prior_sum / n,
-            grad_norm,
+            grad_norm: f64::NAN,
             lr,
-            step_time_s: start.elapsed().as_secs_f64(),
+            step_time_s: 0.0,
             val_loss: None,
-        })
+            loss_scale,
+            skipped: found == Unscaled::Overflow,
+        };
+        if entry.skipped {
+            tracing::info!(
+                "step {}: the gradients overflowed at loss scale {}; step skipped, scale now {}",
+                entry.step,
+                loss_scale.unwrap_or(1.0),
+                self.scaler.as_ref().map_or(1.0, LossScaler::scale)
+            );
+        } else {
+            // With clipping off (max_grad_norm 0) the norm is still measured for the log.
+            let max_norm = if self.settings.max_grad_norm > 0.0 {
+                self.settings.max_grad_norm
+            } else {
+                f64::INFINITY
+            };
+            entry.grad_norm = clip_grad_norm(&mut grads, &self.vars, max_norm)?;
+            self.optimizer.set_lr(lr);
+            self.optimizer.step(&grads)?;
+            if let Some(ema) = &mut self.ema {
+                ema.update()?;
+            }
+            self.task.after_update()?;
+        }
+        self.step += 1;
+        entry.step_time_s = start.elapsed().as_secs_f64();
+        Ok(entry)
     }
 
     fn add_grads(&self, mut acc: GradStore, grads: &GradStore) -> Result<GradStore> {
@@ -416,6 +464,8 @@ impl<T: TrainTask> RunLoop<T> {
                 lr: entry.lr,
                 step_time_s: entry.step_time_s,
                 peak_memory_bytes: peak_rss_bytes(),
+                loss_scale: entry.loss_scale,
+                skipped: entry.skipped,
             });
             let step = self.step;
             let every = |n: usize| n > 0 && step.is_multiple_of(n) && step < total;

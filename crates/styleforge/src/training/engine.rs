@@ -521,6 +521,7 @@ fn start<'a>(
         seed: cfg.seed,
         ema: cfg.ema,
         label: "training",
+        loss_scaling: cfg.precision.scales_loss().then_some(cfg.loss_scale),
     };
     let mut run_loop = RunLoop::new(task, named, cfg.adamw, settings, run.clone(), &device)?;
     run_loop.start(opts.resume)?;

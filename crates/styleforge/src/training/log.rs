@@ -20,7 +20,8 @@ pub struct LogEntry {
     pub loss_instance: f64,
     /// Aux part.
     pub loss_prior: f64,
-    /// Gradient norm before clipping.
+    /// Gradient norm before clipping; NaN (`null` in the file) on a skipped step.
+    #[serde(deserialize_with = "nan_if_null")]
     pub grad_norm: f64,
     /// Learning rate used.
     pub lr: f64,
@@ -29,6 +30,18 @@ pub struct LogEntry {
     /// The validation loss after this step, on the steps where it is measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
+    /// The loss scale the step's loss was multiplied by (fp16 runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// Whether the step was skipped because its gradients overflowed (fp16 runs): no
+    /// weight changed, and `grad_norm` is NaN.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+}
+
+/// A number that JSON wrote as `null` (serde_json's NaN) read back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Reads a training log, skipping unreadable lines.

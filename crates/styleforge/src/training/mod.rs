@@ -16,6 +16,7 @@
 //! - [`validation`]: the validation loss on held-out images.
 //! - [`report`]: validation grids and the loss curve.
 //! - [`memory`]: the peak-memory estimate and the guard that refuses runs that cannot fit.
+//! - [`precision`]: mixed precision (bf16, fp16 with dynamic loss scaling).
 
 pub mod captions;
 pub mod checkpoint;
@@ -30,6 +31,7 @@ pub mod lr;
 pub mod memory;
 pub mod models;
 pub mod objective;
+pub mod precision;
 pub mod pretrain;
 pub mod report;
 pub mod step;

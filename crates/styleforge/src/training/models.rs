@@ -1,6 +1,11 @@
 //! The models a fine-tuning run trains: the base model loaded with the trained parts as
 //! variables (full fine-tuning), or frozen with an adapter whose variables are trained and
 //! from which the UNet and text encoder are rebuilt after every update.
+//!
+//! In mixed precision ([`super::precision`]) the UNet and text encoder compute in bf16 or
+//! f16: trained weights are f32 variables with cast copies refreshed after every update,
+//! frozen ones are loaded in the compute dtype. The VAE only encodes the training images
+//! (cached latents) and stays f32.
 
 use std::path::Path;
 
@@ -11,6 +16,7 @@ use styleforge_models::folder::{LoadOptions, ModelFolder};
 use styleforge_models::tokenizer::ClipTokenizer;
 use styleforge_models::unet::UNet2DConditionModel;
 use styleforge_models::vae::AutoencoderKL;
+use styleforge_models::weights::CastCopies;
 use styleforge_schedulers::SchedulerConfig;
 
 use super::config::ResolvedConfig;
@@ -28,6 +34,9 @@ pub(crate) struct Models {
     pub(crate) scheduler_config: SchedulerConfig,
     pub(crate) unet_vars: VarMap,
     pub(crate) te_vars: Option<VarMap>,
+    /// Mixed precision: the compute-dtype copies of the trained variables (empty in fp32
+    /// and for adapter methods, whose models are rebuilt instead).
+    pub(crate) casts: CastCopies,
     /// Adapter methods: the frozen base and the adapter; the UNet and text encoder above
     /// are rebuilt from them after every update, `unet_vars` holds the adapter's variables.
     pub(crate) adapter: Option<(BaseWeights, AdapterState)>,
@@ -44,15 +53,21 @@ pub(crate) fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Model
 
 fn load_parts(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
     let folder = ModelFolder::open(&cfg.base)?;
+    let casts = CastCopies::new();
     let base = LoadOptions {
-        dtype: DType::F32,
+        dtype: cfg.precision.dtype(),
         device: device.clone(),
         variant: cfg.variant.clone(),
         trainable: None,
+        casts: cfg.precision.is_mixed().then(|| casts.clone()),
+    };
+    let vae_opts = LoadOptions {
+        dtype: DType::F32,
+        ..base.clone()
     };
     let unet_vars = VarMap::new();
     if cfg.method.is_adapter() {
-        let weights = BaseWeights::load(&cfg.base, DType::F32, device)?;
+        let weights = BaseWeights::load(&cfg.base, cfg.precision.dtype(), device)?;
         let mut tokenizer = folder.tokenizer()?;
         let adapter = AdapterState::from_config(cfg, &weights, &mut tokenizer)?;
         unet_vars
@@ -65,10 +80,11 @@ fn load_parts(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
             tokenizer,
             text_encoder,
             unet,
-            vae: folder.vae(&base)?.model,
+            vae: folder.vae(&vae_opts)?.model,
             scheduler_config: SchedulerConfig::from_model_dir(&cfg.base)?,
             unet_vars,
             te_vars: None,
+            casts,
             adapter: Some((weights, adapter)),
         });
     }
@@ -79,7 +95,7 @@ fn load_parts(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
         None => base.clone(),
     };
     let text_encoder = folder.text_encoder(&te_opts)?.model;
-    let vae = folder.vae(&base)?.model;
+    let vae = folder.vae(&vae_opts)?.model;
     let tokenizer = folder.tokenizer()?;
     let scheduler_config = SchedulerConfig::from_model_dir(&cfg.base)?;
     Ok(Models {
@@ -90,13 +106,16 @@ fn load_parts(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
         scheduler_config,
         unet_vars,
         te_vars,
+        casts,
         adapter: None,
     })
 }
 
 impl Models {
-    /// Adapter methods: rebuilds the UNet and text encoder from the current variables.
+    /// After the variables changed: adapter methods rebuild the UNet and text encoder from
+    /// them; mixed-precision fine-tuning re-casts the compute copies.
     pub(crate) fn refresh(&mut self) -> Result<()> {
+        self.casts.refresh()?;
         if let Some((base, adapter)) = &self.adapter {
             let (unet, te) = adapter.build(base)?;
             let on = (

@@ -129,9 +129,10 @@ fn describe(s: &MemorySettings) -> String {
         Trained::CustomDiffusion { .. } => "Custom Diffusion".to_string(),
     };
     format!(
-        "{trained}, {} px, batch {}, {}, {}",
+        "{trained}, {} px, batch {}, {}, {}, {}",
         s.resolution,
         s.batch,
+        s.precision.name(),
         match s.optimizer {
             OptimizerKind::AdamW => "AdamW",
             OptimizerKind::AdamW8bit => "8-bit AdamW",

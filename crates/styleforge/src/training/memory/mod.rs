@@ -22,7 +22,10 @@
 //! A backward workspace (the gradients of the skip connections, held between the up and
 //! the down path, and twice the largest single tensor) comes on top. Weights are f32 (the
 //! engine up-casts), gradients f32 per trainable parameter (twice with gradient
-//! accumulation), AdamW 8 bytes of moments per trainable parameter, 8-bit AdamW 2 bytes
+//! accumulation). Mixed precision (`training.precision` bf16/fp16) keeps the f32 master
+//! weights and adds their 2-byte compute copies, holds frozen UNet and text-encoder
+//! weights (not the VAE's) in 2 bytes, and halves the activations and the workspace (the
+//! f32 normalisation and softmax statistics are not counted apart); AdamW 8 bytes of moments per trainable parameter, 8-bit AdamW 2 bytes
 //! plus an f32 absmax per block of 256 (tensors under 4096 values keep f32 moments).
 //! A checkpoint save writes the optimizer state from its own buffers and the weights one
 //! tensor copy at a time (gradients and activations are gone by then), so the peak is the
@@ -48,6 +51,7 @@ use styleforge_models::unet::{DownBlockType, UNetConfig, UpBlockType};
 use styleforge_models::vae::VaeConfig;
 
 use super::config::{Method, ResolvedConfig};
+use super::precision::Precision;
 use crate::error::{Error, Result};
 use params::{text_encoder_params, unet_params, unet_shape, up_resnets, vae_params, Param, Role};
 
@@ -64,6 +68,14 @@ const TOKENS: u64 = 77;
 /// keeps f32 moments.
 const BLOCK_8BIT: u64 = crate::optim::adamw8bit::BLOCKSIZE as u64;
 const MIN_8BIT: u64 = crate::optim::adamw8bit::MIN_8BIT_SIZE as u64;
+
+/// Bytes of one value a model computes with in `precision`.
+fn precision_bytes(precision: Precision) -> u64 {
+    match precision {
+        Precision::Fp32 => F32,
+        Precision::Bf16 | Precision::Fp16 => 2,
+    }
+}
 
 /// Gigabytes (10⁹ bytes) as the reports print them.
 pub fn gb(bytes: u64) -> f64 {
@@ -193,6 +205,8 @@ pub struct MemorySettings {
     pub checkpoint_saves: bool,
     /// Whether the run keeps a moving average of the trained weights (an f32 copy).
     pub ema: bool,
+    /// The dtype forward and backward run in.
+    pub precision: Precision,
 }
 
 impl MemorySettings {
@@ -223,6 +237,7 @@ impl MemorySettings {
             attention: AttentionMemory::for_device(device),
             checkpoint_saves: cfg.checkpoint_every > 0 && cfg.checkpoint_every < cfg.steps,
             ema: cfg.ema.is_some(),
+            precision: cfg.precision,
         }
     }
 }
@@ -618,8 +633,18 @@ pub fn estimate(models: &ModelConfigs, s: &MemorySettings) -> Result<MemoryEstim
         workspace += models.text_encoder.vocab_size as u64 * d * F32;
     }
 
-    let trainable_weights = trainable_params * F32;
-    let frozen_weights = (frozen_params + copies) * F32;
+    // Mixed precision: activations in 2 bytes, frozen weights too (the VAE stays f32), and
+    // a compute copy of each fully trained weight beside its f32 master.
+    let compute = precision_bytes(s.precision);
+    activations = activations * compute / F32;
+    workspace = workspace * compute / F32;
+    let cast_copies = if full_unet && s.precision.is_mixed() {
+        trainable_params * compute
+    } else {
+        0
+    };
+    let trainable_weights = trainable_params * F32 + cast_copies;
+    let frozen_weights = vae * F32 + (frozen_params - vae + copies) * compute;
     let accumulation_copies = if s.gradient_accumulation > 1 { 2 } else { 1 };
     let gradients = trainable_params * F32 * accumulation_copies;
     let optimizer_states = optimizer_bytes(s.optimizer, trainable.iter().copied());

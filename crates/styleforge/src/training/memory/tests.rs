@@ -49,6 +49,7 @@ fn styleforge_512() -> MemorySettings {
         attention: AttentionMemory::Fused,
         checkpoint_saves: true,
         ema: false,
+        precision: Precision::Fp32,
     }
 }
 
@@ -167,6 +168,41 @@ fn an_ema_holds_one_more_copy_of_the_trained_weights() {
 }
 
 #[test]
+fn mixed_precision_adds_compute_copies_and_halves_activations() {
+    let (m, s) = (sd15(), styleforge_512());
+    let f32_run = estimate(&m, &s).unwrap();
+    for precision in [Precision::Bf16, Precision::Fp16] {
+        let half = estimate(&m, &MemorySettings { precision, ..s }).unwrap();
+        // f32 masters plus 2-byte copies; gradients and optimizer states unchanged.
+        assert_eq!(half.trainable_weights, half.trainable_params * 6);
+        assert_eq!(half.gradients, f32_run.gradients);
+        assert_eq!(half.optimizer_states, f32_run.optimizer_states);
+        assert_eq!(half.activations, f32_run.activations / 2);
+        // Only the VAE is frozen here, and it stays f32.
+        assert_eq!(half.frozen_weights, f32_run.frozen_weights);
+        assert!(half.total < f32_run.total, "{half}\nvs\n{f32_run}");
+    }
+    // DreamBooth: the frozen text encoder is held in 2 bytes.
+    let unet_only = MemorySettings {
+        trained: Trained::Full {
+            text_encoder: false,
+        },
+        ..s
+    };
+    let a = estimate(&m, &unet_only).unwrap();
+    let b = estimate(
+        &m,
+        &MemorySettings {
+            precision: Precision::Bf16,
+            ..unet_only
+        },
+    )
+    .unwrap();
+    let (_, te, _) = parameter_counts(&m).unwrap();
+    assert_eq!(a.frozen_weights - b.frozen_weights, te * 2);
+}
+
+#[test]
 fn adapters_train_few_parameters() {
     let m = sd15();
     let s = styleforge_512();
@@ -235,6 +271,7 @@ fn a_lower_resolution_is_suggested_when_it_fits() {
         optimizer: OptimizerKind::AdamW8bit,
         checkpoint_saves: false,
         ema: false,
+        precision: Precision::Fp32,
         ..styleforge_512()
     };
     let at_384 = estimate(
@@ -323,6 +360,7 @@ fn print_estimates() {
     let no_save = MemorySettings {
         checkpoint_saves: false,
         ema: false,
+        precision: Precision::Fp32,
         ..s
     };
     for (name, file, batch) in [

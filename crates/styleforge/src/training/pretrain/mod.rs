@@ -525,6 +525,7 @@ pub fn pretrain(
             ..Default::default()
         }),
         label: "pretrain",
+        loss_scaling: None,
     };
     let adamw = AdamWConfig {
         lr: cfg.unet.lr,
