@@ -318,16 +318,17 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
     Ok(settings)
 }
 
-/// A protocol ready to run: the toy world's or real images'.
+/// A protocol ready to run: the toy world's or real images'. Both boxed: the options hold a
+/// `Device`, which is large in a CUDA build.
 enum Setup {
-    Toy(ToyProtocolOptions),
+    Toy(Box<ToyProtocolOptions>),
     Images(Box<ProtocolSettings>),
 }
 
 impl Setup {
     fn from_inputs(args: &ProtocolInputs) -> Result<Self> {
         Ok(if args.toy {
-            Setup::Toy(toy_options(args)?)
+            Setup::Toy(Box::new(toy_options(args)?))
         } else {
             Setup::Images(Box::new(image_settings(args)?))
         })
