@@ -44,8 +44,8 @@ test_args=(-p styleforge-models --test parity -p styleforge-schedulers --test di
     -p styleforge --test training_step)
 
 if [ "$dry_run" = 1 ]; then
-    # The CPU build the test suite uses (dev profile, no CUDA): nothing new to compile
-    # after `cargo test`.
+    # The dev profile without CUDA, as the test suite builds (no toolkit needed; the
+    # package selection still unifies features differently, so some crates recompile).
     base=$repo/target/gpu-check/dry-run
     device=cpu
     train=tiny-styleforge-ckpt-8bit
