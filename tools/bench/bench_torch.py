@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch / diffusers side of StyleForge's CPU benchmark.
+"""PyTorch / diffusers side of StyleForge's benchmark (CPU, or a CUDA GPU with --device).
 
 Runs the same named workloads as `styleforge bench`, built from the same configs
 (bench/configs/*.json, diffusers / transformers config.json format; keys starting with "_"
@@ -9,7 +9,7 @@ Every workload runs in its own fresh subprocess, so its peak RSS (ru_maxrss) is 
 by the models of other workloads. See README.md next to this file.
 
     tools/fixtures/.venv/bin/python tools/bench/bench_torch.py [--workloads a,b] [--repeats N]
-        [--warmup N] [--threads N] [--json OUT]
+        [--warmup N] [--threads N] [--device cpu|cuda[:N]] [--json OUT]
 """
 
 from __future__ import annotations
@@ -50,7 +50,25 @@ WORKLOADS = {
     "sd15-512-styleforge": ("styleforge-step", "unet-sd15.json", 2, 2),
     "sd15-512-styleforge-ckpt": ("styleforge-step", "unet-sd15.json", 2, 2),
     "sd15-512-styleforge-ckpt-8bit": ("styleforge-step", "unet-sd15.json", 2, 2),
+    # txt2img: 30 DDIM steps, guidance 7.5, one image (the GPU check's generation).
+    "sd15-512-ddim30": ("generate", "unet-sd15.json", 1, 2),
+    # Tiny models of the same two workloads (the GPU check's dry run).
+    "tiny-styleforge-ckpt-8bit": ("styleforge-step", "unet-tiny.json", 2, 2),
+    "tiny-ddim30": ("generate", "unet-tiny.json", 1, 2),
 }
+
+# The text encoder and VAE that go with each UNet in the end-to-end workloads, and the
+# latents' side.
+TOPOLOGIES = {
+    "unet-sd15.json": ("text-encoder-sd15.json", "vae-sd15.json", 64),
+    "unet-tiny.json": ("text-encoder-tiny.json", "vae-tiny.json", 32),
+}
+
+# Where the child computes (--device); inputs are drawn on the CPU and moved there.
+DEVICE = "cpu"
+# --fallback-adamw: torch's AdamW where bitsandbytes is not installed (recorded in the
+# result's "optimizer").
+FALLBACK_ADAMW = False
 
 LATENT_HW = (32, 32)
 SEQ_LEN = 77
@@ -82,11 +100,11 @@ def build(name, configs_dir):
     if kind in ("unet-forward", "unet-train"):
         from diffusers import UNet2DConditionModel
 
-        model = UNet2DConditionModel.from_config(cfg).to(torch.float32)
+        model = UNet2DConditionModel.from_config(cfg).to(DEVICE, torch.float32)
         h, w = LATENT_HW
-        sample = torch.randn(b, model.config.in_channels, h, w, generator=g)
-        timesteps = torch.randint(0, 1000, (b,), generator=g, dtype=torch.int64)
-        context = torch.randn(b, SEQ_LEN, model.config.cross_attention_dim, generator=g)
+        sample = torch.randn(b, model.config.in_channels, h, w, generator=g).to(DEVICE)
+        timesteps = torch.randint(0, 1000, (b,), generator=g, dtype=torch.int64).to(DEVICE)
+        context = torch.randn(b, SEQ_LEN, model.config.cross_attention_dim, generator=g).to(DEVICE)
         procs = sorted({type(p).__name__ for p in model.attn_processors.values()})
         info["attention"] = procs
         info["params"] = sum(p.numel() for p in model.parameters())
@@ -104,7 +122,7 @@ def build(name, configs_dir):
 
         else:
             model.train()
-            target = torch.randn(b, model.config.out_channels, h, w, generator=g)
+            target = torch.randn(b, model.config.out_channels, h, w, generator=g).to(DEVICE)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
             info["optimizer"] = "torch.optim.AdamW(lr=1e-5, betas=(0.9,0.999), weight_decay=1e-2, eps=1e-8)"
 
@@ -118,13 +136,16 @@ def build(name, configs_dir):
         return step, info
 
     if kind == "styleforge-step":
-        return build_styleforge_step(name, cfg, configs_dir, g, info)
+        return build_styleforge_step(name, cfg_file, configs_dir, g, info)
+
+    if kind == "generate":
+        return build_generate(cfg_file, configs_dir, info)
 
     if kind == "text-encoder":
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        model = CLIPTextModel(CLIPTextConfig.from_dict(cfg)).to(torch.float32).eval()
-        ids = torch.randint(0, cfg["vocab_size"], (b, SEQ_LEN), generator=g, dtype=torch.int64)
+        model = CLIPTextModel(CLIPTextConfig.from_dict(cfg)).to(DEVICE, torch.float32).eval()
+        ids = torch.randint(0, cfg["vocab_size"], (b, SEQ_LEN), generator=g, dtype=torch.int64).to(DEVICE)
         info["attention"] = [str(getattr(model.config, "_attn_implementation", None))]
         info["params"] = sum(p.numel() for p in model.parameters())
         info["inputs"] = {"input_ids": list(ids.shape)}
@@ -138,9 +159,9 @@ def build(name, configs_dir):
     if kind == "vae-decode":
         from diffusers import AutoencoderKL
 
-        model = AutoencoderKL.from_config(cfg).to(torch.float32).eval()
+        model = AutoencoderKL.from_config(cfg).to(DEVICE, torch.float32).eval()
         h, w = LATENT_HW
-        z = torch.randn(b, model.config.latent_channels, h, w, generator=g)
+        z = torch.randn(b, model.config.latent_channels, h, w, generator=g).to(DEVICE)
         info["attention"] = sorted({type(p).__name__ for p in model.attn_processors.values()})
         info["params"] = sum(p.numel() for p in model.parameters())
         info["inputs"] = {"latents": list(z.shape)}
@@ -224,7 +245,7 @@ def build(name, configs_dir):
     raise ValueError(kind)
 
 
-def build_styleforge_step(name, unet_cfg, configs_dir, g, info):
+def build_styleforge_step(name, unet_file, configs_dir, g, info):
     """What diffusers' DreamBooth script does per step with --train_text_encoder,
     --with_prior_preservation (prior weight 1), --max_grad_norm 1, AdamW lr 1e-5, one
     instance and one class row at 64x64 latents; `-ckpt` adds --gradient_checkpointing,
@@ -236,9 +257,11 @@ def build_styleforge_step(name, unet_cfg, configs_dir, g, info):
 
     checkpointing = "-ckpt" in name
     eight_bit = name.endswith("-8bit")
-    unet = UNet2DConditionModel.from_config(unet_cfg).to(torch.float32).train()
-    te_cfg = load_config(os.path.join(configs_dir, "text-encoder-sd15.json"))
-    te = CLIPTextModel(CLIPTextConfig.from_dict(te_cfg)).to(torch.float32).train()
+    te_file, _, side = TOPOLOGIES[unet_file]
+    unet_cfg = load_config(os.path.join(configs_dir, unet_file))
+    unet = UNet2DConditionModel.from_config(unet_cfg).to(DEVICE, torch.float32).train()
+    te_cfg = load_config(os.path.join(configs_dir, te_file))
+    te = CLIPTextModel(CLIPTextConfig.from_dict(te_cfg)).to(DEVICE, torch.float32).train()
     if checkpointing:
         unet.enable_gradient_checkpointing()
         te.gradient_checkpointing_enable()
@@ -246,19 +269,26 @@ def build_styleforge_step(name, unet_cfg, configs_dir, g, info):
         num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
     )
     params = list(unet.parameters()) + list(te.parameters())
-    if eight_bit:
+    try:
         import bitsandbytes as bnb
-
+    except ImportError:
+        if eight_bit and not FALLBACK_ADAMW:
+            raise
+        bnb = None
+    if eight_bit and bnb is not None:
         opt = bnb.optim.AdamW8bit(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
         info["optimizer"] = f"bitsandbytes {bnb.__version__} AdamW8bit(lr=1e-5)"
+    elif eight_bit:
+        opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        info["optimizer"] = "torch.optim.AdamW(lr=1e-5): bitsandbytes not installed (--fallback-adamw)"
     else:
         opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
         info["optimizer"] = "torch.optim.AdamW(lr=1e-5)"
     b = 2
-    latents = torch.randn(b, unet.config.in_channels, 64, 64, generator=g)
-    noise = torch.randn(b, unet.config.in_channels, 64, 64, generator=g)
-    timesteps = torch.tensor([100, 500], dtype=torch.int64)
-    ids = torch.randint(0, te_cfg["vocab_size"], (b, SEQ_LEN), generator=g, dtype=torch.int64)
+    latents = torch.randn(b, unet.config.in_channels, side, side, generator=g).to(DEVICE)
+    noise = torch.randn(b, unet.config.in_channels, side, side, generator=g).to(DEVICE)
+    timesteps = torch.tensor([100, 500], dtype=torch.int64).to(DEVICE)
+    ids = torch.randint(0, te_cfg["vocab_size"], (b, SEQ_LEN), generator=g, dtype=torch.int64).to(DEVICE)
     info["params"] = sum(p.numel() for p in params)
     info["gradient_checkpointing"] = checkpointing
     info["inputs"] = {"latents": list(latents.shape), "input_ids": list(ids.shape)}
@@ -274,6 +304,71 @@ def build_styleforge_step(name, unet_cfg, configs_dir, g, info):
         opt.zero_grad(set_to_none=True)
 
     return step, info
+
+
+def build_generate(unet_file, configs_dir, info):
+    """diffusers' StableDiffusionPipeline, DDIM, 30 steps, guidance 7.5, one image. There is
+    no tokenizer offline: the prompt and the empty negative prompt are fixed token ids (77
+    each, as the tokenizer pads them), encoded by the text encoder inside the timed call."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    te_file, vae_file, side = TOPOLOGIES[unet_file]
+    unet = UNet2DConditionModel.from_config(load_config(os.path.join(configs_dir, unet_file)))
+    te_cfg = load_config(os.path.join(configs_dir, te_file))
+    te = CLIPTextModel(CLIPTextConfig.from_dict(te_cfg))
+    vae = AutoencoderKL.from_config(load_config(os.path.join(configs_dir, vae_file)))
+    sched = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=te,
+        tokenizer=None,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).to(DEVICE, torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    bos, eos = 49406, 49407
+    prompt = torch.tensor([[bos] + [320 + i for i in range(8)] + [eos] * (SEQ_LEN - 9)], device=DEVICE)
+    negative = torch.tensor([[bos] + [eos] * (SEQ_LEN - 1)], device=DEVICE)
+    size = side * pipe.vae_scale_factor
+    info["params"] = sum(p.numel() for m in (unet, te, vae) for p in m.parameters())
+    info["inputs"] = {"image": [1, 3, size, size], "steps": 30, "guidance_scale": 7.5}
+
+    def step():
+        with torch.no_grad():
+            cond = te(prompt)[0]
+            uncond = te(negative)[0]
+            pipe(
+                prompt_embeds=cond,
+                negative_prompt_embeds=uncond,
+                num_inference_steps=30,
+                guidance_scale=7.5,
+                height=size,
+                width=size,
+                generator=torch.Generator(DEVICE).manual_seed(0),
+                output_type="pt",
+            ).images
+
+    return step, info
+
+
+def sync():
+    if DEVICE != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def current_rss_mb():
@@ -305,6 +400,9 @@ def child_main(args):
 
     import torch
 
+    global DEVICE, FALLBACK_ADAMW
+    DEVICE = args.device
+    FALLBACK_ADAMW = args.fallback_adamw
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(args.threads)
     if args.child == "gemm-peak":
@@ -321,12 +419,22 @@ def child_main(args):
     rss_built = current_rss_mb()
     for _ in range(args.warmup):
         step()
+        sync()
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         step()
+        sync()
         times.append((time.perf_counter() - t0) * 1000.0)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    if DEVICE != "cpu":
+        info["device"] = torch.cuda.get_device_name(DEVICE)
+        info["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(DEVICE) / 2**20
+        info["cuda_max_reserved_mb"] = torch.cuda.max_memory_reserved(DEVICE) / 2**20
+        info["tf32"] = {
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32,
+        }
     res = {
         "median_ms": statistics.median(times),
         "min_ms": min(times),
@@ -372,7 +480,9 @@ def run_child(name, args, repeats):
         str(args.threads),
         "--configs",
         args.configs,
-    ]
+        "--device",
+        args.device,
+    ] + (["--fallback-adamw"] if args.fallback_adamw else [])
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[k] = str(args.threads)
@@ -415,6 +525,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch intra- and inter-op threads (default 2)")
     ap.add_argument("--json", dest="json_out", default=None, help="write the results as JSON to this file")
     ap.add_argument("--configs", default=CONFIGS, help="model config folder (default: bench/configs)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    ap.add_argument(
+        "--fallback-adamw",
+        action="store_true",
+        help="where bitsandbytes is missing, run the -8bit workloads with torch's AdamW (recorded in 'optimizer')",
+    )
     ap.add_argument("--list", action="store_true", help="list the workloads and exit")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -459,6 +575,7 @@ def main():
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "threads": args.threads,
+        "device": args.device,
         "cpu": cpu_model(),
         "python": sys.version.split()[0],
         "warmup": args.warmup,

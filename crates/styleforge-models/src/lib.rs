@@ -16,6 +16,7 @@
 //! - [`folder`]: a diffusers model folder (`model_index.json`, `unet/`, `vae/`, ...).
 //! - [`source`]: a model argument (folder, single file or Hub name) resolved to files on
 //!   disk; [`hub`]: the Hugging Face Hub part (the `hub` cargo feature).
+//! - [`testing`]: the device and fixtures folder the test suites use (environment variables).
 
 #![warn(missing_docs)]
 
@@ -32,6 +33,7 @@ pub mod init;
 pub mod nn;
 pub mod single_file;
 pub mod source;
+pub mod testing;
 pub mod unet;
 pub mod vae;
 pub mod weights;

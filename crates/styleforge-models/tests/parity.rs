@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Tensor};
-use common::{assert_close, fixture, reference};
+use common::{assert_close, fixture, load_options, reference};
 use styleforge_models::folder::{LoadOptions, ModelFolder};
 
 const TOL: f32 = 1e-4;
@@ -14,7 +14,7 @@ fn ids(t: &Tensor) -> Tensor {
 
 fn check_text_encoder(model: &str) {
     let folder = ModelFolder::open(fixture(model)).unwrap();
-    let loaded = folder.text_encoder(&LoadOptions::default()).unwrap();
+    let loaded = folder.text_encoder(&load_options()).unwrap();
     assert!(
         loaded.unused_tensors.is_empty(),
         "unused: {:?}",
@@ -52,7 +52,7 @@ fn text_encoder_sd2_without_key_prefix_matches_transformers() {
 
 fn check_unet(model: &str) {
     let folder = ModelFolder::open(fixture(model)).unwrap();
-    let loaded = folder.unet(&LoadOptions::default()).unwrap();
+    let loaded = folder.unet(&load_options()).unwrap();
     assert!(
         loaded.unused_tensors.is_empty(),
         "unused: {:?}",
@@ -85,7 +85,7 @@ fn unet_fp16_variant_is_upcast_and_close_to_fp32() {
     let folder = ModelFolder::open(fixture("tiny-sd2")).unwrap();
     let opts = LoadOptions {
         variant: Some("fp16".into()),
-        ..Default::default()
+        ..load_options()
     };
     let unet = folder.unet(&opts).unwrap().model;
     let r = reference("tiny-sd2");
@@ -107,7 +107,7 @@ fn components_without_the_variant_fall_back_to_their_plain_weights() {
     let folder = ModelFolder::open(fixture("tiny-sd2")).unwrap();
     let opts = LoadOptions {
         variant: Some("fp16".into()),
-        ..Default::default()
+        ..load_options()
     };
     let vae = folder.vae(&opts).unwrap();
     assert!(vae.unused_tensors.is_empty());
@@ -124,7 +124,7 @@ fn components_without_the_variant_fall_back_to_their_plain_weights() {
 
 fn check_vae(model: &str) {
     let folder = ModelFolder::open(fixture(model)).unwrap();
-    let loaded = folder.vae(&LoadOptions::default()).unwrap();
+    let loaded = folder.vae(&load_options()).unwrap();
     assert!(
         loaded.unused_tensors.is_empty(),
         "unused: {:?}",
@@ -158,6 +158,6 @@ fn vae_sd1_matches_diffusers() {
 fn vae_sd2_downscale_4_matches_diffusers() {
     check_vae("tiny-sd2");
     let folder = ModelFolder::open(fixture("tiny-sd2")).unwrap();
-    let vae = folder.vae(&LoadOptions::default()).unwrap().model;
+    let vae = folder.vae(&load_options()).unwrap().model;
     assert_eq!(vae.downscale_factor(), 4);
 }

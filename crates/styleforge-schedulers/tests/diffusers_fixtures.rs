@@ -2,14 +2,15 @@
 //! `tools/fixtures/make_scheduler_fixtures.py` (committed under `fixtures/schedulers/`).
 //!
 //! Values must agree within 1e-5: scalars absolutely up to 1 and relatively above; tensors
-//! relative to their largest magnitude (at least 1).
+//! relative to their largest magnitude (at least 1). They run on `STYLEFORGE_TEST_DEVICE`
+//! (default the CPU; see `styleforge_models::testing`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, IndexOp, Tensor};
 use serde_json::Value;
+use styleforge_models::testing;
 use styleforge_schedulers::{
     img2img_timesteps, DdpmScheduler, DpmSolverMultistepScheduler, EulerAncestralScheduler,
     EulerScheduler, QueuedNoise, Scheduler, SchedulerConfig, SchedulerKind,
@@ -25,13 +26,14 @@ struct Fixtures {
 fn fixtures() -> &'static Fixtures {
     static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
     FIXTURES.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/schedulers");
+        let dir = testing::fixtures_dir().join("schedulers");
         let index_path = dir.join("index.json");
         let text = std::fs::read_to_string(&index_path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", index_path.display()));
         let index: Value = serde_json::from_str(&text).expect("index.json is valid JSON");
-        let tensors = candle_core::safetensors::load(dir.join("tensors.safetensors"), &Device::Cpu)
-            .expect("tensors.safetensors loads");
+        let tensors =
+            candle_core::safetensors::load(dir.join("tensors.safetensors"), &testing::device())
+                .expect("tensors.safetensors loads");
         Fixtures { index, tensors }
     })
 }

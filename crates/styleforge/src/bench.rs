@@ -34,15 +34,49 @@ pub enum BenchModel {
     /// takes the `d × d` route from statistics, 20 (a style's reference set) the small-set
     /// route from the features.
     Fid(usize),
-    /// StyleForge's training step on the SD-1.5 topology at 512 px: UNet and text encoder
-    /// trained, one StyleRef and one Aux row (64×64 latents), the prior-preservation loss,
+    /// StyleForge's training step (the SD-1.5 topology at 512 px, or tiny models): UNet and
+    /// text encoder trained, one StyleRef and one Aux row, the prior-preservation loss,
     /// gradient clipping at 1 and AdamW, as `styleforge train` runs it.
     StyleForgeStep {
+        /// The models and latent size.
+        topology: Topology,
         /// Gradient checkpointing of both models.
         checkpointing: bool,
         /// 8-bit AdamW instead of f32 AdamW.
         adamw8bit: bool,
     },
+    /// Text-to-image through the txt2img pipeline: one image, 30 DDIM steps with
+    /// classifier-free guidance 7.5 (the UNet on a batch of 2), prompt encoding and the VAE
+    /// decode included.
+    Generate(Topology),
+}
+
+/// The models of the end-to-end workloads: SD 1.5's at 512 px, or tiny ones of the same
+/// kinds (the GPU check's dry run on a CPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// SD 1.5's UNet, text encoder and VAE; 64×64 latents (512 px).
+    Sd15,
+    /// `unet-tiny.json`, `text-encoder-tiny.json`, `vae-tiny.json`; 32×32 latents.
+    Tiny,
+}
+
+impl Topology {
+    /// The UNet, text-encoder and VAE config files.
+    fn configs(self) -> [&'static str; 3] {
+        match self {
+            Self::Sd15 => ["unet-sd15.json", "text-encoder-sd15.json", "vae-sd15.json"],
+            Self::Tiny => ["unet-tiny.json", "text-encoder-tiny.json", "vae-tiny.json"],
+        }
+    }
+
+    /// The latents' side.
+    fn latent_side(self) -> usize {
+        match self {
+            Self::Sd15 => 64,
+            Self::Tiny => 32,
+        }
+    }
 }
 
 /// What is timed.
@@ -68,10 +102,17 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The full-size training steps: tens of GB of memory and minutes a repetition, run
-    /// only when named (`styleforge bench --workloads memory`).
+    /// The full-size workloads, the SD-1.5 training steps and generation at 512 px: tens
+    /// of GB of memory and minutes a repetition on a CPU, run only when named
+    /// (`styleforge bench --workloads memory` for the training steps).
     pub fn is_large(&self) -> bool {
-        matches!(self.model, BenchModel::StyleForgeStep { .. })
+        matches!(
+            self.model,
+            BenchModel::StyleForgeStep {
+                topology: Topology::Sd15,
+                ..
+            } | BenchModel::Generate(Topology::Sd15)
+        )
     }
 }
 
@@ -82,7 +123,9 @@ pub fn config_text(name: &str) -> Option<&'static str> {
         "unet-sd15-half.json" => include_str!("../../../bench/configs/unet-sd15-half.json"),
         "unet-sd15.json" => include_str!("../../../bench/configs/unet-sd15.json"),
         "text-encoder-sd15.json" => include_str!("../../../bench/configs/text-encoder-sd15.json"),
+        "text-encoder-tiny.json" => include_str!("../../../bench/configs/text-encoder-tiny.json"),
         "vae-sd15.json" => include_str!("../../../bench/configs/vae-sd15.json"),
+        "vae-tiny.json" => include_str!("../../../bench/configs/vae-tiny.json"),
         "clip-vit-b16-vision.json" => {
             include_str!("../../../bench/configs/clip-vit-b16-vision.json")
         }
@@ -101,6 +144,7 @@ pub fn workloads() -> Vec<Workload> {
         batch,
     };
     let sf = |checkpointing, adamw8bit| StyleForgeStep {
+        topology: Topology::Sd15,
         checkpointing,
         adamw8bit,
     };
@@ -121,6 +165,17 @@ pub fn workloads() -> Vec<Workload> {
         w("clip-b16-image-b16", ClipVision, Forward, 16),
         w("fid-2048", Fid(2500), Forward, 1),
         w("fid-2048-n20", Fid(20), Forward, 1),
+        w(
+            "tiny-styleforge-ckpt-8bit",
+            StyleForgeStep {
+                topology: Topology::Tiny,
+                checkpointing: true,
+                adamw8bit: true,
+            },
+            TrainStep,
+            2,
+        ),
+        w("tiny-ddim30", Generate(Topology::Tiny), Forward, 1),
         w("sd15-512-styleforge", sf(false, false), TrainStep, 2),
         w("sd15-512-styleforge-ckpt", sf(true, false), TrainStep, 2),
         w(
@@ -129,6 +184,7 @@ pub fn workloads() -> Vec<Workload> {
             TrainStep,
             2,
         ),
+        w("sd15-512-ddim30", Generate(Topology::Sd15), Forward, 1),
     ]
 }
 
@@ -215,7 +271,9 @@ fn frozen_weights(
 /// Builds the workload's model with fresh weights and returns a closure running one
 /// repetition.
 fn prepare(w: &Workload, device: &Device) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
-    if w.kind == BenchKind::Forward && !matches!(w.model, BenchModel::Fid(_)) {
+    if w.kind == BenchKind::Forward
+        && !matches!(w.model, BenchModel::Fid(_) | BenchModel::Generate(_))
+    {
         let vb = frozen_weights(device, |vb| {
             prepare_with(w, device, VarMap::new(), vb).map(|_| ())
         })?;
@@ -341,9 +399,11 @@ fn prepare_with(
             }))
         }
         BenchModel::StyleForgeStep {
+            topology,
             checkpointing,
             adamw8bit,
-        } => styleforge_step(device, varmap, vb, checkpointing, adamw8bit),
+        } => styleforge_step(device, varmap, vb, topology, checkpointing, adamw8bit),
+        BenchModel::Generate(topology) => generate(device, topology),
         BenchModel::VaeDecode => {
             let path = Path::new("vae-sd15.json");
             let text = config_text("vae-sd15.json").expect("embedded");
@@ -371,21 +431,17 @@ fn styleforge_step(
     device: &Device,
     varmap: VarMap,
     vb: candle_nn::VarBuilder<'static>,
+    topology: Topology,
     checkpointing: bool,
     adamw8bit: bool,
 ) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
     use crate::training::step::{
         clip_grad_norm, compute_loss, NoiseSchedule, StepBatch, StepModels,
     };
-    let unet_file = Path::new("unet-sd15.json");
-    let cfg: UNetConfig =
-        parse_config(config_text("unet-sd15.json").expect("embedded"), unet_file)?;
+    let [unet_file, te_file, _] = topology.configs();
+    let cfg: UNetConfig = embedded_config(unet_file)?;
     let mut unet = UNet2DConditionModel::new(&cfg, vb.clone())?;
-    let te_file = Path::new("text-encoder-sd15.json");
-    let te_cfg: ClipTextConfig = parse_config(
-        config_text("text-encoder-sd15.json").expect("embedded"),
-        te_file,
-    )?;
+    let te_cfg: ClipTextConfig = embedded_config(te_file)?;
     let mut text_encoder = ClipTextModel::new(&te_cfg, vb)?;
     unet.set_gradient_checkpointing(checkpointing);
     text_encoder.set_gradient_checkpointing(checkpointing);
@@ -397,10 +453,11 @@ fn styleforge_step(
         ddpm,
     };
     let b = 2;
+    let side = topology.latent_side();
     let ids: Vec<u32> = (0..b * 77).map(|i| (i * 7919 % 49000) as u32).collect();
     let batch = StepBatch {
-        latents: seeded_normal(&[b, cfg.in_channels, 64, 64], 1, device)?,
-        noise: seeded_normal(&[b, cfg.in_channels, 64, 64], 2, device)?,
+        latents: seeded_normal(&[b, cfg.in_channels, side, side], 1, device)?,
+        noise: seeded_normal(&[b, cfg.in_channels, side, side], 2, device)?,
         timesteps: vec![100.0, 500.0],
         input_ids: Tensor::from_vec(ids, (b, 77), device)?,
         instance_rows: 1,
@@ -444,19 +501,86 @@ fn styleforge_step(
     }))
 }
 
-/// Runs `warmup` untimed and `repeats` timed repetitions of a workload.
+/// A config of [`config_text`], parsed.
+fn embedded_config<T: styleforge_models::config::ModelConfig>(file: &str) -> crate::Result<T> {
+    let text = config_text(file).ok_or_else(|| crate::Error::msg(format!("no config {file}")))?;
+    Ok(parse_config(text, Path::new(file))?)
+}
+
+/// The SD-1.5 pipeline's scheduler config (what its `scheduler_config.json` holds).
+const SD15_PIPELINE_SCHEDULER: &str = r#"{"_class_name": "PNDMScheduler",
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "clip_sample": false,
+    "set_alpha_to_one": false, "steps_offset": 1, "skip_prk_steps": true}"#;
+
+/// Text-to-image through [`StableDiffusion::txt2img`] on fresh weights (frozen tensors,
+/// as loaded weights are), DDIM, 30 steps, guidance 7.5, one image.
+///
+/// [`StableDiffusion::txt2img`]: crate::pipelines::StableDiffusion::txt2img
+fn generate(
+    device: &Device,
+    topology: Topology,
+) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
+    use crate::pipelines::{SamplingOptions, SchedulerChoice, StableDiffusion, Txt2ImgRequest};
+    let [unet_file, te_file, vae_file] = topology.configs();
+    let unet_cfg: UNetConfig = embedded_config(unet_file)?;
+    let te_cfg: ClipTextConfig = embedded_config(te_file)?;
+    let vae_cfg: VaeConfig = embedded_config(vae_file)?;
+    let vb = frozen_weights(device, |vb| {
+        UNet2DConditionModel::new(&unet_cfg, vb.pp("unet"))?;
+        ClipTextModel::new(&te_cfg, vb.pp("text_encoder"))?;
+        AutoencoderKL::new(&vae_cfg, vb.pp("vae"))?;
+        Ok(())
+    })?;
+    let sd = StableDiffusion::from_parts(
+        styleforge_models::tokenizer::ClipTokenizer::standard()?,
+        ClipTextModel::new(&te_cfg, vb.pp("text_encoder"))?,
+        UNet2DConditionModel::new(&unet_cfg, vb.pp("unet"))?,
+        AutoencoderKL::new(&vae_cfg, vb.pp("vae"))?,
+        styleforge_schedulers::SchedulerConfig::from_json_str(SD15_PIPELINE_SCHEDULER)?,
+        std::path::PathBuf::from("bench"),
+        device.clone(),
+    );
+    let side = topology.latent_side() * sd.vae_scale_factor();
+    let request = Txt2ImgRequest {
+        sampling: SamplingOptions {
+            prompt: "a watercolor painting of a lighthouse at dawn".into(),
+            steps: 30,
+            guidance_scale: 7.5,
+            scheduler: SchedulerChoice {
+                name: Some("ddim".into()),
+                karras: false,
+            },
+            ..Default::default()
+        },
+        width: side,
+        height: side,
+        latents: None,
+    };
+    Ok(Box::new(move || {
+        let mut noise = styleforge_schedulers::SeededNoise::new(0);
+        sd.txt2img(&request, &mut noise, &mut crate::progress::NoProgress)?;
+        Ok(())
+    }))
+}
+
+/// Runs `warmup` untimed and `repeats` timed repetitions of a workload. On a GPU each
+/// repetition ends with the device synchronised, so that its queued kernels are timed.
 pub fn run(w: &Workload, warmup: usize, repeats: usize, device: &Device) -> crate::Result<Timing> {
     let mut once = prepare(w, device)?;
     // The first warm-up (or one extra untimed run) counts the work.
     let (first, flop) = styleforge_models::nn::flops::measure(&mut once);
     first?;
+    device.synchronize()?;
     for _ in 1..warmup {
         once()?;
+        device.synchronize()?;
     }
     let mut samples = Vec::with_capacity(repeats.max(1));
     for _ in 0..repeats.max(1) {
         let start = Instant::now();
         once()?;
+        device.synchronize()?;
         samples.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let passes = match w.kind {

@@ -1,14 +1,15 @@
 //! One and three steps of DreamBooth-with-prior-preservation training (text encoder trained
 //! too, AdamW, gradient clipping) against PyTorch + diffusers
 //! (`tools/fixtures/make_training_fixtures.py`): losses, gradient norms and the updated
-//! weights.
+//! weights. On `STYLEFORGE_TEST_DEVICE` (default the CPU; see `styleforge_models::testing`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::VarMap;
 use styleforge::models::folder::{LoadOptions, ModelFolder};
+use styleforge::models::testing;
 use styleforge::optim::{AdamW, AdamWConfig};
 use styleforge::schedulers::{DdpmScheduler, SchedulerConfig};
 use styleforge::training::step::{
@@ -16,7 +17,7 @@ use styleforge::training::step::{
 };
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    testing::fixtures_dir()
 }
 
 fn scalar(t: &Tensor) -> f64 {
@@ -48,7 +49,10 @@ fn setup(model: &str, train_te: bool) -> Setup {
     let folder = ModelFolder::open(&dir).unwrap();
     let unet_map = VarMap::new();
     let te_map = VarMap::new();
-    let base = LoadOptions::default();
+    let base = LoadOptions {
+        device: testing::device(),
+        ..Default::default()
+    };
     let unet = folder.unet(&base.trainable_in(&unet_map)).unwrap().model;
     let te_opts = if train_te {
         base.trainable_in(&te_map)
@@ -63,7 +67,7 @@ fn setup(model: &str, train_te: bool) -> Setup {
         fixtures()
             .join("training")
             .join(format!("{model}.safetensors")),
-        &Device::Cpu,
+        &testing::device(),
     )
     .unwrap();
     let unet_vars = unet_map.data().lock().unwrap().clone();

@@ -13,11 +13,12 @@ use styleforge::bench::{self, Timing};
 /// Arguments of `styleforge bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Where to compute (our side; the PyTorch companion runs on the CPU).
+    /// Where to compute (both sides: the PyTorch companion gets the same device).
     #[command(flatten)]
     device: super::device::DeviceArg,
     /// Comma-separated workload names, `all` (see `--list`), or `memory`: the SD-1.5 512 px
-    /// StyleForge training steps (tens of GB and minutes each; not part of `all`).
+    /// StyleForge training steps (tens of GB and minutes each on a CPU; not part of `all`,
+    /// nor is `sd15-512-ddim30`, 30-step generation at 512 px).
     #[arg(long, default_value = "all")]
     workloads: String,
     /// Timed repetitions per workload.
@@ -71,16 +72,20 @@ fn run_child(name: &str, args: &BenchArgs) -> Result<()> {
 
 fn selected(spec: &str) -> Result<Vec<&'static str>> {
     let all: Vec<&'static str> = bench::workloads().iter().map(|w| w.name).collect();
-    let heavy = |large: bool| -> Vec<&'static str> {
+    let pick = |keep: fn(&bench::Workload) -> bool| -> Vec<&'static str> {
         bench::workloads()
-            .iter()
-            .filter(|w| w.is_large() == large)
+            .into_iter()
+            .filter(keep)
             .map(|w| w.name)
             .collect()
     };
     match spec {
-        "all" => return Ok(heavy(false)),
-        "memory" => return Ok(heavy(true)),
+        "all" => return Ok(pick(|w| !w.is_large())),
+        "memory" => {
+            return Ok(pick(|w| {
+                w.is_large() && w.kind == bench::BenchKind::TrainStep
+            }))
+        }
         _ => {}
     }
     spec.split(',')
@@ -94,7 +99,12 @@ fn selected(spec: &str) -> Result<Vec<&'static str>> {
         .collect()
 }
 
-fn torch_results(python: &PathBuf, args: &BenchArgs, names: &[&str]) -> Result<Value> {
+fn torch_results(
+    python: &PathBuf,
+    args: &BenchArgs,
+    names: &[&str],
+    device: &str,
+) -> Result<Value> {
     if !args.torch_script.is_file() {
         bail!(
             "PyTorch script {} not found; run from the repository root or pass --torch-script",
@@ -114,6 +124,7 @@ fn torch_results(python: &PathBuf, args: &BenchArgs, names: &[&str]) -> Result<V
         .args(["--repeats", &args.repeats.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
         .args(["--threads", &args.threads.to_string()])
+        .args(["--device", device])
         .arg("--json")
         .arg(&out)
         .status()
@@ -158,7 +169,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return run_child(name, args);
     }
     // Checked (and printed) before any workload runs.
-    args.device.resolve(Default::default())?;
+    let device = styleforge::device::describe(&args.device.resolve(Default::default())?);
     if args.list {
         for w in bench::workloads() {
             println!(
@@ -184,7 +195,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ours.insert(name.to_string(), result);
     }
     let torch = match &args.torch {
-        Some(python) => Some(torch_results(python, args, &names)?),
+        Some(python) => Some(torch_results(python, args, &names, &device)?),
         None => None,
     };
 

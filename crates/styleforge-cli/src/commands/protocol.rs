@@ -327,7 +327,8 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
     Ok(settings)
 }
 
-/// A protocol ready to run: the toy world's or real images'.
+/// A protocol ready to run: the toy world's or real images'. Both boxed: the options hold a
+/// `Device`, which is large in a CUDA build.
 enum Setup {
     Toy(Box<ToyProtocolOptions>),
     Images(Box<ProtocolSettings>),

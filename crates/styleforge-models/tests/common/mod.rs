@@ -1,4 +1,7 @@
-//! Shared helpers for the parity tests: fixture paths and tensor comparisons.
+//! Shared helpers for the parity tests: fixture paths, the device, tensor comparisons.
+//!
+//! The tests compute on `STYLEFORGE_TEST_DEVICE` (default the CPU) and read
+//! `STYLEFORGE_FIXTURES` (default `fixtures/`): see `styleforge_models::testing`.
 //!
 //! The fixtures are made by `tools/fixtures/make_fixtures.py` (PyTorch + diffusers +
 //! transformers, versions pinned in `tools/fixtures/requirements.txt`).
@@ -8,19 +11,27 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
+use styleforge_models::folder::LoadOptions;
+use styleforge_models::testing;
 
 /// `fixtures/<name>` at the workspace root.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(name)
+    testing::fixtures_dir().join(name)
 }
 
-/// The reference tensors of a tiny model (`reference.safetensors`).
+/// Default load options on the test device.
+pub fn load_options() -> LoadOptions {
+    LoadOptions {
+        device: testing::device(),
+        ..Default::default()
+    }
+}
+
+/// The reference tensors of a tiny model (`reference.safetensors`), on the test device.
 pub fn reference(model: &str) -> HashMap<String, Tensor> {
     let path = fixture(model).join("reference.safetensors");
-    candle_core::safetensors::load(&path, &Device::Cpu)
+    candle_core::safetensors::load(&path, &testing::device())
         .unwrap_or_else(|e| panic!("cannot load {}: {e}", path.display()))
 }
 
