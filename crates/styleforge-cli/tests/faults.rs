@@ -13,11 +13,11 @@ fn a_short_fault_campaign_ends_bit_identical_to_an_uninterrupted_run() {
             "selftest",
             "faults",
             "--kills",
-            "4",
+            "3",
             "--steps",
-            "10",
+            "13",
             "--phases",
-            "aux,checkpoint,validation,model",
+            "checkpoint,validation,model",
             "--seed",
             "7",
             "--out",
@@ -29,17 +29,25 @@ fn a_short_fault_campaign_ends_bit_identical_to_an_uninterrupted_run() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("outcome: PASSED"), "{stdout}");
-    // Four kills made, each in the phase it aimed at (a kill that misses its phase is
-    // counted where it landed, and the campaign fails when a chosen phase gets none).
-    let total = stdout
-        .lines()
-        .find(|l| l.starts_with("total"))
-        .expect("a total row");
-    assert_eq!(
-        total.split_whitespace().collect::<Vec<_>>(),
-        ["total", "4", "4"],
-        "{stdout}"
-    );
+    // A kill in each chosen phase (one that lands past its phase is counted where it
+    // landed and made again; the campaign fails when a chosen phase gets none).
+    for phase in [
+        "checkpoint write",
+        "validation pictures",
+        "final model write",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(phase))
+            .unwrap_or_else(|| panic!("no row for {phase}: {stdout}"));
+        let died: usize = row[phase.len()..]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(died >= 1, "{stdout}");
+    }
     if cfg!(all(target_os = "linux", target_env = "gnu")) {
         for what in ["checkpoint write", "final model write"] {
             assert!(

@@ -58,6 +58,9 @@ const AUX_IMAGES: usize = 4;
 const SAMPLING_STEPS: usize = 4;
 /// A kill that lands outside its phase is made again this many times at most.
 const RETRIES: u8 = 2;
+/// Kills land in the first this-much of their occurrence's reference duration: a sitting
+/// can run faster than the reference did, and a moment near the end would often land past.
+const MOMENT: f64 = 0.6;
 
 /// A fault to cause: a kill at an occurrence, or a full disk at the next large write.
 #[derive(Debug, Clone)]
@@ -152,7 +155,7 @@ fn plan(timeline: &Timeline, opts: &Options) -> Result<Vec<(usize, Fault)>> {
         }
         let j = candidates[rng.gen_range(0..candidates.len())];
         let (target, duration) = timeline[j];
-        let delay = duration.mul_f64(rng.gen_range(0.0..1.0));
+        let delay = duration.mul_f64(rng.gen_range(0.0..MOMENT));
         planned.push((
             j,
             Fault::Kill {
@@ -177,6 +180,24 @@ fn plan(timeline: &Timeline, opts: &Options) -> Result<Vec<(usize, Fault)>> {
     // Stable: faults at one occurrence keep their order.
     planned.sort_by_key(|(j, _)| *j);
     Ok(planned)
+}
+
+/// Where a kill that landed past `target` is made again: the same occurrence when the
+/// next sitting, resuming after `resume_step`, meets it again, else the next occurrence of
+/// its phase that it meets; with its reference duration.
+fn retry_target(timeline: &Timeline, target: At, resume_step: usize) -> Option<(At, Duration)> {
+    let ahead = |at: At| match at {
+        At::Loop(k, _) => k > resume_step,
+        _ => true,
+    };
+    if ahead(target) {
+        return timeline.iter().find(|(at, _)| *at == target).copied();
+    }
+    let phase = aim(target)?;
+    timeline
+        .iter()
+        .find(|(at, _)| aim(*at) == Some(phase) && ahead(*at))
+        .copied()
 }
 
 fn tail(lines: &[String]) -> String {
@@ -257,10 +278,19 @@ pub fn run(opts: &Options) -> Result<Report> {
         let mut limited: Option<Vec<(usize, PathBuf)>> = None;
         let ended = loop {
             // Drop kills whose occurrence this sitting has left behind (Aux images all made
-            // by an earlier sitting, say).
-            while let Some(Fault::Kill { phase, target, .. }) = faults.front() {
+            // by an earlier sitting, say). A retry may find its occurrence gone for good
+            // (the kill it repeats landed after the latents were saved): no plan is broken.
+            while let Some(Fault::Kill {
+                phase,
+                target,
+                retries,
+                ..
+            }) = faults.front()
+            {
                 if kill_at.is_none() && tracker.at().is_past(*target) {
-                    skipped.push((*phase, *target));
+                    if *retries == RETRIES {
+                        skipped.push((*phase, *target));
+                    }
                     faults.pop_front();
                 } else {
                     break;
@@ -318,8 +348,8 @@ pub fn run(opts: &Options) -> Result<Report> {
             let Some(Fault::Kill {
                 phase,
                 target,
-                delay,
                 retries,
+                ..
             }) = faults.pop_front()
             else {
                 unreachable!("a sitting is killed only for a planned kill");
@@ -334,11 +364,17 @@ pub fn run(opts: &Options) -> Result<Report> {
             });
             // A kill that landed past its phase (a phase faster than in the reference) is
             // made again, earlier in the phase.
-            if missed && retries > 0 {
+            let resume_step = checkpoint::list(&faulted.checkpoints())
+                .last()
+                .map_or(0, |(s, _)| *s);
+            let retry = (missed && retries > 0)
+                .then(|| retry_target(&timeline, target, resume_step))
+                .flatten();
+            if let Some((target, duration)) = retry {
                 faults.push_front(Fault::Kill {
                     phase,
                     target,
-                    delay: delay.mul_f64(retry_rng.gen_range(0.0..1.0)),
+                    delay: duration.mul_f64(retry_rng.gen_range(0.0..MOMENT / 2.0)),
                     retries: retries - 1,
                 });
             }
@@ -361,13 +397,28 @@ pub fn run(opts: &Options) -> Result<Report> {
                 tail(sitting.transcript())
             );
         } else {
-            // The run finished: faults still planned could not happen.
-            for fault in faults.drain(..) {
-                if let Fault::Kill { phase, target, .. } = fault {
-                    skipped.push((phase, target));
+            // The run finished before the fault in front was made. A kill already armed
+            // (its phase ended sooner than the reference's) is made again in a sitting
+            // that resumes the finished run, earlier in the phase; one whose occurrence no
+            // sitting meets again is dropped.
+            match faults.front_mut() {
+                None => break,
+                Some(Fault::Kill { delay, retries, .. }) if kill_at.is_some() && *retries > 0 => {
+                    *retries -= 1;
+                    *delay = delay.mul_f64(retry_rng.gen_range(0.0..1.0));
+                }
+                Some(_) => {
+                    if let Some(Fault::Kill {
+                        phase,
+                        target,
+                        retries: RETRIES,
+                        ..
+                    }) = faults.pop_front()
+                    {
+                        skipped.push((phase, target));
+                    }
                 }
             }
-            break;
         }
         let (problems, opened) = checkpoints_load(&faulted);
         checkpoint_loads += opened;
