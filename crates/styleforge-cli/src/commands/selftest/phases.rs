@@ -117,6 +117,17 @@ impl At {
     /// Whether a run at `self` is past `target` for good in this sitting (it cannot be
     /// entered again before the process ends).
     pub fn is_past(self, target: At) -> bool {
+        // Inside one step, whichever of the grid and the checkpoint comes first: a place is
+        // past one of them only once that one is over.
+        if let (At::Loop(k, now), At::Loop(t, part)) = (self, target) {
+            if k == t && part != Part::Compute {
+                return matches!(
+                    (part, now),
+                    (Part::Validation, Part::AfterValidation)
+                        | (Part::Checkpoint, Part::AfterCheckpoint)
+                );
+            }
+        }
         match (target.order(), self.order()) {
             // Preparation phases: past once the loop has begun.
             (None, now) => now.is_some(),
@@ -331,6 +342,9 @@ mod tests {
         assert!(At::Loop(9, Part::Compute).is_past(ckpt));
         assert!(At::Loop(8, Part::AfterCheckpoint).is_past(ckpt));
         assert!(!At::Loop(8, Part::Validation).is_past(ckpt));
+        assert!(!At::Loop(8, Part::AfterCheckpoint).is_past(At::Loop(8, Part::Validation)));
+        assert!(At::Loop(8, Part::AfterValidation).is_past(At::Loop(8, Part::Validation)));
+        assert!(At::Loop(8, Part::AfterCompute).is_past(At::Loop(8, Part::Compute)));
         assert!(!At::Caching(10).is_past(ckpt));
         assert!(At::Loop(1, Part::Compute).is_past(At::Caching(6)));
         assert!(!At::Setup.is_past(At::Caching(6)));
