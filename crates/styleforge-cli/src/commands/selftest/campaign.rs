@@ -185,19 +185,38 @@ fn plan(timeline: &Timeline, opts: &Options) -> Result<Vec<(usize, Fault)>> {
 /// Where a kill that landed past `target` is made again: the same occurrence when the
 /// next sitting, resuming after `resume_step`, meets it again, else the next occurrence of
 /// its phase that it meets; with its reference duration.
-fn retry_target(timeline: &Timeline, target: At, resume_step: usize) -> Option<(At, Duration)> {
+fn retry_target(
+    timeline: &Timeline,
+    target: At,
+    resume_step: usize,
+) -> Option<(usize, At, Duration)> {
     let ahead = |at: At| match at {
         At::Loop(k, _) => k > resume_step,
         _ => true,
     };
-    if ahead(target) {
-        return timeline.iter().find(|(at, _)| *at == target).copied();
-    }
     let phase = aim(target)?;
-    timeline
+    let found = if ahead(target) {
+        timeline
+            .iter()
+            .enumerate()
+            .find(|(_, (at, _))| *at == target)
+    } else {
+        timeline
+            .iter()
+            .enumerate()
+            .find(|(_, (at, _))| aim(*at) == Some(phase) && ahead(*at))
+    };
+    found.map(|(j, (at, d))| (j, *at, *d))
+}
+
+/// Puts `fault`, at place `position` of the reference timeline, into the queue in run
+/// order (after the faults at the same place).
+fn requeue(faults: &mut VecDeque<(usize, Fault)>, position: usize, fault: Fault) {
+    let at = faults
         .iter()
-        .find(|(at, _)| aim(*at) == Some(phase) && ahead(*at))
-        .copied()
+        .position(|(p, _)| *p > position)
+        .unwrap_or(faults.len());
+    faults.insert(at, (position, fault));
 }
 
 fn tail(lines: &[String]) -> String {
@@ -260,7 +279,8 @@ pub fn run(opts: &Options) -> Result<Report> {
         opts.seed
     );
     let start = Instant::now();
-    let mut faults: VecDeque<Fault> = plan.into_iter().map(|(_, f)| f).collect();
+    // Each fault with the place of its occurrence in the reference's timeline.
+    let mut faults: VecDeque<(usize, Fault)> = plan.into_iter().collect();
     let mut retry_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0072_6574_7279);
     let mut kills = Vec::new();
     let mut skipped = Vec::new();
@@ -277,23 +297,42 @@ pub fn run(opts: &Options) -> Result<Report> {
         // The checkpoints when the disk filled up.
         let mut limited: Option<Vec<(usize, PathBuf)>> = None;
         let ended = loop {
-            // Drop kills whose occurrence this sitting has left behind (Aux images all made
-            // by an earlier sitting, say). A retry may find its occurrence gone for good
-            // (the kill it repeats landed after the latents were saved): no plan is broken.
-            while let Some(Fault::Kill {
-                phase,
-                target,
-                retries,
-                ..
-            }) = faults.front()
+            // A kill whose occurrence this sitting has left behind for good (an earlier kill
+            // landed just after that checkpoint was written, say) moves to the next
+            // occurrence of its phase the run will meet; with none left, it is dropped (a
+            // planned kill then counts as not made).
+            while let Some((
+                _,
+                Fault::Kill {
+                    phase,
+                    target,
+                    retries,
+                    ..
+                },
+            )) = faults.front()
             {
-                if kill_at.is_none() && tracker.at().is_past(*target) {
-                    if *retries == RETRIES {
-                        skipped.push((*phase, *target));
-                    }
-                    faults.pop_front();
-                } else {
+                let (phase, target, retries) = (*phase, *target, *retries);
+                if kill_at.is_some() || !tracker.at().is_past(target) {
                     break;
+                }
+                faults.pop_front();
+                let next = timeline
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (at, _))| aim(*at) == Some(phase) && !tracker.at().is_past(*at));
+                match next {
+                    Some((j, (at, duration))) => requeue(
+                        &mut faults,
+                        j,
+                        Fault::Kill {
+                            phase,
+                            target: *at,
+                            delay: duration.mul_f64(retry_rng.gen_range(0.0..MOMENT)),
+                            retries,
+                        },
+                    ),
+                    None if retries == RETRIES => skipped.push((phase, target)),
+                    None => {}
                 }
             }
             match sitting.next(kill_at) {
@@ -301,7 +340,7 @@ pub fn run(opts: &Options) -> Result<Report> {
                     let Some(now) = tracker.feed(&line) else {
                         continue;
                     };
-                    match faults.front() {
+                    match faults.front().map(|(_, f)| f) {
                         Some(Fault::Kill { target, delay, .. })
                             if kill_at.is_none() && now.matches(*target) =>
                         {
@@ -345,12 +384,15 @@ pub fn run(opts: &Options) -> Result<Report> {
             sitting.transcript().join("\n"),
         )?;
         if !ended {
-            let Some(Fault::Kill {
-                phase,
-                target,
-                retries,
-                ..
-            }) = faults.pop_front()
+            let Some((
+                _,
+                Fault::Kill {
+                    phase,
+                    target,
+                    retries,
+                    ..
+                },
+            )) = faults.pop_front()
             else {
                 unreachable!("a sitting is killed only for a planned kill");
             };
@@ -370,17 +412,21 @@ pub fn run(opts: &Options) -> Result<Report> {
             let retry = (missed && retries > 0)
                 .then(|| retry_target(&timeline, target, resume_step))
                 .flatten();
-            if let Some((target, duration)) = retry {
-                faults.push_front(Fault::Kill {
-                    phase,
-                    target,
-                    delay: duration.mul_f64(retry_rng.gen_range(0.0..MOMENT / 2.0)),
-                    retries: retries - 1,
-                });
+            if let Some((j, target, duration)) = retry {
+                requeue(
+                    &mut faults,
+                    j,
+                    Fault::Kill {
+                        phase,
+                        target,
+                        delay: duration.mul_f64(retry_rng.gen_range(0.0..MOMENT / 2.0)),
+                        retries: retries - 1,
+                    },
+                );
             }
         } else if let Some(before) = &limited {
             let what = match faults.pop_front() {
-                Some(Fault::FullAtModel) => "final model write",
+                Some((_, Fault::FullAtModel)) => "final model write",
                 _ => "checkpoint write",
             };
             disk_full.push(check_disk_full(
@@ -403,17 +449,22 @@ pub fn run(opts: &Options) -> Result<Report> {
             // sitting meets again is dropped.
             match faults.front_mut() {
                 None => break,
-                Some(Fault::Kill { delay, retries, .. }) if kill_at.is_some() && *retries > 0 => {
+                Some((_, Fault::Kill { delay, retries, .. }))
+                    if kill_at.is_some() && *retries > 0 =>
+                {
                     *retries -= 1;
                     *delay = delay.mul_f64(retry_rng.gen_range(0.0..1.0));
                 }
                 Some(_) => {
-                    if let Some(Fault::Kill {
-                        phase,
-                        target,
-                        retries: RETRIES,
-                        ..
-                    }) = faults.pop_front()
+                    if let Some((
+                        _,
+                        Fault::Kill {
+                            phase,
+                            target,
+                            retries: RETRIES,
+                            ..
+                        },
+                    )) = faults.pop_front()
                     {
                         skipped.push((phase, target));
                     }
