@@ -47,6 +47,8 @@ enum Command {
     Protocol(commands::protocol::ProtocolArgs),
     /// Toy-world tools: `toy probes` trains the style/content probes.
     Toy(commands::toy::ToyArgs),
+    /// Check the trainer under adversity: `selftest faults` kills, resumes and compares.
+    Selftest(commands::selftest::SelftestArgs),
 }
 
 fn init_logging(quiet: bool, verbose: bool) {
@@ -88,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Protocol(args) => commands::protocol::run(args, cli.quiet),
         Command::Pretrain(args) => commands::pretrain::run(args, cli.quiet),
         Command::Toy(args) => commands::toy::run(args, cli.quiet),
+        Command::Selftest(args) => commands::selftest::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

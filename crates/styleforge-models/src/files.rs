@@ -122,13 +122,98 @@ pub fn write_dir_with<E: From<FileError>>(
         .tempdir_in(parent)
         .map_err(|e| FileError::new(parent, e))?;
     fill(tmp.path())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(at(dir))?;
-    }
+    // The old folder is renamed aside before the new one takes its name: a crash in
+    // between leaves no `dir` (and a temporary), never half of the old one.
+    let old = if dir.exists() {
+        Some(set_aside(dir)?)
+    } else {
+        None
+    };
     std::fs::rename(tmp.path(), dir).map_err(at(dir))?;
     // Renamed away: nothing left for the guard to remove.
     let _ = tmp.keep();
+    if let Some(old) = old {
+        std::fs::remove_dir_all(&old).map_err(at(&old))?;
+    }
     Ok(())
+}
+
+/// Renames the folder `dir` to a temporary beside it (`.name.remove.tmp`, see
+/// [`is_temporary`]) and returns that path.
+fn set_aside(dir: &Path) -> Result<PathBuf, FileError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".to_string());
+    let aside = parent_of(dir).join(format!(".{name}.remove.tmp"));
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside).map_err(at(&aside))?;
+    }
+    std::fs::rename(dir, &aside).map_err(at(dir))?;
+    Ok(aside)
+}
+
+/// Removes the folder `dir` so that a crash midway leaves a temporary (which
+/// [`remove_temporaries`] clears), not a partial `dir` that looks whole.
+pub fn remove_dir(dir: &Path) -> Result<(), FileError> {
+    let aside = set_aside(dir)?;
+    std::fs::remove_dir_all(&aside).map_err(at(&aside))
+}
+
+/// Whether `name` is a temporary of an atomic write: ours (`.name.XXXXXX.tmp`, see
+/// [`write_with`] and [`write_dir_with`]) or the one safetensors' own writer makes beside
+/// its destination (tempfile's default `.tmpXXXXXX`). A process killed mid-write leaves
+/// them behind; nothing else is named so.
+pub fn is_temporary(name: &std::ffi::OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    if let Some(inner) = rest.strip_suffix(".tmp") {
+        // `.name.XXXXXX.tmp`: a non-empty destination name, a dot, six random characters.
+        return inner
+            .rsplit_once('.')
+            .is_some_and(|(dest, random)| !dest.is_empty() && is_random(random));
+    }
+    rest.strip_prefix("tmp").is_some_and(is_random)
+}
+
+/// tempfile's random part: six ASCII letters or digits.
+fn is_random(s: &str) -> bool {
+    s.len() == 6 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Removes the temporaries ([`is_temporary`]) in `dir` and, when `recursive`, in its
+/// subfolders; returns what was removed. Only for a folder no live process writes into
+/// (a run folder under its lock): a live write's temporary would be taken from under it.
+/// A missing `dir` holds nothing.
+pub fn remove_temporaries(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, FileError> {
+    let mut removed = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(FileError::new(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(at(dir))?;
+        let path = entry.path();
+        // Not followed: a link is the user's, whatever it points to.
+        let kind = entry.file_type().map_err(at(&path))?;
+        if is_temporary(&entry.file_name()) {
+            if kind.is_dir() {
+                std::fs::remove_dir_all(&path).map_err(at(&path))?;
+            } else {
+                std::fs::remove_file(&path).map_err(at(&path))?;
+            }
+            removed.push(path);
+        } else if recursive && kind.is_dir() {
+            removed.extend(remove_temporaries(&path, true)?);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Copies the file `src` to `dst`, creating `dst`'s parent folders.
@@ -256,6 +341,79 @@ mod tests {
         // check above is not vacuous unless the umask itself is 077.
         let private = tempfile::NamedTempFile::new_in(dir.path()).unwrap();
         assert_eq!(mode(private.path()), 0o600);
+    }
+
+    #[test]
+    fn temporaries_are_told_from_outputs() {
+        let tmp = |n: &str| is_temporary(std::ffi::OsStr::new(n));
+        for name in [
+            ".unet.safetensors.a1B2c3.tmp",
+            ".step-0000012.Zz09aa.tmp",
+            ".tmpQ1w2E3",
+        ] {
+            assert!(tmp(name), "{name}");
+        }
+        for name in [
+            "unet.safetensors",
+            ".hidden",
+            "a.tmp",
+            "..a1b2c3.tmp",
+            ".x.a1b2c.tmp",
+            ".x.a1b2c3d.tmp",
+            ".tmp",
+            ".tmpabc",
+            ".tmp_a1b2c",
+            "step-0000012",
+        ] {
+            assert!(!tmp(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn what_a_killed_write_leaves_is_swept_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(&root.join("keep.txt"), b"1").unwrap();
+        write(&root.join("sub/keep.bin"), b"2").unwrap();
+        // What write_with, write_dir_with and safetensors' writer leave when killed.
+        std::fs::write(root.join(".keep.txt.AbC123.tmp"), b"half").unwrap();
+        std::fs::create_dir_all(root.join("sub/.model.xYz789.tmp/unet")).unwrap();
+        std::fs::write(root.join("sub/.model.xYz789.tmp/unet/w"), b"half").unwrap();
+        std::fs::write(root.join("sub/.tmpK9l8M7"), b"half").unwrap();
+        let shallow = remove_temporaries(root, false).unwrap();
+        assert_eq!(shallow, [root.join(".keep.txt.AbC123.tmp")]);
+        let deep = remove_temporaries(root, true).unwrap();
+        assert_eq!(
+            deep,
+            [
+                root.join("sub/.model.xYz789.tmp"),
+                root.join("sub/.tmpK9l8M7")
+            ]
+        );
+        assert_eq!(entries(root), ["keep.txt", "sub"]);
+        assert_eq!(entries(&root.join("sub")), ["keep.bin"]);
+        assert!(remove_temporaries(&root.join("absent"), true)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_folder_is_removed_whole_or_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("step-0000004");
+        write(&out.join("a"), b"1").unwrap();
+        write(&out.join("b"), b"2").unwrap();
+        // A removal killed midway: the folder was renamed aside first, so what is left
+        // is a temporary, not a `step-0000004` with some of its files.
+        let aside = set_aside(&out).unwrap();
+        std::fs::remove_file(aside.join("a")).unwrap();
+        assert!(is_temporary(aside.file_name().unwrap()));
+        assert_eq!(entries(dir.path()), [".step-0000004.remove.tmp"]);
+        assert_eq!(remove_temporaries(dir.path(), false).unwrap(), [aside]);
+        assert!(entries(dir.path()).is_empty());
+        write(&out.join("c"), b"3").unwrap();
+        remove_dir(&out).unwrap();
+        assert!(entries(dir.path()).is_empty());
     }
 
     #[test]

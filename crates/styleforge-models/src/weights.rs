@@ -403,7 +403,14 @@ fn sharded_files(index: &Path) -> Result<Vec<PathBuf>> {
 /// then renamed over it, so a crash never leaves a half-written file.
 pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     crate::files::write_with(path, |tmp| {
-        candle_core::safetensors::save(tensors, tmp).map_err(ModelError::from)
+        candle_core::safetensors::save(tensors, tmp).map_err(|e| match e {
+            // A failed write (a full disk, say) names the file it was writing.
+            candle_core::Error::Io(source)
+            | candle_core::Error::SafeTensor(safetensors::SafeTensorError::IoError(source)) => {
+                crate::files::FileError::new(path, source).into()
+            }
+            other => ModelError::from(other),
+        })
     })
 }
 

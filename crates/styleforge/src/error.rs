@@ -138,6 +138,21 @@ pub enum Error {
         /// What is wrong, and what to do about it.
         message: String,
     },
+    /// A run's checkpoint or model that could not be written (a full disk, a quota, a
+    /// permission): nothing half-written is left, and `recovery` says what was kept and how
+    /// to go on. The cause names the file and the system's error.
+    #[error("cannot write the {what} {}: {recovery}", path.display())]
+    OutputWrite {
+        /// What was being written ("checkpoint", "model").
+        what: &'static str,
+        /// Where it was going.
+        path: std::path::PathBuf,
+        /// What was kept, and how to go on.
+        recovery: String,
+        /// Why the write failed.
+        #[source]
+        source: Box<Error>,
+    },
     /// Training produced a NaN or infinite loss.
     #[error("the loss became {value} at step {step}; training stopped. The last checkpoint (if any) is intact: lower optim.lr, check the data, or resume from it")]
     NonFiniteLoss {

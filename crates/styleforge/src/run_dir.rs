@@ -51,11 +51,48 @@ impl RunDir {
         self.root.join("run.lock")
     }
 
-    /// Takes the folder (creating it) for this process until the returned guard drops. A
+    /// Takes the folder (creating it) for this process until the returned guard drops, and
+    /// clears what a run killed mid-write left there ([`Self::sweep_temporaries`]). A
     /// second run into a folder that a live run holds is refused; a dead run's leftover
     /// lock file does not block, since the operating system releases the lock with the
     /// process that held it.
     pub fn lock(&self) -> crate::error::Result<RunLock> {
+        let lock = self.take_lock()?;
+        let removed = self.sweep_temporaries(&lock)?;
+        if !removed.is_empty() {
+            tracing::info!(
+                "removed {} unfinished file(s) an interrupted run left in {}",
+                removed.len(),
+                self.root.display()
+            );
+        }
+        Ok(lock)
+    }
+
+    /// Removes the temporaries of interrupted atomic writes
+    /// ([`styleforge_models::files::is_temporary`]: half-written weights, checkpoints,
+    /// pictures, logs) from the run folder's own files and subfolders, and returns them.
+    /// Needs the folder's lock: no live process writes there then.
+    pub fn sweep_temporaries(&self, _held: &RunLock) -> crate::error::Result<Vec<PathBuf>> {
+        use styleforge_models::files::remove_temporaries;
+        let mut removed = remove_temporaries(&self.root, false)?;
+        for dir in [
+            self.checkpoints(),
+            self.validation(),
+            self.samples(),
+            self.aux(),
+            self.cache(),
+            self.base_model(),
+            self.model(),
+            self.model_raw(),
+            self.vae(),
+        ] {
+            removed.extend(remove_temporaries(&dir, true)?);
+        }
+        Ok(removed)
+    }
+
+    fn take_lock(&self) -> crate::error::Result<RunLock> {
         use crate::error::Error;
         styleforge_models::files::create_dir_all(&self.root)?;
         let path = self.lock_file();
@@ -180,5 +217,37 @@ mod tests {
         );
         assert_eq!(run.sample_grid(3), Path::new("/r/samples/step-0000003.png"));
         assert_eq!(run.model_single_file(), Path::new("/r/model.safetensors"));
+    }
+
+    #[test]
+    fn taking_the_lock_sweeps_what_a_killed_run_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path().join("run"));
+        let half_checkpoint = run.checkpoints().join(".step-0000010.Ab12Cd.tmp");
+        std::fs::create_dir_all(&half_checkpoint).unwrap();
+        std::fs::write(half_checkpoint.join("unet.safetensors"), b"half").unwrap();
+        let whole = run.checkpoints().join("step-0000005");
+        std::fs::create_dir_all(&whole).unwrap();
+        std::fs::write(whole.join("state.json"), b"{}").unwrap();
+        let half_log = run.root().join(".train_log.jsonl.q1W2e3.tmp");
+        std::fs::write(&half_log, b"{").unwrap();
+        let half_latents = run.cache().join(".tmpZ9y8X7");
+        std::fs::create_dir_all(run.cache()).unwrap();
+        std::fs::write(&half_latents, b"").unwrap();
+        let half_aux = run.aux().join("concept-0/.generated-00003.png.a1b2c3.tmp");
+        std::fs::create_dir_all(half_aux.parent().unwrap()).unwrap();
+        std::fs::write(&half_aux, b"").unwrap();
+        // Not the run's: files elsewhere (the user's data beside a run) are left alone.
+        let elsewhere = run.root().join("data/.x.a1b2c3.tmp");
+        std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+        std::fs::write(&elsewhere, b"").unwrap();
+
+        let lock = run.lock().unwrap();
+        for gone in [&half_checkpoint, &half_log, &half_latents, &half_aux] {
+            assert!(!gone.exists(), "{} left", gone.display());
+        }
+        assert!(whole.join("state.json").is_file());
+        assert!(elsewhere.is_file());
+        assert!(run.sweep_temporaries(&lock).unwrap().is_empty());
     }
 }

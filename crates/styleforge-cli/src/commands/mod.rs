@@ -11,6 +11,7 @@ pub mod model_source;
 pub mod pretrain;
 pub mod protocol;
 pub mod sampling;
+pub mod selftest;
 pub mod stylize;
 pub mod tokenize;
 pub mod toy;

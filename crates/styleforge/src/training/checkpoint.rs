@@ -70,6 +70,32 @@ pub fn save(
     Ok(final_dir)
 }
 
+/// The error of a checkpoint or model of the run in `run` that could not be written to
+/// `path`: says which checkpoint a `--resume` continues from (the write left the ones
+/// before it as they were).
+pub fn write_failed(
+    what: &'static str,
+    path: &Path,
+    run: &crate::run_dir::RunDir,
+    source: Error,
+) -> Error {
+    let recovery = match list(&run.checkpoints()).last() {
+        Some((step, _)) => format!(
+            "the run stopped; its checkpoints are intact, the newest at step {step}: free disk \
+             space, then continue with `styleforge train --resume` (same config)"
+        ),
+        None => "the run stopped before its first checkpoint: free disk space, then start \
+                 it again"
+            .to_string(),
+    };
+    Error::OutputWrite {
+        what,
+        path: path.to_path_buf(),
+        recovery,
+        source: Box::new(source),
+    }
+}
+
 /// Complete checkpoints in `dir`, oldest first.
 pub fn list(dir: &Path) -> Vec<(usize, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -94,7 +120,9 @@ fn prune(dir: &Path, keep: usize) -> Result<()> {
     let all = list(dir);
     let excess = all.len().saturating_sub(keep.max(1));
     for (_, path) in all.into_iter().take(excess) {
-        std::fs::remove_dir_all(&path).map_err(files::at(&path))?;
+        // Renamed aside first: a run killed while pruning must not leave a listed
+        // checkpoint with some of its files gone.
+        files::remove_dir(&path)?;
     }
     Ok(())
 }

@@ -305,8 +305,25 @@ impl<T: TrainTask> RunLoop<T> {
         Ok(())
     }
 
-    /// Writes a checkpoint of the current step (keeping the newest `keep_checkpoints`).
+    /// Writes a checkpoint of the current step (keeping the newest `keep_checkpoints`). A
+    /// write that fails leaves the checkpoints before it as they were and returns
+    /// [`Error::OutputWrite`].
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let dir = checkpoint::checkpoint_dir(&self.run.checkpoints(), self.step);
+        tracing::info!("writing checkpoint {}", dir.display());
+        let start = Instant::now();
+        let written = self
+            .write_checkpoint()
+            .map_err(|e| checkpoint::write_failed("checkpoint", &dir, &self.run, e))?;
+        tracing::info!(
+            "checkpoint written: {} ({:.1} s)",
+            written.display(),
+            start.elapsed().as_secs_f64()
+        );
+        Ok(written)
+    }
+
+    fn write_checkpoint(&self) -> Result<PathBuf> {
         let (main, others) = self.task.samplers();
         let state = TrainState {
             step: self.step,
@@ -440,6 +457,9 @@ impl<T: TrainTask> RunLoop<T> {
         let end = end.min(total);
         let mut log = LogWriter::open(&self.run.log(), self.step)?;
         let mut last_loss = f64::NAN;
+        if self.step < end {
+            tracing::info!("training steps {} to {end} of {total}", self.step + 1);
+        }
         progress.begin(self.settings.label, end.saturating_sub(self.step));
         while self.step < end {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -449,6 +469,7 @@ impl<T: TrainTask> RunLoop<T> {
                 );
                 break;
             }
+            tracing::debug!("step {} begins", self.step + 1);
             let mut entry = self.train_step()?;
             let every_val = self.settings.validation_loss_every;
             if every_val > 0 && (self.step.is_multiple_of(every_val) || self.step == total) {
@@ -456,6 +477,7 @@ impl<T: TrainTask> RunLoop<T> {
             }
             last_loss = entry.loss;
             log.append(&entry)?;
+            tracing::debug!("step {} done", entry.step);
             progress.advance(1);
             progress.step(&StepReport {
                 step: entry.step,
@@ -469,14 +491,17 @@ impl<T: TrainTask> RunLoop<T> {
             });
             let step = self.step;
             let every = |n: usize| n > 0 && step.is_multiple_of(n) && step < total;
+            // The step's pictures before its checkpoint: a run killed in between resumes
+            // from the checkpoint before and makes them again; the other way round, a
+            // resume from this step's checkpoint would never make them.
+            if every(self.settings.pictures_every) {
+                self.with_ema_weights(|task| task.pictures(step))?;
+            }
             if every(self.settings.checkpoint_every) {
                 self.save_checkpoint()?;
                 if T::WRITES_AT_CHECKPOINTS {
                     self.with_ema_weights(|task| task.after_checkpoint(step))?;
                 }
-            }
-            if every(self.settings.pictures_every) {
-                self.with_ema_weights(|task| task.pictures(step))?;
             }
         }
         progress.finish();
@@ -488,5 +513,135 @@ impl<T: TrainTask> RunLoop<T> {
             last_loss,
             seconds: sitting.elapsed().as_secs_f64(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::EpochSampler;
+    use crate::progress::NoProgress;
+    use candle_core::DType;
+
+    /// One weight pulled towards noise; its pictures fail at `fail_at`, as a run killed
+    /// while drawing them.
+    struct Pull {
+        vars: VarMap,
+        w: Var,
+        sampler: EpochSampler,
+        pictures: Vec<usize>,
+        fail_at: Option<usize>,
+    }
+
+    impl Pull {
+        fn new(fail_at: Option<usize>) -> Self {
+            let vars = VarMap::new();
+            vars.get(
+                2,
+                "w",
+                candle_nn::Init::Const(0.5),
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let w = vars.data().lock().unwrap()["w"].clone();
+            Self {
+                vars,
+                w,
+                sampler: EpochSampler::new(3, 1).unwrap(),
+                pictures: Vec::new(),
+                fail_at,
+            }
+        }
+    }
+
+    impl TrainTask for Pull {
+        fn loss(&mut self, _steps_done: usize, rng: &mut ChaCha8Rng) -> Result<LossParts> {
+            self.sampler.next_index();
+            let target = normal(rng, &[2], &Device::Cpu)?;
+            let total = (self.w.as_tensor() - target)?.sqr()?.sum_all()?;
+            let instance = total.to_scalar::<f32>()? as f64;
+            Ok(LossParts {
+                total,
+                instance,
+                prior: 0.0,
+            })
+        }
+
+        fn weights(&self) -> TrainedWeights<'_> {
+            TrainedWeights {
+                unet: &self.vars,
+                text_encoder: None,
+            }
+        }
+
+        fn samplers(&self) -> (SamplerState, Vec<SamplerState>) {
+            (self.sampler.state(), Vec::new())
+        }
+
+        fn restore_samplers(&mut self, main: SamplerState, _: Vec<SamplerState>) -> Result<()> {
+            self.sampler = EpochSampler::from_state(main)?;
+            Ok(())
+        }
+
+        fn pictures(&mut self, step: usize) -> Result<()> {
+            if self.fail_at == Some(step) {
+                return Err(Error::msg("killed while drawing"));
+            }
+            self.pictures.push(step);
+            Ok(())
+        }
+    }
+
+    fn run_loop(task: Pull, run: &RunDir) -> RunLoop<Pull> {
+        let settings = LoopSettings {
+            total_steps: 8,
+            gradient_accumulation: 1,
+            max_grad_norm: 0.0,
+            lr: LrPlan::new(1e-2, 0, 8, Default::default()),
+            checkpoint_every: 2,
+            keep_checkpoints: 2,
+            pictures_every: 4,
+            validation_loss_every: 0,
+            seed: 3,
+            ema: None,
+            label: "training",
+        };
+        let named = vec![("w".to_string(), task.w.clone())];
+        RunLoop::new(
+            task,
+            named,
+            AdamWConfig::default(),
+            settings,
+            run.clone(),
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_run_stopped_while_drawing_a_checkpoint_step_s_pictures_draws_them_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        // Step 4 has pictures and a checkpoint; the run dies drawing the pictures.
+        let mut first = run_loop(Pull::new(Some(4)), &run);
+        first.start(false).unwrap();
+        assert!(first.run(8, None, &mut NoProgress).is_err());
+        let listed: Vec<usize> = checkpoint::list(&run.checkpoints())
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(
+            listed,
+            [2],
+            "no checkpoint of a step whose pictures are missing"
+        );
+
+        let mut resumed = run_loop(Pull::new(None), &run);
+        resumed.start(true).unwrap();
+        assert_eq!(resumed.step(), 2);
+        resumed.run(8, None, &mut NoProgress).unwrap();
+        // The last step's pictures are the caller's.
+        assert_eq!(resumed.task().pictures, [4]);
     }
 }

@@ -254,6 +254,7 @@ impl FineTune<'_> {
     /// Samples every validation prompt with and without the token at a fixed seed, and
     /// writes a labelled grid for `step`.
     fn validate(&self, step: usize) -> Result<PathBuf> {
+        tracing::info!("sampling the validation grid of step {step}");
         let sd = self.models.pipeline(&self.cfg.base, &self.device);
         let token = &self.cfg.concepts[0].token;
         let mut rows = Vec::new();
@@ -283,30 +284,42 @@ impl FineTune<'_> {
         }
         let path = self.run.validation_grid(step);
         super::report::validation_grid(&rows, step, &path)?;
+        tracing::info!("wrote the validation grid {}", path.display());
         Ok(path)
     }
 
     /// Writes the fine-tuned model: `<run>/model`, a diffusers folder with the trained UNet
     /// (and text encoder) and the rest copied from the base, or the adapter's files; built
     /// aside and renamed. With `save_format` "single-file" or "both", also
-    /// `<run>/model.safetensors`.
+    /// `<run>/model.safetensors`. A write that fails returns [`Error::OutputWrite`].
     fn save_model(&self) -> Result<PathBuf> {
         let out = self.run.model();
+        tracing::info!("writing the model to {}", out.display());
         self.write_model(&out)?;
         if self.models.adapter.is_some() || self.cfg.save_format == SaveFormat::Diffusers {
+            tracing::info!("wrote the model {}", out.display());
             return Ok(out);
         }
         let file = self.run.model_single_file();
-        styleforge_models::single_file::folder_to_single_file(&out, &file)?;
+        styleforge_models::single_file::folder_to_single_file(&out, &file)
+            .map_err(|e| super::checkpoint::write_failed("model", &file, &self.run, e.into()))?;
         if self.cfg.save_format == SaveFormat::SingleFile {
-            std::fs::remove_dir_all(&out).map_err(files::at(&out))?;
+            files::remove_dir(&out)?;
+            tracing::info!("wrote the model {}", file.display());
             return Ok(file);
         }
+        tracing::info!("wrote the model {} and {}", out.display(), file.display());
         Ok(out)
     }
 
-    /// Writes the current weights as a diffusers folder (or the adapter's files) at `out`.
+    /// Writes the current weights as a diffusers folder (or the adapter's files) at `out`;
+    /// a write that fails returns [`Error::OutputWrite`].
     fn write_model(&self, out: &Path) -> Result<()> {
+        self.write_model_files(out)
+            .map_err(|e| super::checkpoint::write_failed("model", out, &self.run, e))
+    }
+
+    fn write_model_files(&self, out: &Path) -> Result<()> {
         let base = &self.cfg.base;
         files::write_dir_with(out, |tmp| -> Result<()> {
             if let Some((weights, adapter)) = &self.models.adapter {
