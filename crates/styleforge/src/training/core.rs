@@ -605,6 +605,7 @@ mod tests {
             validation_loss_every: 0,
             seed: 3,
             ema: None,
+            loss_scaling: None,
             label: "training",
         };
         let named = vec![("w".to_string(), task.w.clone())];
