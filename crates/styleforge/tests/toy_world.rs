@@ -134,12 +134,11 @@ fn demo_runs_end_to_end_on_the_embedded_model() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-#[test]
-fn toy_protocol_trains_measures_and_reuses_finished_runs() {
-    let out = tempdir("protocol");
-    let mut opts = ToyProtocolOptions::new(assets().join("base-model"), assets(), out.clone());
-    opts.styles = vec![Style::Pointillist];
-    opts.methods = vec![Method::Styleforge, Method::TextualInversion];
+/// A protocol of a few steps, prompts and pictures on one style, without ablations.
+fn small_protocol(out: &Path, style: Style, methods: &[Method]) -> ToyProtocolOptions {
+    let mut opts = ToyProtocolOptions::new(assets().join("base-model"), assets(), out.into());
+    opts.styles = vec![style];
+    opts.methods = methods.to_vec();
     opts.ablations = false;
     opts.steps = Some(2);
     opts.aux_images = 4;
@@ -147,6 +146,17 @@ fn toy_protocol_trains_measures_and_reuses_finished_runs() {
     opts.drift_prompts = 2;
     opts.reference_images = 8;
     opts.sample_steps = 3;
+    opts
+}
+
+#[test]
+fn toy_protocol_trains_measures_and_reuses_finished_runs() {
+    let out = tempdir("protocol");
+    let mut opts = small_protocol(
+        &out,
+        Style::Pointillist,
+        &[Method::Styleforge, Method::TextualInversion],
+    );
     let result = run_toy_protocol(&opts, &mut NoProgress).unwrap();
     let labels: Vec<&str> = result.rows.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(
@@ -215,16 +225,7 @@ fn the_ablations_are_planned_on_the_first_style() {
 #[test]
 fn a_varied_key_gets_its_own_runs_and_table_beside_the_recipe() {
     let out = tempdir("vary");
-    let mut opts = ToyProtocolOptions::new(assets().join("base-model"), assets(), out.clone());
-    opts.styles = vec![Style::Cubist];
-    opts.methods = vec![Method::Styleforge];
-    opts.ablations = false;
-    opts.steps = Some(2);
-    opts.aux_images = 4;
-    opts.eval_prompts = 4;
-    opts.drift_prompts = 2;
-    opts.reference_images = 8;
-    opts.sample_steps = 3;
+    let mut opts = small_protocol(&out, Style::Cubist, &[Method::Styleforge]);
     opts.vary = vec![Variation::parse("training.noise_offset=0.2").unwrap()];
     let result = run_toy_protocol(&opts, &mut NoProgress).unwrap();
     let labels: Vec<&str> = result.rows.iter().map(|r| r.label.as_str()).collect();
