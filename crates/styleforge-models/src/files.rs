@@ -250,6 +250,18 @@ pub fn read_to_string(path: &Path) -> Result<String, FileError> {
     std::fs::read_to_string(path).map_err(at(path))
 }
 
+/// Appends `line` and a newline to `path` (created when missing), in one write.
+pub fn append_line(path: &Path, line: &str) -> Result<(), FileError> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(at(path))?;
+    f.write_all(format!("{line}\n").as_bytes())
+        .map_err(at(path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

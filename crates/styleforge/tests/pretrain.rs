@@ -281,3 +281,90 @@ fn written_tokenizer_folder_is_the_standard_one() {
         );
     }
 }
+
+#[test]
+fn a_warm_start_begins_from_the_given_model_and_min_snr_changes_the_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = pretrain(
+        &micro_run(tmp.path(), "first"),
+        &PretrainOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    let init = first.model_dir.unwrap();
+    let warm = |out: &str, lr: f64, gamma: Option<f64>| {
+        let mut cfg = micro_run(tmp.path(), out);
+        cfg.model.init = Some(init.clone());
+        cfg.unet.steps = 1;
+        cfg.unet.warmup_steps = 0;
+        cfg.unet.lr = lr;
+        cfg.objective.snr_gamma = gamma;
+        cfg
+    };
+    let tensors = |dir: &Path, file: &str| {
+        candle_core::safetensors::load(dir.join(file), &Device::Cpu).unwrap()
+    };
+    let same = |a: &Path, b: &Path, file: &str| {
+        let (ta, tb) = (tensors(a, file), tensors(b, file));
+        assert_eq!(ta.len(), tb.len(), "{file}");
+        for (name, t) in &ta {
+            let diff = (t - &tb[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(diff, 0.0, "{file}: {name}");
+        }
+    };
+    // A step at learning rate 0 leaves every weight of the starting model as it was.
+    let still = pretrain(
+        &warm("still", 0.0, None),
+        &PretrainOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    let still_dir = still.model_dir.unwrap();
+    assert_eq!(
+        still.vae.as_ref().unwrap().steps,
+        0,
+        "the VAE is taken, not trained"
+    );
+    for file in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+    ] {
+        same(&init, &still_dir, file);
+    }
+    // Min-SNR weighting changes the step (same seed, same batch).
+    let plain = pretrain(
+        &warm("plain", 1e-3, None),
+        &PretrainOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    let snr = pretrain(
+        &warm("snr", 1e-3, Some(1e-3)),
+        &PretrainOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert!(plain.last_loss.is_finite() && snr.last_loss.is_finite());
+    assert!(
+        snr.last_loss < plain.last_loss,
+        "min-SNR weights are at most 1: {} vs {}",
+        snr.last_loss,
+        plain.last_loss
+    );
+    // A model of another architecture is refused, naming the tensor.
+    let mut other = warm("other", 1e-3, None);
+    other.model.init =
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/toy/base-model"));
+    let err = pretrain(&other, &PretrainOptions::default(), &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shape") || err.contains("no tensor"), "{err}");
+}

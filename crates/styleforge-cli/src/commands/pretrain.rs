@@ -29,10 +29,11 @@ pub enum StageArg {
 /// 100 minutes on a 2-core CPU), lr 5e-4 with 200 warm-up steps and cosine decay, 10%
 /// caption dropout. Config sections: top-level `seed`;
 /// `[data]` (source = "world" | "folder", folder, world_seed, styles, size); `[model]`
-/// (config); `[vae]` (steps, batch, lr, kl_weight, eval_images, eval_every); `[unet]`
+/// (config, init); `[objective]` (snr_gamma, timestep_sampling, ... as in train's
+/// `[training]`); `[vae]` (steps, batch, lr, kl_weight, eval_images, eval_every); `[unet]`
 /// (steps, max_minutes, batch, lr, warmup_steps, lr_schedule = "cosine" | "constant",
-/// caption_dropout, max_grad_norm, weight_decay); `[output]` (dir, checkpoint_every,
-/// keep_checkpoints, sample_every, sample_steps, sample_guidance, f16).
+/// caption_dropout, max_grad_norm, weight_decay, ema_decay, ema_power); `[output]` (dir, checkpoint_every,
+/// keep_checkpoints, sample_every, sample_steps, sample_guidance, f16, probes).
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct PretrainArgs {
@@ -57,6 +58,13 @@ pub struct PretrainArgs {
     /// The folder of configs to initialise from (diffusers layout).
     #[arg(long, value_name = "DIR")]
     model_config: Option<PathBuf>,
+    /// Warm start: begin from this diffusers folder's weights (UNet, text encoder, VAE)
+    /// instead of fresh ones; its architecture must be the one of --model-config.
+    #[arg(long, value_name = "DIR")]
+    init: Option<PathBuf>,
+    /// Toy-world probes folder (e.g. assets/toy): score the samples at every sample grid.
+    #[arg(long, value_name = "DIR")]
+    probes: Option<PathBuf>,
     /// The run folder.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -123,6 +131,12 @@ pub fn run(args: &PretrainArgs, quiet: bool) -> Result<()> {
     }
     if let Some(d) = &args.model_config {
         o.push(format!("model.config={}", quote(d)));
+    }
+    if let Some(d) = &args.init {
+        o.push(format!("model.init={}", quote(d)));
+    }
+    if let Some(d) = &args.probes {
+        o.push(format!("output.probes={}", quote(d)));
     }
     if let Some(d) = &args.out {
         o.push(format!("output.dir={}", quote(d)));

@@ -165,3 +165,97 @@ pub fn probe_kernel_distance(
     let rm = FeatureMatrix::new(&r, dim).map_err(|e| eval_error(what, e))?;
     styleforge_eval::kid(&gm, &rm, config).map_err(|e| eval_error(what, e))
 }
+
+/// How well a base model draws what its captions ask, by the probes: the figures the
+/// shipped toy base model is held to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseScores {
+    /// Pictures measured (prompts × seeds).
+    pub images: usize,
+    /// Share of pictures in the style their caption names.
+    pub style_accuracy: f64,
+    /// What the probes see of the captions' content.
+    pub content: ContentScores,
+}
+
+/// How the base model is scored: which captions, how many seeds, how it samples.
+#[derive(Debug, Clone)]
+pub struct BaseScoring {
+    /// World the captions come from (`World::new(world_seed)`, samples `0..prompts`).
+    pub world_seed: u64,
+    /// Captions; caption `i` names the base style `styles[i % styles.len()]`.
+    pub prompts: usize,
+    /// Seeds per caption (`0..seeds` for the first caption's pictures, then onwards).
+    pub seeds: usize,
+    /// Styles the captions name.
+    pub styles: Vec<Style>,
+    /// Sampler, steps and guidance.
+    pub sampling: crate::pipelines::SamplingOptions,
+}
+
+impl Default for BaseScoring {
+    /// 16 captions of `World::new(4242)` cycling the four base styles, 2 seeds each, 25
+    /// steps of the model's default sampler at guidance 4.
+    fn default() -> Self {
+        Self {
+            world_seed: 4242,
+            prompts: 16,
+            seeds: 2,
+            styles: Style::BASE.to_vec(),
+            sampling: crate::pipelines::SamplingOptions {
+                steps: 25,
+                guidance_scale: 4.0,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Samples `scoring.prompts × scoring.seeds` pictures from `sd` (caption `i`, seed
+/// `i * seeds + j`) and measures them with `probes`.
+pub fn base_model_scores(
+    sd: &crate::pipelines::StableDiffusion,
+    probes: &Probes,
+    scoring: &BaseScoring,
+) -> Result<BaseScores> {
+    if scoring.prompts == 0 || scoring.seeds == 0 || scoring.styles.is_empty() {
+        return Err(Error::InvalidRequest(
+            "base scoring needs at least one caption, one seed and one style".into(),
+        ));
+    }
+    let world = styleforge_world::World::new(scoring.world_seed);
+    let size = sd.native_size();
+    let (mut prompts, mut seeds, mut targets, mut scenes) = (vec![], vec![], vec![], vec![]);
+    for i in 0..scoring.prompts {
+        let style = scoring.styles[i % scoring.styles.len()];
+        let sample = world.sample_in_style(i as u64, style);
+        for j in 0..scoring.seeds {
+            prompts.push(sample.caption.clone());
+            seeds.push((i * scoring.seeds + j) as u64);
+            targets.push(style);
+            scenes.push(sample.scene.clone());
+        }
+    }
+    let images = sd.txt2img_prompts(
+        &prompts,
+        &seeds,
+        &scoring.sampling,
+        size,
+        size,
+        &mut crate::progress::NoProgress,
+    )?;
+    let images = (0..prompts.len())
+        .map(|j| crate::image_io::tensor_to_image(&images.get(j)?))
+        .collect::<Result<Vec<_>>>()?;
+    let labels = probes.predict(&images)?;
+    let hits = labels
+        .iter()
+        .zip(&targets)
+        .filter(|(l, t)| l.style == **t)
+        .count();
+    Ok(BaseScores {
+        images: labels.len(),
+        style_accuracy: hits as f64 / labels.len() as f64,
+        content: content_scores_of(&labels, &scenes)?,
+    })
+}

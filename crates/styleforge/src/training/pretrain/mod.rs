@@ -78,6 +78,7 @@ use super::core::{LoopSettings, RunLoop};
 use super::ema::EmaConfig;
 use super::log::read_log;
 use super::lr::{LrPlan, LrSchedule};
+use super::objective::Objective;
 use crate::error::{Error, Result};
 use crate::optim::AdamWConfig;
 use crate::progress::Progress;
@@ -133,12 +134,17 @@ pub struct PretrainModel {
     /// `vae/config.json`, `text_encoder/config.json`, `scheduler/scheduler_config.json`);
     /// weights there, if any, are ignored.
     pub config: PathBuf,
+    /// Start from the weights of this diffusers folder instead of fresh ones (a warm
+    /// start: its UNet and text encoder, which must match `config`, and its VAE, which
+    /// replaces the VAE stage). The optimizer starts fresh.
+    pub init: Option<PathBuf>,
 }
 
 impl Default for PretrainModel {
     fn default() -> Self {
         Self {
             config: PathBuf::from("assets/toy/base-config"),
+            init: None,
         }
     }
 }
@@ -244,6 +250,11 @@ pub struct PretrainOutput {
     pub sample_eta: f64,
     /// Write `model/` weights as f16 tensors (half the size; for shipping).
     pub f16: bool,
+    /// A folder of toy-world probes (`probes.safetensors` + `probes.json`, as in
+    /// `assets/toy`): with world data, every sample grid also scores the model's samples
+    /// (style accuracy, object recall, colour accuracy; [`crate::toy::base_model_scores`])
+    /// into `probe_scores.jsonl` and the log.
+    pub probes: Option<PathBuf>,
 }
 
 impl Default for PretrainOutput {
@@ -257,6 +268,7 @@ impl Default for PretrainOutput {
             sample_guidance: 4.0,
             sample_eta: 1.0,
             f16: false,
+            probes: None,
         }
     }
 }
@@ -276,6 +288,9 @@ pub struct PretrainConfig {
     pub vae: VaeStage,
     /// Stage 2.
     pub unet: UnetStage,
+    /// `[objective]`: loss weighting (min-SNR), timestep sampling and noise, as the
+    /// `[training]` keys of `styleforge train`.
+    pub objective: Objective,
     /// The run folder.
     pub output: PretrainOutput,
 }
@@ -328,6 +343,9 @@ impl PretrainConfig {
         }
         if self.data.size == 0 {
             return bad("data.size must be positive");
+        }
+        if self.output.probes.is_some() && self.data.source != DataSource::World {
+            return bad("output.probes scores toy-world samples: it needs data.source = \"world\"");
         }
         Ok(())
     }
@@ -485,7 +503,9 @@ pub fn pretrain(
         Stage::Unet => false,
         Stage::Both => summary.vae.is_none(),
     };
-    if want_vae {
+    if let (Some(init), true) = (&cfg.model.init, want_vae) {
+        summary.vae = Some(vae::adopt_vae(cfg, init, &opts.device)?);
+    } else if want_vae {
         summary.vae = Some(pretrain_vae(cfg, &opts.device, progress)?);
     } else if opts.stage == Stage::Both {
         tracing::info!("reusing the trained VAE in {}", run.vae().display());
@@ -550,7 +570,10 @@ pub fn pretrain(
     let steps = summary.steps;
     summary.model_dir = Some(run_loop.with_ema_weights(|task| task.save_model())?);
     if cfg.output.sample_every > 0 && sitting.steps > 0 {
-        run_loop.with_ema_weights(|task| task.sample_grid(steps))?;
+        run_loop.with_ema_weights(|task| {
+            task.sample_grid(steps)?;
+            task.probe_scores(steps)
+        })?;
     }
     super::report::loss_curve(&read_log(&run.log()), &run.loss_curve())?;
     Ok(summary)

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use styleforge_models::clip_text::{ClipTextConfig, ClipTextModel};
 use styleforge_models::config::read_config;
 use styleforge_models::files;
-use styleforge_models::folder::{load_vae, LoadOptions};
+use styleforge_models::folder::{load_text_encoder, load_unet, load_vae, LoadOptions};
 use styleforge_models::init::PyTorchInit;
 use styleforge_models::tokenizer::ClipTokenizer;
 use styleforge_models::unet::{UNet2DConditionModel, UNetConfig};
@@ -28,6 +28,7 @@ use crate::pipelines::{SamplingOptions, StableDiffusion, Txt2ImgRequest};
 use crate::progress::NoProgress;
 use crate::report::ImageGrid;
 use crate::run_dir::RunDir;
+use crate::toy::{base_model_scores, BaseScores, BaseScoring, Probes};
 use crate::training::core::{normal, TrainTask, TrainedWeights};
 use crate::training::step::{compute_loss, LossParts, NoiseSchedule, StepBatch, StepModels};
 
@@ -56,6 +57,7 @@ pub(super) struct UnetTask<'a> {
     te_vars: VarMap,
     data: DataSet,
     sampler: EpochSampler,
+    probes: Option<Probes>,
 }
 
 impl<'a> UnetTask<'a> {
@@ -116,14 +118,30 @@ impl<'a> UnetTask<'a> {
             &te_cfg,
             PyTorchInit::var_builder(&te_vars, cfg.seed.wrapping_add(2), DType::F32, device),
         )?;
+        if let Some(init) = &cfg.model.init {
+            let opts = LoadOptions {
+                device: device.clone(),
+                ..LoadOptions::default()
+            };
+            let unet_files = load_unet(&init.join("unet"), &opts)?.weight_files;
+            load_into(&unet_vars, &unet_files)?;
+            let te_files = load_text_encoder(&init.join("text_encoder"), &opts)?.weight_files;
+            load_into(&te_vars, &te_files)?;
+            tracing::info!("UNet and text encoder start from {}", init.display());
+        }
         let scheduler_config = SchedulerConfig::from_model_dir(cdir)?;
         let ddpm = DdpmScheduler::from_config(&scheduler_config)?;
         let schedule = NoiseSchedule {
             prediction_type: ddpm.config().prediction_type,
             ddpm,
         };
+        cfg.objective.validate(schedule.num_train_timesteps())?;
         let data = DataSet::open(cfg)?;
         let sampler = EpochSampler::new(data.sampler_len(), cfg.seed.wrapping_add(7))?;
+        let probes = match &cfg.output.probes {
+            Some(dir) => Some(Probes::load(dir, device)?),
+            None => None,
+        };
         Ok(Self {
             cfg,
             run: run.clone(),
@@ -139,6 +157,7 @@ impl<'a> UnetTask<'a> {
             te_vars,
             data,
             sampler,
+            probes,
         })
     }
 
@@ -205,9 +224,9 @@ impl<'a> UnetTask<'a> {
         Ok(out)
     }
 
-    /// A grid of samples: one row per fixed content, one column per data style.
-    pub(super) fn sample_grid(&self, step: usize) -> Result<PathBuf> {
-        let sd = StableDiffusion::from_parts(
+    /// The model being trained as a pipeline.
+    fn pipeline(&self) -> StableDiffusion {
+        StableDiffusion::from_parts(
             self.tokenizer.clone(),
             self.text_encoder.clone(),
             self.unet.clone(),
@@ -215,7 +234,45 @@ impl<'a> UnetTask<'a> {
             self.scheduler_config.clone(),
             self.cfg.output.dir.clone(),
             self.device.clone(),
+        )
+    }
+
+    /// With `output.probes`: the probes' scores of the model's samples at `step`, appended
+    /// to `probe_scores.jsonl` and logged.
+    pub(super) fn probe_scores(&self, step: usize) -> Result<Option<BaseScores>> {
+        let Some(probes) = &self.probes else {
+            return Ok(None);
+        };
+        let scoring = BaseScoring {
+            styles: self.cfg.data.styles.clone(),
+            ..BaseScoring::default()
+        };
+        let scores = base_model_scores(&self.pipeline(), probes, &scoring)?;
+        let line = serde_json::json!({
+            "step": step,
+            "images": scores.images,
+            "style_accuracy": scores.style_accuracy,
+            "object_recall": scores.content.object_recall,
+            "colour_accuracy": scores.content.colour_accuracy,
+            "pair_accuracy": scores.content.pair_accuracy,
+        });
+        files::append_line(
+            &self.run.root().join("probe_scores.jsonl"),
+            &line.to_string(),
+        )?;
+        tracing::info!(
+            "step {step}: probes see style {:.3}, objects {:.3}, colours {:.3} ({} samples)",
+            scores.style_accuracy,
+            scores.content.object_recall,
+            scores.content.colour_accuracy,
+            scores.images
         );
+        Ok(Some(scores))
+    }
+
+    /// A grid of samples: one row per fixed content, one column per data style.
+    pub(super) fn sample_grid(&self, step: usize) -> Result<PathBuf> {
+        let sd = self.pipeline();
         let styles = if self.cfg.data.styles.is_empty() {
             vec![Style::Plain]
         } else {
@@ -274,17 +331,23 @@ impl TrainTask for UnetTask<'_> {
         let post = self.vae.encode(&images)?;
         let eps = normal(rng, post.mean.dims(), &self.device)?;
         let latents = (post.sample_with(&eps)?.detach() * self.vae.scaling_factor())?;
-        let noise = normal(rng, latents.dims(), &self.device)?;
+        let objective = &self.cfg.objective;
+        let noise = objective.noise(rng, latents.dims(), &self.device)?;
         let t_max = self.schedule.num_train_timesteps();
-        let timesteps: Vec<f64> = (0..b).map(|_| rng.gen_range(0..t_max) as f64).collect();
+        let timesteps = objective.timesteps(rng, b, t_max);
+        let instance_weights = objective.snr_weights(
+            self.schedule.ddpm.alphas_cumprod(),
+            self.schedule.prediction_type,
+            &timesteps,
+        );
         let batch = StepBatch {
             latents,
-            noise,
+            noise: noise.noise,
             timesteps,
             input_ids: Tensor::from_vec(ids, (b, len), &self.device)?,
             instance_rows: b,
-            input_noise: None,
-            instance_weights: None,
+            input_noise: noise.input_noise,
+            instance_weights,
             prior_weights: None,
         };
         let models = StepModels {
@@ -320,7 +383,8 @@ impl TrainTask for UnetTask<'_> {
     }
 
     fn pictures(&mut self, step: usize) -> Result<()> {
-        self.sample_grid(step).map(|_| ())
+        self.sample_grid(step)?;
+        self.probe_scores(step).map(|_| ())
     }
 }
 
@@ -333,4 +397,34 @@ fn tensors_for_saving(vars: &VarMap, f16: bool) -> Result<HashMap<String, Tensor
         }
     }
     Ok(out)
+}
+
+/// Sets every variable of `vars` from the tensor of the same name in `files` (cast to the
+/// variable's dtype); a missing tensor or another shape is an error naming it.
+fn load_into(vars: &VarMap, files: &[PathBuf]) -> Result<()> {
+    let mut tensors = HashMap::new();
+    for file in files {
+        for (name, t) in candle_core::safetensors::load(file, &Device::Cpu)? {
+            tensors.insert(name, (t, file));
+        }
+    }
+    let data = vars.data().lock().expect("varmap lock");
+    for (name, var) in data.iter() {
+        let Some((t, file)) = tensors.get(name) else {
+            return Err(Error::InvalidRequest(format!(
+                "warm start: {} has no tensor {name}; model.init must be a model of the architecture in model.config",
+                files.first().map_or_else(String::new, |f| f.display().to_string())
+            )));
+        };
+        if t.dims() != var.dims() {
+            return Err(Error::InvalidRequest(format!(
+                "warm start: {name} in {} has shape {:?}, model.config expects {:?}",
+                file.display(),
+                t.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! with its measured `scaling_factor`.
 
 use std::io::Write as _;
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -211,4 +212,51 @@ pub(super) fn read_vae_report(run: &RunDir) -> Option<VaeReport> {
         .join("diffusion_pytorch_model.safetensors")
         .is_file()
         .then_some(report)
+}
+
+/// Stage 1 for a warm start: the VAE of the diffusers folder `init` (its config, with its
+/// `scaling_factor`, and its weights as f32) becomes `<out>/vae/`, measured on the held-out
+/// renders like a trained one (`steps` 0 in `vae_metrics.json`).
+pub(super) fn adopt_vae(cfg: &PretrainConfig, init: &Path, device: &Device) -> Result<VaeReport> {
+    let start = Instant::now();
+    let run = RunDir::new(&cfg.output.dir);
+    let src = init.join("vae");
+    let loaded = styleforge_models::folder::load_vae(
+        &src,
+        &styleforge_models::folder::LoadOptions {
+            device: device.clone(),
+            ..Default::default()
+        },
+    )?;
+    let vae = loaded.model;
+    let (psnr_db, psnr_per_style, latent_std) = evaluate_vae(&vae, cfg, device)?;
+    let mut tensors = std::collections::HashMap::new();
+    for file in &loaded.weight_files {
+        for (name, t) in candle_core::safetensors::load(file, &Device::Cpu)? {
+            tensors.insert(name, t.to_dtype(DType::F32)?);
+        }
+    }
+    let parameters = tensors.values().map(|t| t.elem_count()).sum();
+    let dir = run.vae();
+    write_json(
+        &dir.join("config.json"),
+        &read_json(&src.join("config.json"))?,
+    )?;
+    save_safetensors_atomic(&tensors, &dir.join("diffusion_pytorch_model.safetensors"))?;
+    let report = VaeReport {
+        steps: 0,
+        psnr_db,
+        psnr_per_style,
+        latent_std,
+        scaling_factor: vae.scaling_factor(),
+        parameters,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    write_json(&run.root().join("vae_metrics.json"), &report)?;
+    tracing::info!(
+        "VAE taken from {}: PSNR {psnr_db:.2} dB on held-out renders, scaling_factor {:.4}",
+        src.display(),
+        report.scaling_factor
+    );
+    Ok(report)
 }
