@@ -224,7 +224,8 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         "StyleForge demo: learning {} style",
         opts.style.name()
     ))
-    .columns(["base model", "after StyleForge", "a true render"]);
+    .columns(["base model", "after StyleForge", "a true render"])
+    .cell_scale(5);
     for i in [0, 1, half, half + 1] {
         let prompt = styleforge_world::caption_with_style_word(&evals[i].scene, "ohwx style");
         grid = grid.row(
