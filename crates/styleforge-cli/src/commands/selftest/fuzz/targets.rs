@@ -343,6 +343,7 @@ impl Context {
         let tokenizer = ModelFolder::open(&toy)?.tokenizer()?;
         let corpus = adapter_corpus(&base)?;
         let path = self.dir.join("fuzz-adapter.safetensors");
+        let mut scratch = tokenizer.clone();
         let dictionary = tokens(&[
             "lora_unet_",
             "lora_te_",
@@ -379,9 +380,13 @@ impl Context {
                 }
                 match EmbeddingFile::load(&path, None) {
                     Ok(emb) => {
-                        let mut tok = tokenizer.clone();
-                        if let Err(e) = install_embeddings(&base, &mut tok, &[emb]) {
+                        if let Err(e) = install_embeddings(&base, &mut scratch, &[emb]) {
                             errors.push(e.to_string());
+                        }
+                        // Tokens were added: back to the model's own (a clone per
+                        // iteration would be most of the target's time).
+                        if scratch.vocab_size() != tokenizer.vocab_size() {
+                            scratch = tokenizer.clone();
                         }
                     }
                     Err(e) => errors.push(e.to_string()),
