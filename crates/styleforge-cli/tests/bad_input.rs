@@ -751,6 +751,20 @@ fn prompt_with_control_characters_is_refused() {
 }
 
 #[test]
+fn control_characters_in_a_training_prompt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model_copy(tmp.path(), "m");
+    let style = style_dir(tmp.path(), 1);
+    let text = train_config(&m, &style, &tmp.path().join("run"), "").replace(
+        "[\"a house, ohwx style\"]",
+        "[\"a house\\u0007, ohwx style\"]",
+    );
+    let o = train(&text, tmp.path(), &["--dry-run"]);
+    assert_refused(&o, &["output.validation_prompts[0]", "U+0007", "run.toml"]);
+    assert!(!tmp.path().join("run").exists());
+}
+
+#[test]
 fn tokenize_reports_control_characters() {
     let o = bin().args(["tokenize", "a\u{8}cat"]).output().unwrap();
     assert_refused(&o, &["control character", "U+0008"]);

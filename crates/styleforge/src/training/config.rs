@@ -653,7 +653,7 @@ impl TrainConfig {
             ..d
         };
         let token = &concepts[0].token;
-        let validation_prompts = self
+        let validation_prompts: Vec<String> = self
             .output
             .validation_prompts
             .clone()
@@ -666,6 +666,13 @@ impl TrainConfig {
             .into_iter()
             .map(|p| p.replace("{token}", &spelled(token)))
             .collect();
+        // Prompts with control characters are refused as on the command line.
+        use crate::pipelines::check_prompt;
+        check_prompt("training.instance_prompt", &template)?;
+        check_prompt("training.aux_prompt", &aux_prompt)?;
+        for (i, p) in validation_prompts.iter().enumerate() {
+            check_prompt(&format!("output.validation_prompts[{i}]"), p)?;
+        }
         let r = ResolvedConfig {
             method: m,
             seed: self.seed.unwrap_or(1337),
@@ -907,5 +914,17 @@ mod tests {
             assert!(err.contains(key), "{extra}: {err}");
         }
         assert_eq!(resolve("num_vectors = 75").unwrap().adapter.num_vectors, 75);
+    }
+
+    #[test]
+    fn prompts_with_control_characters_are_refused() {
+        let err = resolve("instance_prompt = \"a {token}\\u001b[31m style\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("training.instance_prompt") && err.contains("U+001B"),
+            "{err}"
+        );
+        assert!(resolve("instance_prompt = \"a {token}\\nstyle\"").is_ok());
     }
 }
