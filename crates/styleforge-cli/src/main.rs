@@ -47,7 +47,8 @@ enum Command {
     Protocol(commands::protocol::ProtocolArgs),
     /// Toy-world tools: `toy probes` trains the style/content probes.
     Toy(commands::toy::ToyArgs),
-    /// Check the trainer under adversity: `selftest faults` kills, resumes and compares.
+    /// Check the tool under adversity: `selftest faults` kills, resumes and compares a
+    /// training run; `selftest fuzz` feeds mutated files to the readers of user input.
     Selftest(commands::selftest::SelftestArgs),
 }
 

@@ -92,6 +92,39 @@ pub fn parse_config<T: ModelConfig>(text: &str, path: &Path) -> Result<T> {
     Ok(config)
 }
 
+/// The largest width (channels, hidden size) a config may ask for: 16× the largest Stable
+/// Diffusion model's. Larger values are a damaged file, refused before anything is allocated.
+pub const MAX_WIDTH: usize = 1 << 14;
+/// The most layers per block (or transformer layers) a config may ask for.
+pub const MAX_LAYERS: usize = 256;
+/// The most blocks (UNet or VAE levels) a config may ask for.
+pub const MAX_BLOCKS: usize = 16;
+
+/// Refuses a size above `max` for config key `key`, before a model of it is allocated.
+pub fn check_size(path: &Path, key: &str, value: usize, max: usize) -> Result<()> {
+    if value > max {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!(
+                "`{key}` is {value}, beyond any Stable Diffusion model (at most {max} here); \
+                 the file is damaged or belongs to another kind of model"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// [`check_size`] for every value of a one-or-many key.
+pub fn check_sizes(path: &Path, key: &str, value: &OneOrMany<usize>, max: usize) -> Result<()> {
+    match value {
+        OneOrMany::One(v) => check_size(path, key, *v, max),
+        OneOrMany::Many(vs) => {
+            check_size(path, key, vs.len(), MAX_BLOCKS)?;
+            vs.iter().try_for_each(|v| check_size(path, key, *v, max))
+        }
+    }
+}
+
 /// An `Unsupported` error for config key `what` with value `value`.
 pub(crate) fn unsupported(
     path: &Path,

@@ -80,6 +80,20 @@ pub enum ModelError {
         /// The parser's complaint.
         reason: String,
     },
+    /// A weights file holds NaN or infinite values where a model to train needs finite ones.
+    #[error("tensor `{name}` in {} holds {nan} NaN and {infinite} infinite values (of {count}); a model to train must hold finite numbers: the file is damaged or was saved from a run that diverged, use another base model", path.display())]
+    NonFiniteWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// How many of its values are NaN.
+        nan: usize,
+        /// How many are infinite.
+        infinite: usize,
+        /// How many values it holds.
+        count: usize,
+    },
     /// A model folder has no weights file that can be loaded.
     #[error("no weights in {}: expected {expected} (pickle `.bin`/`.ckpt` files are never loaded; convert them to safetensors)", dir.display())]
     NoWeights {

@@ -319,6 +319,32 @@ impl candle_nn::var_builder::SimpleBackend for SharedStore {
     }
 }
 
+/// Refuses weights holding NaN or infinite values: every floating-point tensor of `paths`
+/// is read (on the CPU, one at a time) and the first one with a non-finite value is named
+/// with its file. Training from such weights would only report a NaN loss at its first step.
+pub fn check_finite<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
+    let store = WeightStore::frozen(paths)?;
+    let mut names: Vec<&String> = store.index.keys().collect();
+    names.sort();
+    for name in names {
+        let tensor = store.load(name, DType::F32, &Device::Cpu)?;
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        let nan = values.iter().filter(|v| v.is_nan()).count();
+        let inf = values.iter().filter(|v| v.is_infinite()).count();
+        if nan + inf > 0 {
+            let (path, _) = &store.files[store.index[name]];
+            return Err(ModelError::NonFiniteWeights {
+                path: path.clone(),
+                name: name.to_string(),
+                nan,
+                infinite: inf,
+                count: values.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The weights file(s) of one diffusers component folder (`unet/`, `vae/`, `text_encoder/`).
 ///
 /// Looks for `<stem>.safetensors` (or the `<stem>.<variant>.safetensors` variant, e.g. `fp16`),

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! <run>/config.toml                 the effective config
+//! <run>/base.json                   a fingerprint of the base model (checked by --resume)
 //! <run>/run.lock                    held by the process training into the folder
 //! <run>/train_log.jsonl             one JSON line per optimizer step
 //! <run>/checkpoints/step-NNNNNNN/   weights, optimizer, RNG and sampler state
@@ -94,7 +95,12 @@ impl RunDir {
 
     fn take_lock(&self) -> crate::error::Result<RunLock> {
         use crate::error::Error;
-        styleforge_models::files::create_dir_all(&self.root)?;
+        styleforge_models::files::create_dir_all(&self.root).map_err(|e| Error::RunFolder {
+            path: self.root.clone(),
+            message: format!(
+                "cannot create the run folder ({e}); choose an output folder you can write to"
+            ),
+        })?;
         let path = self.lock_file();
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -120,6 +126,12 @@ impl RunDir {
     /// `config.toml`: the effective configuration of the run.
     pub fn config(&self) -> PathBuf {
         self.root.join("config.toml")
+    }
+
+    /// `base.json`: a fingerprint of the base model the run started from, which `--resume`
+    /// compares with the base it is given.
+    pub fn base_fingerprint(&self) -> PathBuf {
+        self.root.join("base.json")
     }
 
     /// `train_log.jsonl`: one JSON line per optimizer step.

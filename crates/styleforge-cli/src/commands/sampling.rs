@@ -117,10 +117,15 @@ impl SamplingArgs {
         if self.steps == 0 {
             bail!("--steps must be at least 1");
         }
+        styleforge::pipelines::check_prompt("--prompt", &self.prompt)?;
+        if let Some(n) = &self.negative_prompt {
+            styleforge::pipelines::check_prompt("--negative-prompt", n)?;
+        }
         if let Some(s) = self.scheduler {
             // `--karras` with a sampler that has no Karras sigmas.
             styleforge::schedulers::SchedulerKind::from_name(s.name(), self.karras)?;
         }
+        check_writable("--out", &self.out)?;
         let is_png = self
             .out
             .extension()
@@ -234,4 +239,30 @@ pub fn write_images(images: &Tensor, params: &GenerationParameters, out: &Path) 
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// Refuses an output path whose nearest existing folder cannot be written to, before any
+/// model is loaded or image computed: a probe file is created there and removed.
+pub fn check_writable(flag: &str, out: &std::path::Path) -> Result<()> {
+    let mut dir = out.to_path_buf();
+    while !dir.is_dir() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p.to_path_buf(),
+            _ => {
+                dir = std::path::PathBuf::from(".");
+                break;
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(".styleforge-probe")
+        .tempfile_in(&dir)
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "{flag} {}: cannot write into {}; choose a folder you can write to",
+                out.display(),
+                dir.display()
+            )
+        })
 }

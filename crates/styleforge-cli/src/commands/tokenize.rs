@@ -24,6 +24,7 @@ pub struct TokenizeArgs {
 
 /// Runs `styleforge tokenize`.
 pub fn run(args: &TokenizeArgs) -> anyhow::Result<()> {
+    styleforge::pipelines::check_prompt("the prompt", &args.text)?;
     let (tokenizer, source) = match &args.model {
         Some(arg) => {
             let mut opts = ResolveOptions::diffusers(None);

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{unsupported, ExtraKeys, ModelConfig};
+use crate::config::{check_size, unsupported, ExtraKeys, ModelConfig, MAX_LAYERS, MAX_WIDTH};
 use crate::error::{ModelError, Result};
 
 /// Activation of the text encoder's MLPs.
@@ -129,6 +129,33 @@ impl ModelConfig for ClipTextConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
+        check_size(path, "hidden_size", self.hidden_size, MAX_WIDTH)?;
+        check_size(
+            path,
+            "intermediate_size",
+            self.intermediate_size,
+            4 * MAX_WIDTH,
+        )?;
+        check_size(path, "projection_dim", self.projection_dim, MAX_WIDTH)?;
+        check_size(
+            path,
+            "num_hidden_layers",
+            self.num_hidden_layers,
+            MAX_LAYERS,
+        )?;
+        check_size(
+            path,
+            "num_attention_heads",
+            self.num_attention_heads,
+            MAX_WIDTH,
+        )?;
+        check_size(path, "vocab_size", self.vocab_size, 1 << 21)?;
+        check_size(
+            path,
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            MAX_WIDTH,
+        )?;
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
         {

@@ -311,6 +311,60 @@ fn map_to_diffusers(
     Ok(out)
 }
 
+/// The diffusers configs `[UNet, VAE, text encoder]` a single-file checkpoint's tensor
+/// shapes imply, as [`SingleFile::open`] infers them, from the shapes alone (`shapes` maps
+/// each LDM tensor name, prefix included, to its dimensions), with every UNet and VAE name
+/// checked against the layout inferred. The text encoder is inferred for the SD 1.x CLIP
+/// layout; an OpenCLIP one (SD 2.x) gives `null`. Errors name `path`.
+pub fn infer_configs(path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<[Value; 3]> {
+    let part = |prefix: &str| -> Shapes {
+        shapes
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+            .collect()
+    };
+    let check_names = |shapes: &Shapes, table: &table::Table, prefix: &str, what: &str| {
+        let mut unknown: Vec<&String> = shapes
+            .keys()
+            .filter(|k| table.to_diffusers(k).is_none())
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            None => Ok(()),
+            Some(first) => Err(layout_error(
+                path,
+                format!(
+                    "{} {what} tensors fit no SD 1.x/2.x {what} layout (first: {prefix}{first})",
+                    unknown.len()
+                ),
+            )),
+        }
+    };
+    let unet_shapes = part(unet::PREFIX);
+    let (unet_config, _) = unet::infer_config(&unet_shapes, false)
+        .map_err(|e| layout_error(path, format!("UNet: {e}")))?;
+    let layout = unet::Layout::from_config(&unet_config)
+        .map_err(|e| layout_error(path, format!("UNet config: {e}")))?;
+    check_names(&unet_shapes, &layout.table(), unet::PREFIX, "UNet")?;
+    let vae_shapes = part(vae::PREFIX);
+    let vae_config =
+        vae::infer_config(&vae_shapes).map_err(|e| layout_error(path, format!("VAE: {e}")))?;
+    let (levels, layers) = vae::layout_from_config(&vae_config);
+    check_names(&vae_shapes, &vae::table(levels, layers), vae::PREFIX, "VAE")?;
+    let text: Shapes = part(clip::CLIP_PREFIX)
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("position_ids"))
+        .map(|(k, v)| (clip::with_text_model(&k), v))
+        .collect();
+    let text_config = if text.is_empty() {
+        Value::Null
+    } else {
+        clip::infer_config(&text, Family::Sd1)
+            .map_err(|e| layout_error(path, format!("text encoder: {e}")))?
+    };
+    Ok([unet_config, vae_config, text_config])
+}
+
 impl SingleFile {
     /// Reads and converts a single-file checkpoint.
     pub fn open(path: impl AsRef<Path>, opts: &SingleFileOptions) -> Result<Self> {

@@ -463,3 +463,27 @@ fn pickle_checkpoints_are_refused() {
         .to_string();
     assert!(err.contains("pickle"), "{err}");
 }
+
+#[test]
+fn damaged_block_indices_are_refused_not_searched() {
+    // Found by `styleforge selftest fuzz --target single-file`: an index at the top of
+    // usize overflowed `max_input + 1`, and a large one made the search for the first
+    // downsampler loop (and allocate) for that long.
+    for index in ["18446744073709551615", "99999999999", "257"] {
+        let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+        shapes.insert(
+            format!("{}input_blocks.{index}.0.weight", unet::PREFIX),
+            vec![4],
+        );
+        shapes.insert(
+            format!("{}input_blocks.1.0.out_layers.3.weight", unet::PREFIX),
+            vec![8],
+        );
+        let err = infer_configs(Path::new("damaged.safetensors"), &shapes).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("damaged.safetensors") && msg.contains("more input blocks"),
+            "{msg}"
+        );
+    }
+}

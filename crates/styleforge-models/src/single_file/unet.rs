@@ -128,6 +128,9 @@ impl Layout {
     }
 }
 
+/// The largest `input_blocks` index shape inference accepts.
+const MAX_INPUT_BLOCKS: usize = 256;
+
 /// Infers a diffusers UNet config from LDM tensor shapes (names without [`PREFIX`]).
 ///
 /// Shapes cannot tell the attention head count, the group-norm group count nor the
@@ -149,6 +152,13 @@ pub(crate) fn infer_config(shapes: &Shapes, v_prediction: bool) -> Result<(Value
         .filter_map(|k| k.split('.').next()?.parse::<usize>().ok())
         .max()
         .ok_or_else(|| format!("expected `{PREFIX}input_blocks.*` tensors"))?;
+    // The largest Stable Diffusion UNet has 12 input blocks: an index beyond this bound is
+    // a damaged name, and would otherwise drive the searches below for that long.
+    if max_input > MAX_INPUT_BLOCKS {
+        return Err(format!(
+            "`{PREFIX}input_blocks.{max_input}`: more input blocks than any Stable Diffusion UNet (at most {MAX_INPUT_BLOCKS} here)"
+        ));
+    }
     let first_down = (1..=max_input).find(|i| has(&format!("input_blocks.{i}.0.op.weight")));
     let layers = match first_down {
         Some(i) => i - 1,

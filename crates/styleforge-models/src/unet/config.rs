@@ -4,7 +4,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{unsupported, ExtraKeys, ModelConfig, OneOrMany};
+use crate::config::{
+    check_size, check_sizes, unsupported, ExtraKeys, ModelConfig, OneOrMany, MAX_BLOCKS,
+    MAX_LAYERS, MAX_WIDTH,
+};
 use crate::error::{ModelError, Result};
 
 /// Down-block kinds of the SD 1.x / 2.x UNet.
@@ -268,6 +271,39 @@ impl ModelConfig for UNetConfig {
         let n = self.block_out_channels.len();
         if n == 0 {
             return Err(bad("`block_out_channels` is empty".into()));
+        }
+        check_size(path, "block_out_channels", n, MAX_BLOCKS)?;
+        for &c in &self.block_out_channels {
+            check_size(path, "block_out_channels", c, MAX_WIDTH)?;
+        }
+        check_sizes(path, "layers_per_block", &self.layers_per_block, MAX_LAYERS)?;
+        check_sizes(
+            path,
+            "cross_attention_dim",
+            &self.cross_attention_dim,
+            MAX_WIDTH,
+        )?;
+        check_sizes(
+            path,
+            "transformer_layers_per_block",
+            &self.transformer_layers_per_block,
+            MAX_LAYERS,
+        )?;
+        check_sizes(
+            path,
+            "attention_head_dim",
+            &self.attention_head_dim,
+            MAX_WIDTH,
+        )?;
+        if let Some(h) = &self.num_attention_heads {
+            check_sizes(path, "num_attention_heads", h, MAX_WIDTH)?;
+        }
+        check_size(path, "in_channels", self.in_channels, MAX_WIDTH)?;
+        check_size(path, "out_channels", self.out_channels, MAX_WIDTH)?;
+        check_size(path, "conv_in_kernel", self.conv_in_kernel, 15)?;
+        check_size(path, "conv_out_kernel", self.conv_out_kernel, 15)?;
+        if let Some(d) = self.time_embedding_dim {
+            check_size(path, "time_embedding_dim", d, MAX_WIDTH)?;
         }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
             return Err(bad(format!(

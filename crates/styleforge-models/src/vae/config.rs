@@ -4,7 +4,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{unsupported, ExtraKeys, ModelConfig};
+use crate::config::{
+    check_size, unsupported, ExtraKeys, ModelConfig, MAX_BLOCKS, MAX_LAYERS, MAX_WIDTH,
+};
 use crate::error::{ModelError, Result};
 
 fn d_three() -> usize {
@@ -101,6 +103,14 @@ impl ModelConfig for VaeConfig {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let n = self.block_out_channels.len();
+        check_size(path, "block_out_channels", n, MAX_BLOCKS)?;
+        for &c in &self.block_out_channels {
+            check_size(path, "block_out_channels", c, MAX_WIDTH)?;
+        }
+        check_size(path, "layers_per_block", self.layers_per_block, MAX_LAYERS)?;
+        check_size(path, "latent_channels", self.latent_channels, MAX_WIDTH)?;
+        check_size(path, "in_channels", self.in_channels, MAX_WIDTH)?;
+        check_size(path, "out_channels", self.out_channels, MAX_WIDTH)?;
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),

@@ -38,6 +38,15 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 /// applied, alpha dropped, grey and palette expanded, 16 bits scaled to 8 (see the module
 /// documentation). `path` names the file in errors.
 pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
+    decode_rgb_within(path, bytes, DEFAULT_MAX_DECODED)
+}
+
+/// The decoded size [`decode_rgb`] allows: `image`'s default limit, 512 MiB.
+pub const DEFAULT_MAX_DECODED: u64 = 512 << 20;
+
+/// [`decode_rgb`] with another limit on the decoded pixels' size, in bytes: an image whose
+/// header claims more is refused before anything is allocated.
+pub fn decode_rgb_within(path: &Path, bytes: &[u8], max_decoded: u64) -> Result<RgbImage> {
     let fail = |source: ImageError| Error::ImageDecode {
         path: path.to_path_buf(),
         source,
@@ -51,6 +60,7 @@ pub fn decode_rgb(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     // What `ImageReader::decode` does: refuse before allocating when the decoded pixels
     // would exceed the memory limit.
     let mut limits = Limits::default();
+    limits.max_alloc = Some(max_decoded);
     limits.reserve(decoder.total_bytes()).map_err(fail)?;
     decoder.set_limits(limits).map_err(fail)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(fail)?;

@@ -54,7 +54,19 @@ fn write_png(img: &RgbImage, parameters: Option<&str>, path: &Path) -> Result<()
 /// ComfyUI, if it has one (tEXt, iTXt or zTXt).
 pub fn read_png_parameters(path: &Path) -> Result<Option<String>> {
     let file = std::fs::File::open(path).map_err(files::at(path))?;
-    let reader = png::Decoder::new(BufReader::new(file))
+    parameters_from(path, BufReader::new(file))
+}
+
+/// [`read_png_parameters`] on a PNG's bytes; `path` names it in errors.
+pub fn png_parameters_of(path: &Path, bytes: &[u8]) -> Result<Option<String>> {
+    parameters_from(path, std::io::Cursor::new(bytes))
+}
+
+fn parameters_from<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    input: R,
+) -> Result<Option<String>> {
+    let reader = png::Decoder::new(input)
         .read_info()
         .map_err(|source| Error::PngRead {
             path: path.to_path_buf(),

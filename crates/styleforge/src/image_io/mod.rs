@@ -19,8 +19,8 @@ pub mod tensor;
 
 use std::path::Path;
 
-pub use decode::{decode_rgb, load_rgb};
-pub use encode::{read_png_parameters, save_png, save_png_with_parameters};
+pub use decode::{decode_rgb, decode_rgb_within, load_rgb};
+pub use encode::{png_parameters_of, read_png_parameters, save_png, save_png_with_parameters};
 pub use tensor::{image_to_tensor, resize_exact, rgb_to_tensor, tensor_to_image};
 
 /// File extensions (lower case) taken as images when a folder is listed; compared

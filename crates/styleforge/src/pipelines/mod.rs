@@ -312,6 +312,26 @@ fn guidance_on(scale: f64) -> bool {
     scale > 1.0
 }
 
+/// Refuses a prompt holding a control character (other than tab and line breaks, which
+/// CLIP reads as spaces): a terminal escape or a NUL pasted into a prompt is never meant
+/// as text, would be encoded as unrelated byte tokens, and cannot be stored in the PNG's
+/// `parameters` chunk as it was typed. `what` names the prompt in the message.
+pub fn check_prompt(what: &str, prompt: &str) -> Result<()> {
+    let found = prompt
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'));
+    if let Some((i, c)) = found {
+        return Err(Error::InvalidRequest(format!(
+            "{what} holds the control character U+{:04X} at character {}; remove it (tabs \
+             and line breaks are fine)",
+            c as u32,
+            i + 1
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that a requested image side is a positive multiple of 8 and of the VAE's factor.
 pub fn check_side(what: &str, value: usize, vae_factor: usize) -> Result<()> {
     let step = lcm(8, vae_factor);

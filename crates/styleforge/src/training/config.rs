@@ -11,6 +11,11 @@ pub use super::lr::LrSchedule;
 use crate::data::CropMode;
 use crate::error::{Error, Result};
 
+/// The prompt tokens the text encoder sees (77 with the start and end tokens).
+const MAX_PROMPT_TOKENS: usize = 75;
+/// The largest LoRA rank a config may ask for.
+const MAX_LORA_RANK: usize = 4096;
+
 /// The fine-tuning method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -571,6 +576,21 @@ impl TrainConfig {
                 words.iter().map(|w| w.to_string()).collect()
             }),
         };
+        // A placeholder is spelled as one token per vector, and all of them must fit the
+        // text encoder's 75 prompt tokens; a rank beyond the widest layer only wastes memory.
+        if !(1..=MAX_PROMPT_TOKENS).contains(&adapter.num_vectors) {
+            return Err(Error::InvalidConfig(format!(
+                "training.num_vectors = {}: a placeholder of that many vectors does not fit the \
+                 text encoder's {MAX_PROMPT_TOKENS} prompt tokens; use 1 to {MAX_PROMPT_TOKENS}",
+                adapter.num_vectors
+            )));
+        }
+        if !(1..=MAX_LORA_RANK).contains(&adapter.lora_rank) {
+            return Err(Error::InvalidConfig(format!(
+                "training.lora_rank = {}: use 1 to {MAX_LORA_RANK} (4 to 128 is usual)",
+                adapter.lora_rank
+            )));
+        }
         // Textual Inversion's multi-vector placeholders are written as all their tokens.
         let spelled = |token: &str| {
             if m == Method::TextualInversion {
@@ -633,7 +653,7 @@ impl TrainConfig {
             ..d
         };
         let token = &concepts[0].token;
-        let validation_prompts = self
+        let validation_prompts: Vec<String> = self
             .output
             .validation_prompts
             .clone()
@@ -646,6 +666,13 @@ impl TrainConfig {
             .into_iter()
             .map(|p| p.replace("{token}", &spelled(token)))
             .collect();
+        // Prompts with control characters are refused as on the command line.
+        use crate::pipelines::check_prompt;
+        check_prompt("training.instance_prompt", &template)?;
+        check_prompt("training.aux_prompt", &aux_prompt)?;
+        for (i, p) in validation_prompts.iter().enumerate() {
+            check_prompt(&format!("output.validation_prompts[{i}]"), p)?;
+        }
         let r = ResolvedConfig {
             method: m,
             seed: self.seed.unwrap_or(1337),
@@ -857,4 +884,47 @@ pub(crate) fn apply_overrides<T: Serialize>(
         what: "the config with its overrides".into(),
         source: e,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(extra: &str) -> Result<ResolvedConfig> {
+        let text = format!(
+            "method = \"textual-inversion\"\n[model]\nbase = \"m\"\n[[data.concepts]]\n\
+             style_dir = \"s\"\n[training]\n{extra}\n"
+        );
+        TrainConfig::from_toml(&text, Path::new("t.toml"))?.resolve()
+    }
+
+    #[test]
+    fn absurd_adapter_sizes_are_refused_before_anything_is_built() {
+        // Found by `styleforge selftest fuzz --target train-config`: num_vectors =
+        // 4294967296 spelled the placeholder as that many tokens (a 100 GB allocation, and
+        // an abort).
+        for (extra, key) in [
+            ("num_vectors = 4294967296", "num_vectors"),
+            ("num_vectors = 76", "num_vectors"),
+            ("num_vectors = 0", "num_vectors"),
+            ("lora_rank = 1000000000", "lora_rank"),
+            ("lora_rank = 0", "lora_rank"),
+        ] {
+            let err = resolve(extra).unwrap_err().to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+        assert_eq!(resolve("num_vectors = 75").unwrap().adapter.num_vectors, 75);
+    }
+
+    #[test]
+    fn prompts_with_control_characters_are_refused() {
+        let err = resolve("instance_prompt = \"a {token}\\u001b[31m style\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("training.instance_prompt") && err.contains("U+001B"),
+            "{err}"
+        );
+        assert!(resolve("instance_prompt = \"a {token}\\nstyle\"").is_ok());
+    }
 }

@@ -101,6 +101,177 @@ fn check_output_dir(base: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Settings a resumed run may change: the length of the run, where it computes, and what
+/// it writes and how often; every other setting defines the run its checkpoints belong to.
+const RESUMABLE_CHANGES: [&str; 13] = [
+    "steps",
+    "device",
+    "ignore_memory_check",
+    "output_dir",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "validate_every",
+    "validation_prompts",
+    "validation_steps",
+    "validation_loss_every",
+    "save_format",
+    "save_ema",
+    "save_raw",
+];
+
+/// The settings of a config as `section.key` → value, for comparison.
+fn flat_settings(text: &str, path: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    let value: toml::Table = toml::from_str(text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    fn walk(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk("", &toml::Value::Table(value), &mut out);
+    Ok(out)
+}
+
+/// A fingerprint of a base model (a folder or a single file): every weights and config
+/// file's relative path and size, and a hash of its first and last MiB (a safetensors
+/// header and the start and end of its data), so a changed model is told apart without
+/// reading gigabytes.
+fn base_fingerprint(base: &Path) -> Result<serde_json::Value> {
+    let mut found = Vec::new();
+    let mut stack = vec![base.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p).map_err(files::at(&p))?;
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).map_err(files::at(&p))? {
+                stack.push(e.map_err(files::at(&p))?.path());
+            }
+        } else if p
+            .extension()
+            .is_some_and(|e| e == "safetensors" || e == "json" || e == "txt")
+        {
+            found.push((p, meta.len()));
+        }
+    }
+    found.sort();
+    let mut entries = serde_json::Map::new();
+    for (p, len) in found {
+        use std::io::{Read, Seek, SeekFrom};
+        const SAMPLE: u64 = 1 << 20;
+        let mut f = std::fs::File::open(&p).map_err(files::at(&p))?;
+        let mut bytes = Vec::new();
+        (&mut f)
+            .take(SAMPLE)
+            .read_to_end(&mut bytes)
+            .map_err(files::at(&p))?;
+        if len > 2 * SAMPLE {
+            f.seek(SeekFrom::End(-(SAMPLE as i64)))
+                .map_err(files::at(&p))?;
+            f.read_to_end(&mut bytes).map_err(files::at(&p))?;
+        } else if len > SAMPLE {
+            f.read_to_end(&mut bytes).map_err(files::at(&p))?;
+        }
+        // FNV-1a: stable across builds and platforms.
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+        let name = p
+            .strip_prefix(base)
+            .unwrap_or(&p)
+            .to_string_lossy()
+            .into_owned();
+        entries.insert(name, serde_json::json!(format!("{len}:{hash:016x}")));
+    }
+    Ok(serde_json::Value::Object(entries))
+}
+
+/// `--resume`: refuses a config or a base model that differ from those the run folder's
+/// checkpoints were made with (its `config.toml` and `base.json`), before anything in the
+/// folder is changed.
+fn check_resume(cfg: &ResolvedConfig, run: &RunDir, base: &Path) -> Result<()> {
+    let stored = run.config();
+    if let Ok(text) = std::fs::read_to_string(&stored) {
+        let (was, now) = (
+            flat_settings(&text, &stored)?,
+            flat_settings(&cfg.to_toml()?, &stored)?,
+        );
+        let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+        let changed: Vec<String> = keys
+            .into_iter()
+            .filter(|k| {
+                !RESUMABLE_CHANGES.contains(&k.as_str())
+                    && k.as_str() != "base"
+                    && was.get(*k) != now.get(*k)
+            })
+            .map(|k| {
+                let show = |v: Option<&String>| v.map_or("unset".to_string(), |v| v.clone());
+                format!(
+                    "{k} (the run: {}, now: {})",
+                    show(was.get(k)),
+                    show(now.get(k))
+                )
+            })
+            .collect();
+        if !changed.is_empty() {
+            return Err(Error::RunFolder {
+                path: stored,
+                message: format!(
+                    "--resume: the config differs from the one the run's checkpoints were made \
+                     with in {}; resume with that config (only the steps, the device and the \
+                     output settings may change), or start a new run in another folder",
+                    changed.join(", ")
+                ),
+            });
+        }
+    }
+    let recorded = run.base_fingerprint();
+    if let Ok(text) = std::fs::read_to_string(&recorded) {
+        let was: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: recorded.clone(),
+            message: e.to_string(),
+        })?;
+        let now = base_fingerprint(base)?;
+        if was != now {
+            let differ: Vec<String> = match (was.as_object(), now.as_object()) {
+                (Some(a), Some(b)) => a
+                    .keys()
+                    .chain(b.keys())
+                    .filter(|k| a.get(*k) != b.get(*k))
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            return Err(Error::RunFolder {
+                path: run.root().to_path_buf(),
+                message: format!(
+                    "--resume: the base model {} is not the one the run started from ({} \
+                     changed: {}); resume with that base model, or start a new run in another folder",
+                    base.display(),
+                    recorded.display(),
+                    differ.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One step's batches: StyleRef and Aux rows in one batch, or (aspect-ratio buckets of
 /// different latent sizes) one batch each.
 enum Drawn {
@@ -571,6 +742,19 @@ pub fn train(
         Error::RunFolder { .. } => e,
         other => refused(other),
     })?;
+    if opts.resume {
+        check_resume(cfg, &run, &fetched.path)?;
+    }
+    let fingerprint = run.base_fingerprint();
+    if !fingerprint.exists() {
+        let text = serde_json::to_string_pretty(&base_fingerprint(&fetched.path).map_err(refused)?)
+            .map_err(|source| Error::Json {
+                what: "the base model's fingerprint".into(),
+                source,
+            })
+            .map_err(refused)?;
+        files::write(&fingerprint, text).map_err(|e| refused(e.into()))?;
+    }
     let resolved = local_base(cfg, &run, &fetched.path, resolve).map_err(refused)?;
     let cfg = &resolved;
     let mut run_loop = start(cfg, opts, &run, progress).map_err(refused)?;

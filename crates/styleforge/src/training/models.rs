@@ -16,7 +16,7 @@ use styleforge_models::folder::{LoadOptions, ModelFolder};
 use styleforge_models::tokenizer::ClipTokenizer;
 use styleforge_models::unet::UNet2DConditionModel;
 use styleforge_models::vae::AutoencoderKL;
-use styleforge_models::weights::CastCopies;
+use styleforge_models::weights::{check_finite, component_weight_files, CastCopies};
 use styleforge_schedulers::SchedulerConfig;
 
 use super::config::ResolvedConfig;
@@ -53,6 +53,13 @@ pub(crate) fn load_models(cfg: &ResolvedConfig, device: &Device) -> Result<Model
 
 fn load_parts(cfg: &ResolvedConfig, device: &Device) -> Result<Models> {
     let folder = ModelFolder::open(&cfg.base)?;
+    // NaN or infinite weights would only show as a NaN loss at the first step.
+    for part in ["unet", "text_encoder", "vae"] {
+        let dir = cfg.base.join(part);
+        if dir.is_dir() {
+            check_finite(&component_weight_files(&dir, cfg.variant.as_deref())?)?;
+        }
+    }
     let casts = CastCopies::new();
     let base = LoadOptions {
         dtype: cfg.precision.dtype(),

@@ -1,8 +1,10 @@
 //! `styleforge selftest …`: the trainer checked under adversity. `selftest faults` kills
 //! a real training run at random moments of every phase, fills its disk, resumes it, and
-//! compares the end with an uninterrupted run ([`campaign`]).
+//! compares the end with an uninterrupted run ([`campaign`]). `selftest fuzz` feeds mutated
+//! files to the library's readers of user input ([`fuzz`]).
 
 mod campaign;
+mod fuzz;
 mod phases;
 mod report;
 mod sitting;
@@ -31,6 +33,35 @@ enum SelftestCommand {
     /// checkpoint loadable, no temporary left. Prints kills per phase; exits non-zero on
     /// any failure.
     Faults(FaultsArgs),
+    /// Fuzz the readers of user files with seeded mutations of valid inputs: safetensors,
+    /// model configs, the training TOML, the tokenizer, images, PNG parameters, adapters,
+    /// single-file shape inference, prompts. Prints iterations, distinct errors and panics
+    /// per target; saves panicking inputs; exits non-zero on any panic.
+    Fuzz(FuzzArgs),
+}
+
+/// Arguments of `styleforge selftest fuzz`.
+#[derive(Args, Debug)]
+struct FuzzArgs {
+    /// Iterations per target.
+    #[arg(long, default_value_t = 100_000)]
+    iterations: u64,
+    /// The targets (comma-separated) [default: all]: safetensors, model-config,
+    /// train-config, tokenizer, image, png-parameters, adapters, single-file, prompt.
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
+    /// Seed of the mutations.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where panicking and hanging inputs are saved.
+    #[arg(long, default_value = "styleforge-fuzz-findings")]
+    findings: PathBuf,
+    /// Seconds one iteration may run before it counts as a hang (the process then stops).
+    #[arg(long, default_value_t = 20)]
+    hang_after: u64,
+    /// Rerun saved inputs (files or folders) of the one --target instead of fuzzing.
+    #[arg(long, num_args = 1..)]
+    replay: Vec<PathBuf>,
 }
 
 /// Arguments of `styleforge selftest faults`.
@@ -64,7 +95,60 @@ struct FaultsArgs {
 pub fn run(args: &SelftestArgs) -> Result<()> {
     match &args.command {
         SelftestCommand::Faults(a) => run_faults(a),
+        SelftestCommand::Fuzz(a) => run_fuzz(a),
     }
+}
+
+fn run_fuzz(args: &FuzzArgs) -> Result<()> {
+    if !args.replay.is_empty() {
+        let [target] = &args.target[..] else {
+            bail!("--replay needs exactly one --target");
+        };
+        let mut panicked = 0;
+        for (path, outcome) in fuzz::replay(target, &args.replay)? {
+            match outcome {
+                Ok(()) => println!("{}: no panic", path.display()),
+                Err(message) => {
+                    panicked += 1;
+                    println!("{}: PANIC {message}", path.display());
+                }
+            }
+        }
+        if panicked > 0 {
+            bail!("{panicked} input(s) made {target} panic");
+        }
+        return Ok(());
+    }
+    let opts = fuzz::Options {
+        iterations: args.iterations,
+        targets: args.target.clone(),
+        seed: args.seed,
+        findings: args.findings.clone(),
+        hang_after: std::time::Duration::from_secs(args.hang_after),
+    };
+    println!(
+        "fuzzing with seed {}, {} iterations per target",
+        args.seed, args.iterations
+    );
+    let reports = fuzz::run(&opts, |r| {
+        println!("{}", fuzz::render(r));
+        for (message, path) in &r.panics {
+            println!(
+                "  PANIC {message}
+    input saved in {}",
+                path.display()
+            );
+        }
+    })?;
+    let panics: u64 = reports.iter().map(|r| r.panic_count).sum();
+    if panics > 0 {
+        bail!(
+            "{panics} iteration(s) panicked; the inputs are in {}",
+            args.findings.display()
+        );
+    }
+    println!("no panics");
+    Ok(())
 }
 
 fn run_faults(args: &FaultsArgs) -> Result<()> {
