@@ -546,6 +546,7 @@ mod tests {
                 kid: None,
                 clip_t: Some(clip),
                 clip_i: None,
+                ..Default::default()
             },
             images: 4,
             generated_now: 0,
