@@ -1,7 +1,8 @@
 //! `styleforge::evaluation::protocol` end to end on the tiny SD1 fixture: a LoRA training
 //! run (2 steps) and the base model as a plain folder, each generating from two content
-//! prompts, scored with the tiny CLIP and a random-weights FID Inception; the table files;
-//! a rerun that generates nothing; bad inputs.
+//! prompts, scored with the tiny CLIP and a random-weights FID Inception (and, in the first
+//! test, the tiny CSD and DINOv2 of `fixtures/style` with the base model's pictures as
+//! content references); the table files; a rerun that generates nothing; bad inputs.
 
 #[path = "support/eval_data.rs"]
 mod eval_data;
@@ -105,10 +106,29 @@ fn runs_and_folders_become_one_table_and_reruns_generate_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     lora_run(&tmp.path().join("data"), &run);
-    let s = settings(tmp.path(), &run);
+    let mut s = settings(tmp.path(), &run);
+    let style = clip_fixture().join("../style");
+    s.eval.csd = Some(style.join("csd.safetensors"));
+    s.eval.dino = Some(style.join("dinov2"));
+    s.content_from = Some("base".into());
 
     let r = run_protocol(&s, &mut NoProgress).unwrap();
     assert_eq!(r.cells.len(), 2);
+    // Style descriptors: CSD and leak for every row, DINO content against the base's
+    // pictures for the others.
+    for label in ["LoRA", "base"] {
+        let m = &cell(&r, label).metrics;
+        assert!(
+            m.csd.is_some_and(f64::is_finite) && m.dino_leak.is_some(),
+            "{m:?}"
+        );
+    }
+    assert!(cell(&r, "LoRA")
+        .metrics
+        .dino_content
+        .is_some_and(|v| v.abs() <= 1.0));
+    assert!(cell(&r, "base").metrics.dino_content.is_none());
+    assert!(s.out.join("style-content.png").is_file());
     for label in ["LoRA", "base"] {
         let c = cell(&r, label);
         assert_eq!((c.images, c.generated_now), (4, 4), "{label}");
@@ -136,6 +156,14 @@ fn runs_and_folders_become_one_table_and_reruns_generate_nothing() {
     let md = std::fs::read_to_string(&r.markdown).unwrap();
     assert!(md.contains("| LoRA |") && md.contains("| base |"), "{md}");
     assert!(md.contains("FID ↓ test style"), "{md}");
+    for header in [
+        "CSD ↑ test style",
+        "DINO content ↑ test style",
+        "leak ↓ test style",
+    ] {
+        assert!(md.contains(header), "{header}: {md}");
+    }
+    assert!(md.contains("(style-content.png)"), "{md}");
     let html = std::fs::read_to_string(&r.html).unwrap();
     assert!(html.contains("<table id=\"protocol\">"));
     assert!(s.out.join("protocol.json").is_file());
@@ -183,6 +211,12 @@ fn bad_protocols_fail_clearly() {
     let err = run_protocol(&s, &mut NoProgress).unwrap_err().to_string();
     assert!(err.contains("distinct labels"), "{err}");
     assert!(!s.out.join("protocol.md").exists());
+
+    let mut s = settings(tmp.path(), &tmp.path().join("no-run"));
+    s.models.remove(0);
+    s.content_from = Some("nobody".into());
+    let err = run_protocol(&s, &mut NoProgress).unwrap_err().to_string();
+    assert!(err.contains("content_from `nobody`"), "{err}");
 }
 
 #[test]

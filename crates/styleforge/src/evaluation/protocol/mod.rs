@@ -4,8 +4,11 @@
 //! its style) and every content prompt, generate `images_per_prompt` images with
 //! `"{content}, {style phrase}"`, then score each model's images against its style's
 //! reference set with [`evaluate_with`](crate::evaluation::evaluate_with) (FID, KID, CLIP-T against the content prompt,
-//! CLIP-I), and write one comparison table shaped like the paper's main table: methods as
-//! rows, each metric × style as columns (`protocol.md`, `protocol.html`, `protocol.json`).
+//! CLIP-I; with a CSD model the CSD style score, with a DINO model the leak and, given
+//! [`ProtocolSettings::content_from`], the DINO content score), and write one comparison
+//! table shaped like the paper's main table: methods as rows, each metric × style as
+//! columns (`protocol.md`, `protocol.html`, `protocol.json`), with a scatter plot of style
+//! (CSD) against content (DINO content, else CLIP-T) per method ([`STYLE_CONTENT_CHART`]).
 //!
 //! Prompts are tagged `person:` or `scene:` ([`default_prompts`] ships 20 of each, simple
 //! subjects first, then compositional ones); Multi-StyleForge and Custom Diffusion runs,
@@ -34,7 +37,8 @@ use crate::progress::Progress;
 use crate::training::{Method, ResolvedConfig};
 use crate::RunDir;
 pub use scorer::{
-    report, CellImages, GenerationWork, ImageProtocol, InceptionClip, PROMPTS_PER_JOB,
+    report, style_content_points, write_style_content_chart, CellImages, GenerationWork,
+    ImageProtocol, InceptionClip, PROMPTS_PER_JOB, STYLE_CONTENT_CHART,
 };
 
 /// What a content prompt shows.
@@ -339,6 +343,13 @@ pub struct ProtocolFile {
     pub inception: Option<PathBuf>,
     /// CLIP model folder.
     pub clip: Option<PathBuf>,
+    /// CSD file (from `tools/convert_csd.py`).
+    pub csd: Option<PathBuf>,
+    /// DINO / DINOv2 folder or Hub name.
+    pub dino: Option<PathBuf>,
+    /// The row label whose pictures are the content references of the DINO content score
+    /// (usually the base model's row).
+    pub content_from: Option<String>,
     /// Output folder.
     pub out: Option<PathBuf>,
 }
@@ -366,7 +377,7 @@ impl ProtocolFile {
             m.run = m.run.as_deref().map(rel);
             m.path = m.path.as_deref().map(rel);
         }
-        for p in [&mut f.prompts, &mut f.inception, &mut f.out]
+        for p in [&mut f.prompts, &mut f.inception, &mut f.csd, &mut f.out]
             .into_iter()
             .flatten()
         {
@@ -374,7 +385,7 @@ impl ProtocolFile {
         }
         // `clip` may be a Hub name (`openai/clip-vit-base-patch16`): relative to the file
         // only when such a folder is there.
-        if let Some(c) = &mut f.clip {
+        for c in [&mut f.clip, &mut f.dino].into_iter().flatten() {
             if base.join(&*c).exists() {
                 *c = rel(c);
             }
@@ -404,6 +415,10 @@ pub struct ProtocolSettings {
     pub out: PathBuf,
     /// Metric settings (`inputs` are replaced per model).
     pub eval: EvalSettings,
+    /// The row label whose pictures (same prompt and seed) are every other row's content
+    /// references for the DINO content score, e.g. the base model's; `None`: no content
+    /// score.
+    pub content_from: Option<String>,
 }
 
 impl ProtocolSettings {
@@ -425,6 +440,7 @@ impl ProtocolSettings {
             seed: 1337,
             out,
             eval: EvalSettings::new(ImageSet::Files(vec![]), ImageSet::Files(vec![])),
+            content_from: None,
         }
     }
 }
@@ -575,5 +591,56 @@ mod tests {
         let html = render_html(&r).unwrap();
         assert!(html.contains("<td class=\"best\">13.000</td>"));
         assert!(html.contains("<table id=\"protocol\">"));
+        // Without style descriptors: no CSD / DINO columns and no scatter plot.
+        assert!(!md.contains("CSD") && !md.contains("leak"), "{md}");
+        assert!(style_content_points(&r).0.is_empty());
+    }
+
+    #[test]
+    fn style_descriptor_columns_and_the_scatter_plot() {
+        let cell = |label: &str, style: &str, csd: f64, content: f64, leak: f64| ProtocolCell {
+            label: label.into(),
+            style: style.into(),
+            metrics: Metrics {
+                clip_t: Some(25.0),
+                csd: Some(csd),
+                dino_content: Some(content),
+                dino_leak: Some(leak),
+                ..Default::default()
+            },
+            images: 4,
+            generated_now: 0,
+            eval_dir: PathBuf::from("evals/x"),
+        };
+        let r = ProtocolResult {
+            cells: vec![
+                cell("LoRA", "cubism", 0.61, 0.70, 0.40),
+                cell("StyleForge", "cubism", 0.72, 0.65, 0.30),
+                cell("LoRA", "ink", 0.55, 0.80, 0.35),
+            ],
+            styles: vec!["cubism".into(), "ink".into()],
+            prompts: default_prompts(),
+            images_per_prompt: 4,
+            markdown: PathBuf::new(),
+            html: PathBuf::new(),
+        };
+        let md = render_markdown(&r).unwrap();
+        for header in ["CSD ↑ cubism", "DINO content ↑ ink", "leak ↓ cubism"] {
+            assert!(md.contains(header), "{header}: {md}");
+        }
+        // Higher CSD is better, lower leak is better.
+        assert!(md.contains("**0.720**") && md.contains("**0.300**"), "{md}");
+        assert!(md.contains("![style (CSD) against content: DINO"), "{md}");
+        let (series, axis) = style_content_points(&r);
+        assert!(axis.contains("DINO"));
+        assert_eq!(
+            series[0],
+            ("LoRA".to_string(), vec![(0.61, 0.70), (0.55, 0.80)])
+        );
+        assert_eq!(series[1].1, vec![(0.72, 0.65)]);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(write_style_content_chart(&r, dir.path()).unwrap());
+        let png = image::open(dir.path().join(STYLE_CONTENT_CHART)).unwrap();
+        assert_eq!((png.width(), png.height()), (720, 480));
     }
 }
