@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use crate::clip_vision::preprocess::{
@@ -149,23 +150,11 @@ impl CsdModel {
             .get("config")
             .ok_or_else(|| bad("no `config` metadata (tools/convert_csd.py writes it)".into()))?;
         let config: ClipVisionConfig = parse_config(config_text, path)?;
-        let projection_dim = config.projection_dim;
         let store = Arc::new(WeightStore::frozen(&[path])?);
         let vb = store.var_builder(DType::F32, device);
-        let vision = ClipVisionModel::new(&config, vb.clone())?;
-        let d = config.hidden_size;
-        let style_projection =
-            crate::nn::linear_no_bias(d, projection_dim, vb.pp("style_projection"))?;
         let has_content = store.names().any(|n| n == "content_projection.weight");
-        let content_projection = if has_content {
-            Some(crate::nn::linear_no_bias(
-                d,
-                projection_dim,
-                vb.pp("content_projection"),
-            )?)
-        } else {
-            None
-        };
+        let mut model = Self::new(&config, vb, has_content)?;
+        model.path = path.to_path_buf();
         let unused = store.unused();
         if !unused.is_empty() {
             return Err(bad(format!(
@@ -174,15 +163,33 @@ impl CsdModel {
                 unused.join(", ")
             )));
         }
-        let processor = CsdProcessor {
-            size: config.image_size as u32,
+        Ok(model)
+    }
+
+    /// Builds the model from `vb` in the converted layout (`vision_model.`,
+    /// `style_projection.weight`, and `content_projection.weight` when `with_content`); the
+    /// projections map `hidden_size` to `config.projection_dim`.
+    pub fn new(config: &ClipVisionConfig, vb: VarBuilder, with_content: bool) -> Result<Self> {
+        let (d, p) = (config.hidden_size, config.projection_dim);
+        let vision = ClipVisionModel::new(config, vb.clone())?;
+        let style_projection = crate::nn::linear_no_bias(d, p, vb.pp("style_projection"))?;
+        let content_projection = if with_content {
+            Some(crate::nn::linear_no_bias(
+                d,
+                p,
+                vb.pp("content_projection"),
+            )?)
+        } else {
+            None
         };
         Ok(Self {
             vision,
             style_projection,
             content_projection,
-            processor,
-            path: path.to_path_buf(),
+            processor: CsdProcessor {
+                size: config.image_size as u32,
+            },
+            path: PathBuf::new(),
         })
     }
 
@@ -191,7 +198,7 @@ impl CsdModel {
         self.vision.config()
     }
 
-    /// The file the model was loaded from.
+    /// The file the model was loaded from (empty when built with [`Self::new`]).
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -4,7 +4,8 @@
 //! The embedding is the class token of `last_hidden_state`, i.e. after the final layer norm
 //! (`last_hidden_state[:, 0]`; for `Dinov2Model` this is also its `pooler_output`), as the
 //! DINO / DINOv2 papers and DreamBooth's DINO metric use it. `ViTModel`'s own
-//! `pooler_output` (a tanh dense layer, untrained in DINO checkpoints) is not used.
+//! `pooler_output` (a tanh dense layer that DINO's self-supervised training does not have) is
+//! not used.
 //!
 //! Both are pre-norm ViTs: patch embedding (conv with bias), class token, learned position
 //! embeddings, layers of `x + attn(norm1(x))`, `x + mlp(norm2(x))` (DINOv2 scales each branch

@@ -499,6 +499,11 @@ pub fn evaluate_with(
         });
     }
 
+    if inputs.content.is_some() && models.dino.is_none() {
+        warn(
+            "content references given but no DINO model: the DINO content score is skipped".into(),
+        );
+    }
     if let Some(m) = &models.dino {
         let (f, stats) = feature_iter.next().expect("one feature set per extractor");
         let (gen_rows, ref_rows, dim) = (f[..n_gen].concat(), f[n_gen..].concat(), f[0].len());
