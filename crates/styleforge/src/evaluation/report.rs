@@ -250,7 +250,7 @@ pub fn render_html(result: &EvalResult, gen_thumbs: &[String], ref_thumbs: &[Str
     }
     h.push_str("</tbody></table>\n");
     h.push_str(
-        r#"<p class="sub">FID, KID: lower is closer to the reference set. CLIP-T: higher follows the content prompt better (0–100). CLIP-I: higher is closer to the reference images (cosine, −1–1).</p>"#,
+        r#"<p class="sub">FID, KID: lower is closer to the reference set. CLIP-T: higher follows the content prompt better (0–100). CLIP-I: higher is closer to the reference images (cosine, −1–1). CSD style: higher is closer to the references' style, whatever their subjects (cosine); its CSLS form discounts images close to everything. DINO content: higher keeps the content reference's subject. DINO leak: lower copies less of the references' subjects.</p>"#,
     );
 
     if !result.warnings.is_empty() {
