@@ -146,6 +146,11 @@ pub struct ProtocolInputs {
     /// references for "DINO content ↑", e.g. the base model given as --model base=PATH.
     #[arg(long, value_name = "LABEL")]
     content_from: Option<String>,
+    /// Also score every kept checkpoint of each --run (full fine-tuning runs), one row per
+    /// step beside the final model, with a chart per run of CSD, CLIP-T and leak by step and
+    /// the step where the style score stops improving.
+    #[arg(long)]
+    checkpoints: bool,
     /// How images are resized to Inception's input.
     #[arg(long, value_enum, default_value = "clean-fid")]
     resize: ResizeArg,
@@ -260,13 +265,30 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
             });
         }
         for run in &args.runs {
-            file.model.push(ProtocolModel {
-                label: None,
-                style: Some(args.style.clone()),
-                run: Some(run.clone()),
-                path: None,
-                phrase: None,
-            });
+            let mut steps: Vec<Option<usize>> = Vec::new();
+            if args.checkpoints {
+                let kept = styleforge::evaluation::protocol::run_checkpoint_steps(run);
+                if kept.is_empty() {
+                    bail!(
+                        "--checkpoints: {} has no checkpoints (train with \
+                         output.checkpoint_every > 0, and output.keep_checkpoints large \
+                         enough to keep the ones to compare)",
+                        run.display()
+                    );
+                }
+                steps.extend(kept.into_iter().map(Some));
+            }
+            steps.push(None);
+            for checkpoint in steps {
+                file.model.push(ProtocolModel {
+                    label: None,
+                    style: Some(args.style.clone()),
+                    run: Some(run.clone()),
+                    path: None,
+                    phrase: None,
+                    checkpoint,
+                });
+            }
         }
         for m in &args.models {
             let Some((label, path)) = m.split_once('=') else {
@@ -278,6 +300,7 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
                 run: None,
                 path: Some(PathBuf::from(path)),
                 phrase: args.phrase.clone(),
+                checkpoint: None,
             });
         }
     }

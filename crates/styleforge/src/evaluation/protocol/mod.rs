@@ -37,8 +37,9 @@ use crate::progress::Progress;
 use crate::training::{Method, ResolvedConfig};
 use crate::RunDir;
 pub use scorer::{
-    report, style_content_points, write_style_content_chart, CellImages, GenerationWork,
-    ImageProtocol, InceptionClip, PROMPTS_PER_JOB, STYLE_CONTENT_CHART,
+    checkpoint_plateaus, report, style_content_points, write_charts, write_style_content_chart,
+    CellImages, CheckpointPlateau, CheckpointScores, GenerationWork, ImageProtocol, InceptionClip,
+    ScatterSeries, PLATEAU_TOLERANCE, PROMPTS_PER_JOB, STYLE_CONTENT_CHART,
 };
 
 /// What a content prompt shows.
@@ -125,6 +126,10 @@ pub struct ProtocolModel {
     /// run's comes from its config.
     #[serde(default)]
     pub phrase: Option<String>,
+    /// With `run`: this checkpoint step (`checkpoints/step-NNNNNNN`) instead of the final
+    /// model (full fine-tuning runs), to see how the scores change over training.
+    #[serde(default)]
+    pub checkpoint: Option<usize>,
 }
 
 /// A model ready to sample from: where it is, what to apply, how to call its style.
@@ -142,6 +147,9 @@ pub struct ResolvedModel {
     pub person_phrase: String,
     /// Phrase for `scene:` prompts.
     pub scene_phrase: String,
+    /// For a run's model: the run's row label without a step, and the training step (the
+    /// final model's is the run's step count); `None` for a model folder.
+    pub checkpoint: Option<(String, usize)>,
 }
 
 impl ResolvedModel {
@@ -234,6 +242,21 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 }
             };
             let mut adapters = GenerationAdapters::default();
+            let series = m
+                .label
+                .clone()
+                .unwrap_or_else(|| method_label(cfg.method).to_string());
+            if let Some(step) = m.checkpoint {
+                return Ok(ResolvedModel {
+                    label: format!("{series} step {step}"),
+                    style,
+                    dir: checkpoint_model(&cfg, run, step)?,
+                    adapters,
+                    person_phrase: person,
+                    scene_phrase: scene,
+                    checkpoint: Some((series, step)),
+                });
+            }
             let dir = if cfg.method.is_adapter() {
                 match cfg.method {
                     Method::Lora => adapters
@@ -253,12 +276,13 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 model
             };
             Ok(ResolvedModel {
-                label: m.label.clone().unwrap_or_else(|| method_label(cfg.method).to_string()),
+                label: series.clone(),
                 style,
                 dir,
                 adapters,
                 person_phrase: person,
                 scene_phrase: scene,
+                checkpoint: Some((series, cfg.steps)),
             })
         }
         (None, Some(path)) => {
@@ -273,6 +297,7 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 adapters: GenerationAdapters::default(),
                 person_phrase: phrase.clone(),
                 scene_phrase: phrase,
+                checkpoint: None,
             })
         }
         _ => Err(Error::InvalidRequest(
@@ -292,6 +317,107 @@ pub fn style_phrase(instance_prompt: &str) -> String {
         }
     }
     p.to_string()
+}
+
+/// The steps of a run's complete checkpoints, oldest first.
+pub fn run_checkpoint_steps(run: &Path) -> Vec<usize> {
+    crate::training::checkpoint::list(&RunDir::new(run).checkpoints())
+        .into_iter()
+        .map(|(step, _)| step)
+        .collect()
+}
+
+/// A full fine-tuning run's checkpoint as a diffusers folder, `<checkpoint>/model/` (made
+/// once): links to the base model's parts and to the checkpoint's UNet (and text encoder)
+/// weights, which are the tensors the final model folder is written from. EMA weights, if
+/// the run keeps them, are not used.
+pub fn checkpoint_model(cfg: &ResolvedConfig, run: &Path, step: usize) -> Result<PathBuf> {
+    if cfg.method.is_adapter() {
+        return Err(Error::InvalidRequest(format!(
+            "{}: scoring checkpoints needs a full fine-tuning run (StyleForge, DreamBooth); \
+             {} checkpoints hold adapter weights",
+            run.display(),
+            method_label(cfg.method)
+        )));
+    }
+    let checkpoints = RunDir::new(run).checkpoints();
+    let ckpt = crate::training::checkpoint::checkpoint_dir(&checkpoints, step);
+    if !ckpt.join("state.json").is_file() || !ckpt.join("unet.safetensors").is_file() {
+        let kept = run_checkpoint_steps(run);
+        return Err(Error::Data {
+            path: ckpt,
+            message: format!(
+                "no complete checkpoint of step {step} (the run keeps {kept:?}; \
+                 output.keep_checkpoints limits how many are kept)"
+            ),
+        });
+    }
+    let out = ckpt.join("model");
+    if out.join("model_index.json").is_file() {
+        return Ok(out);
+    }
+    let abs = |p: &Path| {
+        p.canonicalize().map_err(|e| Error::Data {
+            path: p.to_path_buf(),
+            message: e.to_string(),
+        })
+    };
+    let base = abs(&base_folder(cfg, run)?)?;
+    let ckpt = abs(&ckpt)?;
+    files::write_dir_with(&out, |tmp| -> Result<()> {
+        link(
+            &base.join("model_index.json"),
+            &tmp.join("model_index.json"),
+        )?;
+        for part in ["scheduler", "tokenizer", "vae"] {
+            if base.join(part).is_dir() {
+                link(&base.join(part), &tmp.join(part))?;
+            }
+        }
+        files::create_dir_all(&tmp.join("unet"))?;
+        link(
+            &base.join("unet/config.json"),
+            &tmp.join("unet/config.json"),
+        )?;
+        link(
+            &ckpt.join("unet.safetensors"),
+            &tmp.join("unet/diffusion_pytorch_model.safetensors"),
+        )?;
+        if ckpt.join("text_encoder.safetensors").is_file() {
+            files::create_dir_all(&tmp.join("text_encoder"))?;
+            link(
+                &base.join("text_encoder/config.json"),
+                &tmp.join("text_encoder/config.json"),
+            )?;
+            link(
+                &ckpt.join("text_encoder.safetensors"),
+                &tmp.join("text_encoder/model.safetensors"),
+            )?;
+        } else {
+            link(&base.join("text_encoder"), &tmp.join("text_encoder"))?;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A symbolic link at `dst` to `src` (a copy where links are not available).
+fn link(src: &Path, dst: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(src, dst).map_err(|e| Error::Data {
+            path: dst.to_path_buf(),
+            message: format!("cannot link to {}: {e}", src.display()),
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        if src.is_dir() {
+            Ok(files::copy_dir(src, dst)?)
+        } else {
+            Ok(files::copy_file(src, dst)?)
+        }
+    }
 }
 
 /// An adapter run's base model as a diffusers folder: the `base-model/` a single-file base
@@ -460,6 +586,10 @@ pub struct ProtocolCell {
     pub generated_now: usize,
     /// The evaluation's folder (`metrics.json`, `report.html`), relative to the output.
     pub eval_dir: PathBuf,
+    /// For a run's model: the run's row label without a step, and the training step
+    /// ([`ResolvedModel::checkpoint`]).
+    #[serde(default)]
+    pub checkpoint: Option<(String, usize)>,
 }
 
 /// Everything the protocol produced.
@@ -539,6 +669,7 @@ mod tests {
             adapters: GenerationAdapters::default(),
             person_phrase: "ohwx style".into(),
             scene_phrase: "phol style".into(),
+            checkpoint: None,
         };
         let person = ContentPrompt {
             text: "a man".into(),
@@ -567,6 +698,7 @@ mod tests {
             images: 4,
             generated_now: 0,
             eval_dir: PathBuf::from("evals/cubism/x"),
+            checkpoint: None,
         };
         let r = ProtocolResult {
             cells: vec![
@@ -611,6 +743,7 @@ mod tests {
             images: 4,
             generated_now: 0,
             eval_dir: PathBuf::from("evals/x"),
+            checkpoint: None,
         };
         let r = ProtocolResult {
             cells: vec![

@@ -294,6 +294,7 @@ impl Protocol for ImageProtocol<'_> {
                     .strip_prefix(&s.out)
                     .unwrap_or(&eval_dir)
                     .to_path_buf(),
+                checkpoint: model.checkpoint.clone(),
             });
         }
         let files = crate::protocol::ReportFiles::new(&s.out, self.stem());
@@ -305,7 +306,7 @@ impl Protocol for ImageProtocol<'_> {
             markdown: files.markdown,
             html: files.html,
         };
-        write_style_content_chart(&result, &s.out)?;
+        write_charts(&result, &s.out)?;
         Ok((report(&result)?, result))
     }
 }
@@ -512,12 +513,7 @@ pub fn report(result: &ProtocolResult) -> Result<Report> {
         intro: format!(
             "{n} prompts × {k} images per model; FID/KID against each style's reference set, \
              CLIP-T against the content prompt, CLIP-I against the reference images{}.",
-            if metrics.len() > COLUMNS.len() {
-                "; CSD style cosine against the references, DINO content against the content \
-                 model's picture for the same prompt and seed, DINO leak against the references"
-            } else {
-                ""
-            }
+            descriptor_intro(&metrics)
         ),
         html_intro: Some(format!(
             "{n} prompts × {k} images per model. FID and KID against each style's reference \
@@ -535,6 +531,15 @@ pub fn report(result: &ProtocolResult) -> Result<Report> {
         }],
         notes: chart_note(result)
             .into_iter()
+            .chain(
+                checkpoint_plateaus(result)
+                    .into_iter()
+                    .map(|p| Note::Image {
+                        alt: p.summary(),
+                        heading: p.summary(),
+                        file: p.file(),
+                    }),
+            )
             .chain([Note::Links {
                 heading: "Per model".into(),
                 items: result
@@ -552,6 +557,167 @@ pub fn report(result: &ProtocolResult) -> Result<Report> {
             .collect(),
         json: crate::protocol::table::to_json(result)?,
     })
+}
+
+/// How far below its best CSD score a checkpoint may be and still count as having reached
+/// the plateau.
+pub const PLATEAU_TOLERANCE: f64 = 0.01;
+
+/// A checkpoint's scores: `(step, CSD, CLIP-T, DINO leak)`.
+pub type CheckpointScores = (usize, Option<f64>, Option<f64>, Option<f64>);
+
+/// One run's checkpoints for one style: the scores by step and the step where the style
+/// score stops improving.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointPlateau {
+    /// The run's row label (without the step).
+    pub series: String,
+    /// The style.
+    pub style: String,
+    /// `(step, CSD, CLIP-T, DINO leak)` per checkpoint, by step.
+    pub steps: Vec<CheckpointScores>,
+    /// The earliest step whose CSD is within [`PLATEAU_TOLERANCE`] of the best (`None`
+    /// without CSD scores): later checkpoints add no style, so only their alignment and
+    /// leakage change.
+    pub plateau: Option<usize>,
+}
+
+impl CheckpointPlateau {
+    /// The chart's file name.
+    pub fn file(&self) -> String {
+        format!(
+            "checkpoints-{}-{}.png",
+            slug(&self.series),
+            slug(&self.style)
+        )
+    }
+
+    /// One sentence: where the plateau is and how CLIP-T and the leak change after it.
+    pub fn summary(&self) -> String {
+        let Some(p) = self.plateau else {
+            return format!("{} ({}): no CSD scores", self.series, self.style);
+        };
+        let at = |k: usize| self.steps.iter().find(|s| s.0 == k).copied();
+        let (Some(first), Some(last)) = (at(p), self.steps.last().copied()) else {
+            return String::new();
+        };
+        let mut s = format!(
+            "{} ({}): style (CSD) reaches its plateau at step {p}",
+            self.series, self.style
+        );
+        if last.0 > p {
+            let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
+            let mut parts = Vec::new();
+            if let Some(d) = delta(first.2, last.2) {
+                parts.push(format!("CLIP-T {d:+.2}"));
+            }
+            if let Some(d) = delta(first.3, last.3) {
+                parts.push(format!("leak {d:+.3}"));
+            }
+            if !parts.is_empty() {
+                s.push_str(&format!(
+                    "; from there to step {}: {}",
+                    last.0,
+                    parts.join(", ")
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// Every run scored at two or more training steps (its checkpoints and final model) in
+/// `result`, per style, in first-seen order.
+pub fn checkpoint_plateaus(result: &ProtocolResult) -> Vec<CheckpointPlateau> {
+    let mut out: Vec<CheckpointPlateau> = Vec::new();
+    for c in &result.cells {
+        let Some((series, step)) = &c.checkpoint else {
+            continue;
+        };
+        let row = (*step, c.metrics.csd, c.metrics.clip_t, c.metrics.dino_leak);
+        match out
+            .iter_mut()
+            .find(|p| &p.series == series && p.style == c.style)
+        {
+            Some(p) => {
+                if !p.steps.iter().any(|s| s.0 == *step) {
+                    p.steps.push(row)
+                }
+            }
+            None => out.push(CheckpointPlateau {
+                series: series.clone(),
+                style: c.style.clone(),
+                steps: vec![row],
+                plateau: None,
+            }),
+        }
+    }
+    out.retain(|p| p.steps.len() >= 2);
+    for p in &mut out {
+        p.steps.sort_by_key(|s| s.0);
+        let best = p
+            .steps
+            .iter()
+            .filter_map(|s| s.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        p.plateau = p
+            .steps
+            .iter()
+            .find(|s| s.1.is_some_and(|v| v >= best - PLATEAU_TOLERANCE))
+            .map(|s| s.0);
+    }
+    out
+}
+
+/// Writes the pictures beside the tables: the style-against-content scatter plot and one
+/// chart per run's checkpoint series (CSD and leak on the left axis, CLIP-T on the right).
+pub fn write_charts(result: &ProtocolResult, out: &Path) -> Result<()> {
+    write_style_content_chart(result, out)?;
+    for p in checkpoint_plateaus(result) {
+        let series = |i: usize| -> Vec<(f64, f64)> {
+            p.steps
+                .iter()
+                .filter_map(|s| {
+                    let v = [s.1, s.2, s.3][i];
+                    v.map(|v| (s.0 as f64, v))
+                })
+                .collect()
+        };
+        let palette = crate::report::PALETTE;
+        let mut chart = crate::report::LineChart::new(
+            format!("{} ({}) by checkpoint", p.series, p.style),
+            "training step",
+            "cosine",
+        )
+        .series("CSD style ↑", &series(0), palette[0])
+        .series("DINO leak ↓", &series(2), palette[3]);
+        let clip_t = series(1);
+        if !clip_t.is_empty() {
+            chart = chart.secondary_series("CLIP-T ↑", "CLIP-T", &clip_t, palette[2]);
+        }
+        chart.save(&out.join(p.file()), 720, 420)?;
+    }
+    Ok(())
+}
+
+/// What the style-descriptor columns among `metrics` measure, as a clause of the intro.
+fn descriptor_intro(metrics: &[MetricColumn]) -> String {
+    let parts: Vec<&str> = metrics
+        .iter()
+        .filter_map(|(name, _, _)| match *name {
+            "CSD ↑" => Some("CSD style cosine against the references"),
+            "DINO content ↑" => {
+                Some("DINO content against the content row's picture for the same prompt and seed")
+            }
+            "leak ↓" => Some("DINO leak against the references"),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
 }
 
 /// The scatter plot's note when the result has points for it.
