@@ -44,6 +44,8 @@ WORKLOADS = {
     "vae-decode-sd15-b1": ("vae-decode", "vae-sd15.json", 1, 5),
     "inception-fid-b16": ("inception", None, 16, 5),
     "clip-b16-image-b16": ("clip-vision", "clip-vit-b16-vision.json", 16, 5),
+    "csd-l14-style-b8": ("csd", "csd-vit-l14.json", 8, 3),
+    "dinov2-base-cls-b16": ("dinov2", "dinov2-base.json", 16, 5),
     "fid-2048": ("fid", None, 2500, 5),
     "fid-2048-n20": ("fid", None, 20, 5),
     # StyleForge's step at 512 px: UNet + text encoder trained, StyleRef + Aux rows.
@@ -215,6 +217,43 @@ def build(name, configs_dir):
         def step():
             with torch.no_grad():
                 model(pixel_values=x).image_embeds
+
+        return step, info
+
+    if kind == "csd":
+        # learn2phoenix/CSD's CSD_CLIP: the CLIP image tower (OpenAI layout; transformers'
+        # CLIPVisionModel computes the same), `feature @ last_layer_style`, L2-normalised.
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        model = CLIPVisionModel(CLIPVisionConfig.from_dict(cfg)).to(torch.float32).eval()
+        style = torch.randn(cfg["hidden_size"], cfg["projection_dim"], generator=g) * cfg["hidden_size"] ** -0.5
+        size = cfg["image_size"]
+        x = torch.randn(b, 3, size, size, generator=g)
+        info["attention"] = [str(getattr(model.config, "_attn_implementation", None))]
+        info["params"] = sum(p.numel() for p in model.parameters()) + style.numel()
+        info["inputs"] = {"pixel_values": list(x.shape)}
+
+        def step():
+            with torch.no_grad():
+                feature = model(pixel_values=x).pooler_output
+                F.normalize(feature @ style, dim=1, p=2)
+
+        return step, info
+
+    if kind == "dinov2":
+        # transformers' Dinov2Model (trained at 518 px) on 224 px inputs: position embeddings
+        # interpolated; the class token of last_hidden_state.
+        from transformers import Dinov2Config, Dinov2Model
+
+        model = Dinov2Model(Dinov2Config.from_dict(cfg)).to(torch.float32).eval()
+        x = torch.randn(b, 3, 224, 224, generator=g)
+        info["attention"] = [str(getattr(model.config, "_attn_implementation", None))]
+        info["params"] = sum(p.numel() for p in model.parameters())
+        info["inputs"] = {"pixel_values": list(x.shape)}
+
+        def step():
+            with torch.no_grad():
+                model(pixel_values=x).last_hidden_state[:, 0]
 
         return step, info
 

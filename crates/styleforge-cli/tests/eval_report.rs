@@ -99,6 +99,9 @@ fn eval_writes_a_report_that_renders() {
     write_images(&reference, 20, &[None, None]);
     let inception = random_inception_weights();
     let clip = clip_fixture();
+    let style = clip.join("../style");
+    let (csd, dino) = (style.join("csd.safetensors"), style.join("dinov2"));
+    let content = reference.join("img-00.png");
     let cache = tmp.path().join("cache");
     let o = run(&[
         "eval",
@@ -110,6 +113,12 @@ fn eval_writes_a_report_that_renders() {
         inception.to_str().unwrap(),
         "--clip",
         clip.to_str().unwrap(),
+        "--csd",
+        csd.to_str().unwrap(),
+        "--dino",
+        dino.to_str().unwrap(),
+        "--content",
+        content.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "--cache",
@@ -122,7 +131,16 @@ fn eval_writes_a_report_that_renders() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&o.stdout);
-    for name in ["FID", "KID", "CLIP-T", "CLIP-I"] {
+    for name in [
+        "FID",
+        "KID",
+        "CLIP-T",
+        "CLIP-I",
+        "CSD style",
+        "CSD style (CSLS)",
+        "DINO content",
+        "DINO leak",
+    ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(name)),
             "stdout lacks {name}: {stdout}"
@@ -130,7 +148,11 @@ fn eval_writes_a_report_that_renders() {
     }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
-    assert!(json["metrics"]["fid"].is_f64(), "{json}");
+    for key in ["fid", "csd", "dino_content", "dino_leak"] {
+        assert!(json["metrics"][key].is_f64(), "{key}: {json}");
+    }
+    assert!(json["metrics"]["csd_csls"]["mean"].is_f64(), "{json}");
+    assert!(json["generated"][0]["csd"].is_f64(), "{json}");
     assert_eq!(json["settings"]["seed"], 3);
     assert_eq!(json["counts"]["generated"], 3);
     let report = out.join("report.html");
@@ -158,7 +180,16 @@ fn eval_writes_a_report_that_renders() {
     };
     let dom = dump_dom(&browser, &report, &tmp.path().join("chromium-profile"));
     let metrics = element(&dom, "table", "metrics");
-    for id in ["fid", "kid", "clip-t", "clip-i"] {
+    for id in [
+        "fid",
+        "kid",
+        "clip-t",
+        "clip-i",
+        "csd",
+        "csd-csls",
+        "dino-content",
+        "dino-leak",
+    ] {
         let row = format!("id=\"metric-{id}\"");
         assert!(
             metrics.contains(&row),

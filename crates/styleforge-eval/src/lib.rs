@@ -13,6 +13,8 @@
 //! * [`kid`](mod@kid) — Kernel Inception Distance: the unbiased MMD² estimate with the cubic
 //!   polynomial kernel `k(x, y) = (x·y/d + 1)³`, averaged over random subsets, as
 //!   torchmetrics' `KernelInceptionDistance` computes it.
+//! * [`style`] — embedding similarity for style (CSD) and content (DINO): mean cosine per
+//!   image and overall, its CSLS-corrected form, and paired cosines.
 //!
 //! Feature sets are passed as row-major `[n, d]` slices of `f32` or `f64` wrapped in a
 //! [`FeatureMatrix`].
@@ -23,6 +25,7 @@ pub mod error;
 pub mod features;
 pub mod fid;
 pub mod kid;
+pub mod style;
 
 pub use error::{EvalError, Result};
 pub use features::{FeatureMatrix, FeatureScalar};

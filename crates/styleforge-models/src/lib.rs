@@ -9,6 +9,9 @@
 //! - [`clip_text`]: `CLIPTextModel`, prompt ids → conditioning.
 //! - [`clip_vision`]: `CLIPVisionModel`, `CLIPModel` (both towers + projections), the CLIP
 //!   image processor and CLIP-T / CLIP-I scores for evaluation.
+//! - [`dino`]: DINO (`ViTModel`) and DINOv2 (`Dinov2Model`) class-token embeddings, for
+//!   content similarity and content leakage.
+//! - [`csd`]: the CSD style descriptor (CLIP image tower + style projection).
 //! - [`inception`]: the FID InceptionV3 (pytorch-fid's), images → 2048-d pool3 features.
 //! - [`nn`]: the layers these share (norms, attention, resampling), each with a backward.
 //! - [`weights`]: strict safetensors loading with clear errors, frozen or trainable.
@@ -24,6 +27,8 @@ pub mod blocks;
 pub mod clip_text;
 pub mod clip_vision;
 pub mod config;
+pub mod csd;
+pub mod dino;
 pub mod error;
 pub mod files;
 pub mod folder;

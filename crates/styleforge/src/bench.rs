@@ -30,6 +30,12 @@ pub enum BenchModel {
     Inception,
     /// CLIP ViT-B/16's vision tower (image features for CLIP-T / CLIP-I).
     ClipVision,
+    /// CSD: CLIP ViT-L/14's vision tower and the 1024 → 768 style projection, normalised
+    /// (the CSD style score's features).
+    Csd,
+    /// DINOv2-base (`Dinov2Model`, trained at 518 px) on 224 px images: the class-token
+    /// embedding of the DINO content and leak scores, position embeddings resampled.
+    Dinov2,
     /// The Fréchet distance of two 2048-d feature sets of this many images each: 2500
     /// takes the `d × d` route from statistics, 20 (a style's reference set) the small-set
     /// route from the features.
@@ -129,6 +135,8 @@ pub fn config_text(name: &str) -> Option<&'static str> {
         "clip-vit-b16-vision.json" => {
             include_str!("../../../bench/configs/clip-vit-b16-vision.json")
         }
+        "csd-vit-l14.json" => include_str!("../../../bench/configs/csd-vit-l14.json"),
+        "dinov2-base.json" => include_str!("../../../bench/configs/dinov2-base.json"),
         _ => return None,
     })
 }
@@ -163,6 +171,8 @@ pub fn workloads() -> Vec<Workload> {
         w("vae-decode-sd15-b1", VaeDecode, Forward, 1),
         w("inception-fid-b16", Inception, Forward, 16),
         w("clip-b16-image-b16", ClipVision, Forward, 16),
+        w("csd-l14-style-b8", Csd, Forward, 8),
+        w("dinov2-base-cls-b16", Dinov2, Forward, 16),
         w("fid-2048", Fid(2500), Forward, 1),
         w("fid-2048-n20", Fid(20), Forward, 1),
         w(
@@ -364,6 +374,29 @@ fn prepare_with(
             Ok(Box::new(move || {
                 use candle_core::Module;
                 projection.forward(&tower.forward(&x)?.pooled)?;
+                Ok(())
+            }))
+        }
+        BenchModel::Csd => {
+            let text = config_text("csd-vit-l14.json").expect("embedded");
+            let cfg: styleforge_models::clip_vision::ClipVisionConfig =
+                parse_config(text, Path::new("csd-vit-l14.json"))?;
+            let csd = styleforge_models::csd::CsdModel::new(&cfg, vb, false)?;
+            let x = seeded_normal(&[b, 3, cfg.image_size, cfg.image_size], 9, device)?;
+            Ok(Box::new(move || {
+                csd.forward(&x)?;
+                Ok(())
+            }))
+        }
+        BenchModel::Dinov2 => {
+            let text = config_text("dinov2-base.json").expect("embedded");
+            let cfg: styleforge_models::dino::DinoConfig =
+                parse_config(text, Path::new("dinov2-base.json"))?;
+            let processor = styleforge_models::clip_vision::ClipImageProcessor::default();
+            let dino = styleforge_models::dino::DinoModel::new(&cfg, vb, processor)?;
+            let x = seeded_normal(&[b, 3, 224, 224], 10, device)?;
+            Ok(Box::new(move || {
+                dino.cls_embeddings(&x)?;
                 Ok(())
             }))
         }

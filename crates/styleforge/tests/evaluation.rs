@@ -249,3 +249,92 @@ fn clip_only_in_memory_with_prompt_lines() {
     let err = evaluate(&none, &mut NoProgress).unwrap_err().to_string();
     assert!(err.contains("CLIP") && err.contains("Inception"), "{err}");
 }
+
+/// Mean over all pairs of the cosine matrix of two embedding batches.
+fn mean_pair_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f64> {
+    let cos = |x: &[f32], y: &[f32]| {
+        let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+        let n = |v: &[f32]| v.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+        dot / (n(x) * n(y))
+    };
+    a.iter()
+        .map(|x| b.iter().map(|y| cos(x, y)).sum::<f64>() / b.len() as f64)
+        .collect()
+}
+
+#[test]
+fn csd_style_and_dino_content_and_leak() {
+    use styleforge::models::csd::CsdModel;
+    use styleforge::models::dino::DinoModel;
+    let style_fixtures = clip_fixture().join("../style");
+    let named = |base: u64, n: u64| -> Vec<NamedImage> {
+        (0..n)
+            .map(|i| NamedImage {
+                name: format!("img-{base}-{i}"),
+                image: test_image(base + i, 40 + 3 * i as u32, 36),
+                prompt: None,
+            })
+            .collect()
+    };
+    let (gen, reference, content) = (named(500, 3), named(600, 4), named(700, 1));
+    let mut s = EvalSettings::new(
+        ImageSet::Memory(gen.clone()),
+        ImageSet::Memory(reference.clone()),
+    );
+    s.csd = Some(style_fixtures.join("csd.safetensors"));
+    s.dino = Some(style_fixtures.join("dinov2"));
+    s.inputs.content = Some(ImageSet::Memory(content.clone()));
+    s.cache = CacheLocation::Disabled;
+    s.csls_k = 2;
+    let r = evaluate(&s, &mut NoProgress).unwrap();
+    assert!(r.metrics.fid.is_none() && r.metrics.clip_i.is_none());
+
+    let imgs = |v: &[NamedImage]| v.iter().map(|n| n.image.clone()).collect::<Vec<_>>();
+    let csd = CsdModel::load(s.csd.as_ref().unwrap(), &Device::Cpu).unwrap();
+    let embed_csd = |v: &[NamedImage]| -> Vec<Vec<f32>> {
+        csd.embed_images(&imgs(v)).unwrap().to_vec2().unwrap()
+    };
+    let per_image = mean_pair_cosine(&embed_csd(&gen), &embed_csd(&reference));
+    let mean = per_image.iter().sum::<f64>() / 3.0;
+    assert!((r.metrics.csd.unwrap() - mean).abs() < 1e-6);
+    for (rec, v) in r.generated.iter().zip(&per_image) {
+        assert!((rec.csd.unwrap() - v).abs() < 1e-6);
+    }
+    assert_eq!(r.metrics.csd_csls.as_ref().unwrap().k, 2);
+
+    let dino = DinoModel::load(s.dino.as_ref().unwrap(), &Device::Cpu).unwrap();
+    let embed_dino = |v: &[NamedImage]| -> Vec<Vec<f32>> {
+        dino.embed_images(&imgs(v)).unwrap().to_vec2().unwrap()
+    };
+    let g = embed_dino(&gen);
+    let leak = mean_pair_cosine(&g, &embed_dino(&reference));
+    assert!((r.metrics.dino_leak.unwrap() - leak.iter().sum::<f64>() / 3.0).abs() < 1e-6);
+    // One content reference is compared with every generated image.
+    let content_cos = mean_pair_cosine(&g, &embed_dino(&content));
+    for (rec, v) in r.generated.iter().zip(&content_cos) {
+        assert!((rec.dino_content.unwrap() - v).abs() < 1e-6);
+    }
+    let expected = content_cos.iter().sum::<f64>() / 3.0;
+    assert!((r.metrics.dino_content.unwrap() - expected).abs() < 1e-6);
+    assert_eq!(r.models.dino.as_ref().unwrap().extraction.extracted, 8);
+
+    let rows = r.metric_rows();
+    for id in ["csd", "csd-csls", "dino-content", "dino-leak"] {
+        let row = rows.iter().find(|row| row.id == id).unwrap();
+        assert_ne!(row.value, "skipped", "{id}: {}", row.detail);
+    }
+    // metrics.json carries the new fields and reads back (to the printed precision).
+    let json = r.to_json().unwrap();
+    let back: EvalResult = serde_json::from_str(&json).unwrap();
+    let near = |a: Option<f64>, b: Option<f64>| (a.unwrap() - b.unwrap()).abs() < 1e-12;
+    assert!(near(back.metrics.csd, r.metrics.csd));
+    assert!(near(back.metrics.dino_content, r.metrics.dino_content));
+    assert!(near(back.metrics.dino_leak, r.metrics.dino_leak));
+    assert!(near(back.generated[0].csd, r.generated[0].csd));
+    assert_eq!(back.models.dino, r.models.dino);
+
+    // A content set that pairs with neither one nor every generated image is refused.
+    s.inputs.content = Some(ImageSet::Memory(named(800, 2)));
+    let err = evaluate(&s, &mut NoProgress).unwrap_err().to_string();
+    assert!(err.contains("one per generated image"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! `styleforge::evaluation::protocol` end to end on the tiny SD1 fixture: a LoRA training
 //! run (2 steps) and the base model as a plain folder, each generating from two content
-//! prompts, scored with the tiny CLIP and a random-weights FID Inception; the table files;
-//! a rerun that generates nothing; bad inputs.
+//! prompts, scored with the tiny CLIP and a random-weights FID Inception (and, in the first
+//! test, the tiny CSD and DINOv2 of `fixtures/style` with the base model's pictures as
+//! content references); the table files; a rerun that generates nothing; bad inputs.
 
 #[path = "support/eval_data.rs"]
 mod eval_data;
@@ -23,11 +24,17 @@ fn base() -> PathBuf {
 
 /// A finished 2-step LoRA run on tiny-sd1.
 fn lora_run(data: &Path, out: &Path) {
+    tiny_run("lora", 2, 0, data, out)
+}
+
+/// A finished run of `method` on tiny-sd1, `steps` long, checkpointed every
+/// `checkpoint_every` steps (0: none), every checkpoint kept.
+fn tiny_run(method: &str, steps: usize, checkpoint_every: usize, data: &Path, out: &Path) {
     write_images(&data.join("style"), 7, &[None, None, None]);
     write_images(&data.join("aux"), 8, &[None, None]);
     let text = format!(
         r#"
-method = "lora"
+method = "{method}"
 seed = 3
 [model]
 base = {:?}
@@ -36,16 +43,17 @@ resolution = 16
 [training]
 num_aux_images = 2
 [optim]
-steps = 2
+steps = {steps}
 [output]
 dir = {:?}
-checkpoint_every = 0
+checkpoint_every = {checkpoint_every}
+keep_checkpoints = 10
 validate_every = 0
 "#,
         base().display().to_string(),
         out.display().to_string()
     );
-    let mut cfg = TrainConfig::from_toml(&text, Path::new("lora.toml")).unwrap();
+    let mut cfg = TrainConfig::from_toml(&text, Path::new("run.toml")).unwrap();
     cfg.data.concepts = vec![ConceptConfig {
         style_dir: data.join("style"),
         aux_dir: Some(data.join("aux")),
@@ -69,6 +77,7 @@ fn settings(tmp: &Path, run: &Path) -> ProtocolSettings {
             run: Some(run.to_path_buf()),
             path: None,
             phrase: None,
+            checkpoint: None,
         },
         ProtocolModel {
             label: Some("base".into()),
@@ -76,6 +85,7 @@ fn settings(tmp: &Path, run: &Path) -> ProtocolSettings {
             run: None,
             path: Some(base()),
             phrase: None,
+            checkpoint: None,
         },
     ];
     let mut s = ProtocolSettings::new(styles, models, tmp.join("protocol"));
@@ -105,10 +115,29 @@ fn runs_and_folders_become_one_table_and_reruns_generate_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     lora_run(&tmp.path().join("data"), &run);
-    let s = settings(tmp.path(), &run);
+    let mut s = settings(tmp.path(), &run);
+    let style = clip_fixture().join("../style");
+    s.eval.csd = Some(style.join("csd.safetensors"));
+    s.eval.dino = Some(style.join("dinov2"));
+    s.content_from = Some("base".into());
 
     let r = run_protocol(&s, &mut NoProgress).unwrap();
     assert_eq!(r.cells.len(), 2);
+    // Style descriptors: CSD and leak for every row, DINO content against the base's
+    // pictures for the others.
+    for label in ["LoRA", "base"] {
+        let m = &cell(&r, label).metrics;
+        assert!(
+            m.csd.is_some_and(f64::is_finite) && m.dino_leak.is_some(),
+            "{m:?}"
+        );
+    }
+    assert!(cell(&r, "LoRA")
+        .metrics
+        .dino_content
+        .is_some_and(|v| v.abs() <= 1.0));
+    assert!(cell(&r, "base").metrics.dino_content.is_none());
+    assert!(s.out.join("style-content.png").is_file());
     for label in ["LoRA", "base"] {
         let c = cell(&r, label);
         assert_eq!((c.images, c.generated_now), (4, 4), "{label}");
@@ -136,6 +165,14 @@ fn runs_and_folders_become_one_table_and_reruns_generate_nothing() {
     let md = std::fs::read_to_string(&r.markdown).unwrap();
     assert!(md.contains("| LoRA |") && md.contains("| base |"), "{md}");
     assert!(md.contains("FID ↓ test style"), "{md}");
+    for header in [
+        "CSD ↑ test style",
+        "DINO content ↑ test style",
+        "leak ↓ test style",
+    ] {
+        assert!(md.contains(header), "{header}: {md}");
+    }
+    assert!(md.contains("(style-content.png)"), "{md}");
     let html = std::fs::read_to_string(&r.html).unwrap();
     assert!(html.contains("<table id=\"protocol\">"));
     assert!(s.out.join("protocol.json").is_file());
@@ -183,6 +220,12 @@ fn bad_protocols_fail_clearly() {
     let err = run_protocol(&s, &mut NoProgress).unwrap_err().to_string();
     assert!(err.contains("distinct labels"), "{err}");
     assert!(!s.out.join("protocol.md").exists());
+
+    let mut s = settings(tmp.path(), &tmp.path().join("no-run"));
+    s.models.remove(0);
+    s.content_from = Some("nobody".into());
+    let err = run_protocol(&s, &mut NoProgress).unwrap_err().to_string();
+    assert!(err.contains("content_from `nobody`"), "{err}");
 }
 
 #[test]
@@ -224,4 +267,62 @@ fn shards_then_a_merge_write_what_one_process_writes() {
     }
     assert_eq!(std::fs::read_to_string(&files.markdown).unwrap(), md);
     assert_eq!(std::fs::read_to_string(&files.json).unwrap(), json);
+}
+
+#[test]
+fn checkpoints_of_a_run_become_rows_with_a_plateau() {
+    use styleforge::evaluation::protocol::{checkpoint_plateaus, run_checkpoint_steps};
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run("styleforge", 3, 1, &tmp.path().join("data"), &run);
+    assert_eq!(run_checkpoint_steps(&run), [1, 2]);
+    let mut s = settings(tmp.path(), &run);
+    s.eval.inception = None;
+    let style = clip_fixture().join("../style");
+    s.eval.csd = Some(style.join("csd.safetensors"));
+    s.eval.dino = Some(style.join("dino-vit"));
+    s.images_per_prompt = 1;
+    let rows = s.models.remove(0);
+    s.models = [Some(1), Some(2), None]
+        .into_iter()
+        .map(|checkpoint| ProtocolModel {
+            checkpoint,
+            ..rows.clone()
+        })
+        .collect();
+    let r = run_protocol(&s, &mut NoProgress).unwrap();
+    let labels: Vec<&str> = r.cells.iter().map(|c| c.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "Single-StyleForge step 1",
+            "Single-StyleForge step 2",
+            "Single-StyleForge"
+        ]
+    );
+    // A checkpoint is loaded through a folder of links to the base and its own weights.
+    let unet = run.join("checkpoints/step-0000001/model/unet/diffusion_pytorch_model.safetensors");
+    assert!(std::fs::symlink_metadata(&unet)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(r.cells[2].checkpoint, Some(("Single-StyleForge".into(), 3)));
+    let plateaus = checkpoint_plateaus(&r);
+    assert_eq!(plateaus.len(), 1);
+    let p = &plateaus[0];
+    assert_eq!(p.steps.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(p.plateau.is_some());
+    assert!(s.out.join(p.file()).is_file());
+    let md = std::fs::read_to_string(&r.markdown).unwrap();
+    assert!(md.contains("reaches its plateau at step"), "{md}");
+
+    // Adapter runs' checkpoints are refused with the reason.
+    let lora = tmp.path().join("lora");
+    tiny_run("lora", 2, 1, &tmp.path().join("data-lora"), &lora);
+    let mut s2 = settings(tmp.path(), &lora);
+    s2.models.truncate(1);
+    s2.models[0].checkpoint = Some(1);
+    s2.out = tmp.path().join("protocol-lora");
+    let err = run_protocol(&s2, &mut NoProgress).unwrap_err().to_string();
+    assert!(err.contains("full fine-tuning"), "{err}");
 }

@@ -1,5 +1,5 @@
-//! `styleforge eval`: FID, KID, CLIP-T and CLIP-I of generated images against reference
-//! images, written as `metrics.json` and `report.html` (glue over
+//! `styleforge eval`: FID, KID, CLIP-T, CLIP-I, CSD style and DINO content / leakage of
+//! generated images against reference images, written as `metrics.json` and `report.html` (glue over
 //! [`styleforge::evaluation`]).
 
 use std::path::{Path, PathBuf};
@@ -33,8 +33,8 @@ impl From<ResizeArg> for ResizeMode {
     }
 }
 
-/// `--clip`: a local CLIPModel folder, or a Hub name resolved through the Hugging Face
-/// cache (downloaded when missing; offline from the cache with `HF_HUB_OFFLINE`).
+/// `--clip` / `--dino`: a local transformers model folder, or a Hub name resolved through the
+/// Hugging Face cache (downloaded when missing; offline from the cache with `HF_HUB_OFFLINE`).
 pub fn clip_folder(arg: &Path) -> Result<PathBuf> {
     Ok(super::model_source::resolve(arg, ResolveOptions::transformers())?.path)
 }
@@ -65,6 +65,23 @@ pub struct EvalArgs {
     /// Hugging Face cache; enables CLIP-T and CLIP-I.
     #[arg(long)]
     clip: Option<PathBuf>,
+    /// CSD style descriptor (safetensors, made from the published checkpoint by
+    /// tools/convert_csd.py); enables the CSD style score and its CSLS form.
+    #[arg(long)]
+    csd: Option<PathBuf>,
+    /// A transformers DINO (ViTModel) or DINOv2 (Dinov2Model) folder, or a Hub name
+    /// (facebook/dinov2-base, facebook/dino-vits16); enables DINO content leakage (against
+    /// the references) and, with --content, the DINO content score.
+    #[arg(long)]
+    dino: Option<PathBuf>,
+    /// Content references for the DINO content score: one image (e.g. the img2img input,
+    /// compared with every generated image) or a folder with one image per generated image
+    /// (paired in sorted order).
+    #[arg(long, requires = "dino")]
+    content: Option<PathBuf>,
+    /// CSLS neighbourhood size (clamped to each set's size).
+    #[arg(long, default_value_t = 10)]
+    csls_k: usize,
     /// Output folder for metrics.json, report.html and thumbs/.
     #[arg(long)]
     out: PathBuf,
@@ -98,13 +115,34 @@ pub struct EvalArgs {
 
 /// Runs `styleforge eval`.
 pub fn run(args: &EvalArgs, quiet: bool) -> Result<()> {
-    if args.inception.is_none() && args.clip.is_none() {
+    if args.inception.is_none() && args.clip.is_none() && args.csd.is_none() && args.dino.is_none()
+    {
         bail!(
             "nothing to compute: give --inception FILE (FID Inception weights, see \
-             tools/convert_fid_inception.py) for FID and KID, and/or --clip DIR (a transformers \
-             CLIPModel folder) for CLIP-T and CLIP-I"
+             tools/convert_fid_inception.py) for FID and KID, --clip DIR (a transformers \
+             CLIPModel folder) for CLIP-T and CLIP-I, --csd FILE (see tools/convert_csd.py) \
+             for the CSD style score and/or --dino DIR (a DINO / DINOv2 folder) for content \
+             and leakage"
         );
     }
+    if args.csls_k == 0 {
+        bail!("--csls-k must be at least 1");
+    }
+    if let Some(p) = &args.csd {
+        if !p.is_file() {
+            bail!(
+                "--csd {}: no such file; convert the published CSD checkpoint with \
+                 tools/convert_csd.py",
+                p.display()
+            );
+        }
+    }
+    let content = match &args.content {
+        None => None,
+        Some(p) if p.is_dir() => Some(ImageSet::Folder(p.clone())),
+        Some(p) if p.is_file() => Some(ImageSet::Files(vec![p.clone()])),
+        Some(p) => bail!("--content {}: no such image or folder", p.display()),
+    };
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -129,6 +167,7 @@ pub fn run(args: &EvalArgs, quiet: bool) -> Result<()> {
         }
     }
     let clip = args.clip.as_deref().map(clip_folder).transpose()?;
+    let dino = args.dino.as_deref().map(clip_folder).transpose()?;
     let mut settings = EvalSettings::new(
         ImageSet::Folder(args.generated.clone()),
         ImageSet::Folder(args.reference.clone()),
@@ -138,6 +177,10 @@ pub fn run(args: &EvalArgs, quiet: bool) -> Result<()> {
     }
     settings.inception = args.inception.clone();
     settings.clip = clip;
+    settings.csd = args.csd.clone();
+    settings.dino = dino;
+    settings.csls_k = args.csls_k;
+    settings.inputs.content = content;
     settings.device = args.device.resolve(Default::default())?;
     settings.resize = args.resize.into();
     settings.batch_size = args.batch;

@@ -71,7 +71,8 @@ fn parse_shard(s: &str) -> std::result::Result<Shard, String> {
 /// Either a TOML file (`--config`) with `[[style]]` tables (name, reference) and
 /// `[[model]]` tables (run = a training run folder, or path = a model folder with phrase =
 /// "ohwx style"; optional label and style), plus any of the keys prompts, images_per_prompt,
-/// steps, guidance, scheduler, negative_prompt, seed, width, height, inception, clip, out;
+/// steps, guidance, scheduler, negative_prompt, seed, width, height, inception, clip, csd,
+/// dino, content_from, out;
 /// or the flags below for one style. Flags add to and override the file.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -133,6 +134,23 @@ pub struct ProtocolInputs {
     /// openai/clip-vit-base-patch16): CLIP-T and CLIP-I.
     #[arg(long)]
     clip: Option<PathBuf>,
+    /// CSD style descriptor (safetensors from tools/convert_csd.py): the "CSD ↑" column
+    /// and the style-against-content scatter plot.
+    #[arg(long)]
+    csd: Option<PathBuf>,
+    /// A transformers DINO / DINOv2 folder or Hub name: the "leak ↓" column and, with
+    /// --content-from, "DINO content ↑".
+    #[arg(long)]
+    dino: Option<PathBuf>,
+    /// The row label whose pictures (same prompt and seed) are the other rows' content
+    /// references for "DINO content ↑", e.g. the base model given as --model base=PATH.
+    #[arg(long, value_name = "LABEL")]
+    content_from: Option<String>,
+    /// Also score every kept checkpoint of each --run (full fine-tuning runs), one row per
+    /// step beside the final model, with a chart per run of CSD, CLIP-T and leak by step and
+    /// the step where the style score stops improving.
+    #[arg(long)]
+    checkpoints: bool,
     /// How images are resized to Inception's input.
     #[arg(long, value_enum, default_value = "clean-fid")]
     resize: ResizeArg,
@@ -247,13 +265,30 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
             });
         }
         for run in &args.runs {
-            file.model.push(ProtocolModel {
-                label: None,
-                style: Some(args.style.clone()),
-                run: Some(run.clone()),
-                path: None,
-                phrase: None,
-            });
+            let mut steps: Vec<Option<usize>> = Vec::new();
+            if args.checkpoints {
+                let kept = styleforge::evaluation::protocol::run_checkpoint_steps(run);
+                if kept.is_empty() {
+                    bail!(
+                        "--checkpoints: {} has no checkpoints (train with \
+                         output.checkpoint_every > 0, and output.keep_checkpoints large \
+                         enough to keep the ones to compare)",
+                        run.display()
+                    );
+                }
+                steps.extend(kept.into_iter().map(Some));
+            }
+            steps.push(None);
+            for checkpoint in steps {
+                file.model.push(ProtocolModel {
+                    label: None,
+                    style: Some(args.style.clone()),
+                    run: Some(run.clone()),
+                    path: None,
+                    phrase: None,
+                    checkpoint,
+                });
+            }
         }
         for m in &args.models {
             let Some((label, path)) = m.split_once('=') else {
@@ -265,6 +300,7 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
                 run: None,
                 path: Some(PathBuf::from(path)),
                 phrase: args.phrase.clone(),
+                checkpoint: None,
             });
         }
     }
@@ -315,14 +351,39 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
         .as_deref()
         .map(super::eval::clip_folder)
         .transpose()?;
+    settings.eval.csd = args.csd.clone().or(file.csd);
+    if let Some(p) = &settings.eval.csd {
+        if !p.is_file() {
+            bail!(
+                "CSD file {}: no such file; convert the published checkpoint with \
+                 tools/convert_csd.py",
+                p.display()
+            );
+        }
+    }
+    settings.eval.dino = args
+        .dino
+        .clone()
+        .or(file.dino)
+        .as_deref()
+        .map(super::eval::clip_folder)
+        .transpose()?;
+    settings.content_from = args.content_from.clone().or(file.content_from);
+    if settings.content_from.is_some() && settings.eval.dino.is_none() {
+        bail!("--content-from needs a DINO model (--dino) for the content score");
+    }
     settings.eval.resize = args.resize.into();
     settings.eval.cache = match (&args.cache, args.no_cache) {
         (_, true) => CacheLocation::Disabled,
         (Some(d), _) => CacheLocation::Dir(d.clone()),
         (None, false) => CacheLocation::Default,
     };
-    if settings.eval.inception.is_none() && settings.eval.clip.is_none() {
-        bail!("no metric to compute: give --inception (FID, KID) and/or --clip (CLIP-T, CLIP-I)");
+    let e = &settings.eval;
+    if e.inception.is_none() && e.clip.is_none() && e.csd.is_none() && e.dino.is_none() {
+        bail!(
+            "no metric to compute: give --inception (FID, KID), --clip (CLIP-T, CLIP-I), \
+             --csd (CSD style) and/or --dino (DINO content and leak)"
+        );
     }
     Ok(settings)
 }

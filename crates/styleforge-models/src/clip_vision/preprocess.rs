@@ -150,6 +150,16 @@ impl ClipImageProcessor {
         Ok(config)
     }
 
+    /// Checks a processor built in code or from merged settings (as [`Self::load`] does),
+    /// naming `path` in the error.
+    pub fn validated(self, path: &Path) -> Result<Self> {
+        self.validate().map_err(|message| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(self)
+    }
+
     fn validate(&self) -> std::result::Result<(), String> {
         self.filter()?;
         if self.image_mean.len() != 3 || self.image_std.len() != 3 {
@@ -307,19 +317,45 @@ pub fn center_crop(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// separable, horizontal pass first, int16 fixed-point weights, each pass rounded and
 /// clamped to 0..=255.
 pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, filter: Resample) -> RgbImage {
+    resize_rgb_fixed(img, width, height, filter, Precision::Int16)
+}
+
+/// Resizes an 8-bit RGB image as Pillow's `Image.resize` does (what torchvision's
+/// `Resize` runs on PIL images): the same separable filter as [`resize_rgb`], with Pillow's
+/// fixed 22-bit weights instead of torch's int16 ones, so a few pixels can differ by one.
+pub fn resize_rgb_pillow(img: &RgbImage, width: u32, height: u32, filter: Resample) -> RgbImage {
+    resize_rgb_fixed(img, width, height, filter, Precision::Pillow)
+}
+
+/// How the float filter weights are turned into integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    /// torch's `_compute_int16_weights`: the most bits that keep the largest weight in int16.
+    Int16,
+    /// Pillow's `PRECISION_BITS = 32 - 8 - 2`.
+    Pillow,
+}
+
+fn resize_rgb_fixed(
+    img: &RgbImage,
+    width: u32,
+    height: u32,
+    filter: Resample,
+    precision: Precision,
+) -> RgbImage {
     let (w0, h0) = img.dimensions();
     let (w0, h0, w1, h1) = (w0 as usize, h0 as usize, width as usize, height as usize);
     let mut data: Vec<u8> = img.as_raw().clone();
     let mut w = w0;
     if w1 != w0 {
-        let taps = FixedWeights::new(w0, w1, filter);
+        let taps = FixedWeights::new(w0, w1, filter, precision);
         let mut out = vec![0u8; h0 * w1 * 3];
         for y in 0..h0 {
             for (x, (start, ws)) in taps.taps.iter().enumerate() {
                 for c in 0..3 {
                     let mut acc = taps.round;
                     for (k, &wk) in ws.iter().enumerate() {
-                        acc += data[(y * w0 + start + k) * 3 + c] as i32 * wk as i32;
+                        acc += data[(y * w0 + start + k) * 3 + c] as i64 * wk as i64;
                     }
                     out[(y * w1 + x) * 3 + c] = taps.finish(acc);
                 }
@@ -329,14 +365,14 @@ pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, filter: Resample) -> 
         w = w1;
     }
     if h1 != h0 {
-        let taps = FixedWeights::new(h0, h1, filter);
+        let taps = FixedWeights::new(h0, h1, filter, precision);
         let mut out = vec![0u8; h1 * w * 3];
         for (y, (start, ws)) in taps.taps.iter().enumerate() {
             for x in 0..w {
                 for c in 0..3 {
                     let mut acc = taps.round;
                     for (k, &wk) in ws.iter().enumerate() {
-                        acc += data[((start + k) * w + x) * 3 + c] as i32 * wk as i32;
+                        acc += data[((start + k) * w + x) * 3 + c] as i64 * wk as i64;
                     }
                     out[(y * w + x) * 3 + c] = taps.finish(acc);
                 }
@@ -347,18 +383,19 @@ pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, filter: Resample) -> 
     RgbImage::from_raw(width, height, data).unwrap_or_else(|| RgbImage::new(width, height))
 }
 
-/// One pass's taps: for each output index the first input index and its int16 weights.
+/// One pass's taps: for each output index the first input index and its fixed-point
+/// weights.
 struct FixedWeights {
-    taps: Vec<(usize, Vec<i16>)>,
+    taps: Vec<(usize, Vec<i32>)>,
     precision: u32,
-    round: i32,
+    round: i64,
 }
 
 impl FixedWeights {
     /// torch `_compute_indices_min_size_weights_aa` (float weights normalised to sum 1),
     /// then `_compute_int16_weights` (the most precision bits that keep the largest weight
-    /// within int16).
-    fn new(in_size: usize, out_size: usize, filter: Resample) -> Self {
+    /// within int16), or Pillow's fixed 22 bits.
+    fn new(in_size: usize, out_size: usize, filter: Resample, mode: Precision) -> Self {
         let scale = in_size as f64 / out_size as f64;
         let (interp, a) = match filter {
             Resample::Bilinear => (2.0, 0.0),
@@ -393,7 +430,10 @@ impl FixedWeights {
             float_taps.push((xmin, ws));
         }
         let mut precision = 0u32;
-        while precision < 22 {
+        if mode == Precision::Pillow {
+            precision = 22;
+        }
+        while mode == Precision::Int16 && precision < 22 {
             let next = (0.5 + w_max * (1u64 << (precision + 1)) as f64) as i64;
             if next >= 1 << 15 {
                 break;
@@ -408,9 +448,9 @@ impl FixedWeights {
                     .iter()
                     .map(|&w| {
                         if w < 0.0 {
-                            (-0.5 + w * unit) as i16
+                            (-0.5 + w * unit) as i32
                         } else {
-                            (0.5 + w * unit) as i16
+                            (0.5 + w * unit) as i32
                         }
                     })
                     .collect();
@@ -429,7 +469,7 @@ impl FixedWeights {
         }
     }
 
-    fn finish(&self, acc: i32) -> u8 {
+    fn finish(&self, acc: i64) -> u8 {
         (acc >> self.precision).clamp(0, 255) as u8
     }
 }

@@ -4,6 +4,9 @@
 //!   299×299 (clean-fid or pytorch-fid convention) → FID InceptionV3 pool3 features (2048).
 //! - [`ClipExtractor`]: image → the CLIP folder's image processor → image embedding
 //!   (`projection_dim`, not normalised).
+//! - [`CsdExtractor`]: image → CSD's preprocessing → style embedding (L2-normalised).
+//! - [`DinoExtractor`]: image → the DINO / DINOv2 folder's image processor → class-token
+//!   embedding (not normalised).
 //!
 //! [`extract_features`] hashes every image, takes what the caches hold, decodes only the
 //! images some extractor still needs, and runs each extractor on its misses in batches.
@@ -17,6 +20,8 @@ use super::cache::{fingerprint_dir, fingerprint_file, ExtractorId, FeatureCache}
 use super::images::EvalImage;
 use crate::error::{Error, Result};
 use crate::models::clip_vision::ClipModel;
+use crate::models::csd::CsdModel;
+use crate::models::dino::DinoModel;
 use crate::models::inception::{resize_for_fid, rgb8_to_chw, FidInceptionV3, ResizeMode};
 use crate::progress::Progress;
 
@@ -130,6 +135,71 @@ impl ClipExtractor {
 }
 
 impl FeatureExtractor for ClipExtractor {
+    fn id(&self) -> &ExtractorId {
+        &self.id
+    }
+
+    fn extract(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.model.embed_images(images)?.to_vec2::<f32>()?)
+    }
+}
+
+/// The CSD style descriptor (one safetensors file from `tools/convert_csd.py`).
+#[derive(Debug)]
+pub struct CsdExtractor {
+    model: CsdModel,
+    id: ExtractorId,
+}
+
+impl CsdExtractor {
+    /// Loads a converted CSD file.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let (_, fingerprint) = fingerprint_file(path)?;
+        let model = CsdModel::load(path, device)?;
+        let id = ExtractorId::new(
+            "csd-style",
+            &file_name(path),
+            fingerprint,
+            &format!("size={}", model.processor().size),
+        );
+        Ok(Self { model, id })
+    }
+}
+
+impl FeatureExtractor for CsdExtractor {
+    fn id(&self) -> &ExtractorId {
+        &self.id
+    }
+
+    fn extract(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.model.embed_images(images)?.to_vec2::<f32>()?)
+    }
+}
+
+/// A DINO (`ViTModel`) or DINOv2 (`Dinov2Model`) folder's class-token embedding.
+#[derive(Debug)]
+pub struct DinoExtractor {
+    model: DinoModel,
+    id: ExtractorId,
+}
+
+impl DinoExtractor {
+    /// Loads a transformers `ViTModel` / `Dinov2Model` folder.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let fingerprint = fingerprint_dir(dir)?;
+        let model = DinoModel::load(dir, device)?;
+        let id = ExtractorId::new("dino-cls", &file_name(dir), fingerprint, "processor=folder");
+        Ok(Self { model, id })
+    }
+}
+
+impl FeatureExtractor for DinoExtractor {
     fn id(&self) -> &ExtractorId {
         &self.id
     }

@@ -12,6 +12,14 @@
 //!   ([`content_prompt`]), as the StyleForge paper measures text fidelity. Also per prompt.
 //! - **CLIP-I**: the mean cosine similarity of the CLIP image embeddings over every
 //!   generated × reference pair.
+//! - **CSD style** (Somepalli et al., 2024): the mean cosine of CSD style embeddings over
+//!   every generated × reference pair, per generated image and overall, and its
+//!   CSLS-corrected form (hubness-corrected; [`styleforge_eval::style`]). Style only: a
+//!   model that copies the references' subjects does not score by that.
+//! - **DINO content**: the cosine of each generated image's DINO / DINOv2 class-token
+//!   embedding with its content reference ([`EvalInputs::content`], e.g. the img2img input).
+//! - **DINO leak**: the mean DINO cosine over generated × style-reference pairs; high means
+//!   the subjects of the style images were copied.
 //!
 //! Submodules: [`images`] (image sets), [`prompts`] (prompt sources, content prompts),
 //! [`cache`] (per-image feature cache), [`features`] (batched extraction), [`result`]
@@ -48,14 +56,14 @@ use styleforge_eval::{FeatureMatrix, KidConfig, FID_RECOMMENDED_MIN_SAMPLES};
 
 pub use cache::{default_cache_dir, ExtractorId, FeatureCache};
 pub use features::{
-    extract_features, resize_mode_name, ClipExtractor, ExtractedFeatures, ExtractionStats,
-    FeatureExtractor, InceptionExtractor,
+    extract_features, resize_mode_name, ClipExtractor, CsdExtractor, DinoExtractor,
+    ExtractedFeatures, ExtractionStats, FeatureExtractor, InceptionExtractor,
 };
 pub use images::{list_images, EvalImage, ImageSet, NamedImage};
 pub use prompts::{content_prompt, read_prompts_file, DEFAULT_STYLE_TOKENS};
 pub use result::{
-    rfc3339_utc, Counts, EvalResult, ImageRecord, KidSummary, MetricRow, Metrics, ModelRecord,
-    ModelsRecord, PromptScore, SettingsRecord,
+    rfc3339_utc, Counts, CslsSummary, EvalResult, ImageRecord, KidSummary, MetricRow, Metrics,
+    ModelRecord, ModelsRecord, PromptScore, SettingsRecord,
 };
 pub use styleforge_models::inception::ResizeMode;
 
@@ -87,6 +95,9 @@ pub struct EvalInputs {
     pub reference: ImageSet,
     /// Prompts of the generated images, for CLIP-T.
     pub prompts: PromptSource,
+    /// Content references for the DINO content score: one image (compared with every
+    /// generated image, e.g. the img2img input) or one per generated image, paired in order.
+    pub content: Option<ImageSet>,
 }
 
 /// Where extracted features are cached.
@@ -110,6 +121,13 @@ pub struct EvalSettings {
     pub inception: Option<PathBuf>,
     /// A transformers `CLIPModel` folder; `None` skips CLIP-T and CLIP-I.
     pub clip: Option<PathBuf>,
+    /// A CSD file made by `tools/convert_csd.py`; `None` skips the CSD style score.
+    pub csd: Option<PathBuf>,
+    /// A transformers `ViTModel` (DINO) / `Dinov2Model` folder; `None` skips the DINO
+    /// content and leak scores.
+    pub dino: Option<PathBuf>,
+    /// CSLS neighbourhood size (default [`styleforge_eval::style::DEFAULT_CSLS_K`]).
+    pub csls_k: usize,
     /// How images are resized to the Inception input (default clean-fid).
     pub resize: ResizeMode,
     /// Images per forward pass (default 16).
@@ -138,9 +156,13 @@ impl EvalSettings {
                 generated,
                 reference,
                 prompts: PromptSource::Embedded,
+                content: None,
             },
             inception: None,
             clip: None,
+            csd: None,
+            dino: None,
+            csls_k: styleforge_eval::style::DEFAULT_CSLS_K,
             resize: ResizeMode::CleanFid,
             batch_size: DEFAULT_BATCH_SIZE,
             kid_subsets: styleforge_eval::kid::DEFAULT_SUBSETS,
@@ -169,18 +191,33 @@ pub struct EvalModels {
     pub inception: Option<InceptionExtractor>,
     /// CLIP.
     pub clip: Option<ClipExtractor>,
+    /// CSD.
+    pub csd: Option<CsdExtractor>,
+    /// DINO / DINOv2.
+    pub dino: Option<DinoExtractor>,
 }
 
 impl EvalModels {
-    /// Loads the models `settings` names (`inception` with `resize`, `clip`) onto
-    /// `settings.device`. Errors when it names none.
+    /// Whether no model is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.inception.is_none() && self.clip.is_none() && self.csd.is_none() && self.dino.is_none()
+    }
+}
+
+const NOTHING_TO_COMPUTE: &str = "no metric to compute: give the FID Inception weights (for \
+     FID and KID), a CLIP model folder (for CLIP-T and CLIP-I), a CSD file (style) and/or a \
+     DINO model folder (content and leakage)";
+
+impl EvalModels {
+    /// Loads the models `settings` names (`inception` with `resize`, `clip`, `csd`, `dino`)
+    /// onto `settings.device`. Errors when it names none.
     pub fn load(settings: &EvalSettings) -> Result<Self> {
-        if settings.inception.is_none() && settings.clip.is_none() {
-            return Err(Error::InvalidRequest(
-                "no metric to compute: give the FID Inception weights (for FID and KID) \
-                 and/or a CLIP model folder (for CLIP-T and CLIP-I)"
-                    .into(),
-            ));
+        if settings.inception.is_none()
+            && settings.clip.is_none()
+            && settings.csd.is_none()
+            && settings.dino.is_none()
+        {
+            return Err(Error::InvalidRequest(NOTHING_TO_COMPUTE.into()));
         }
         let inception = settings
             .inception
@@ -192,7 +229,22 @@ impl EvalModels {
             .as_deref()
             .map(|p| ClipExtractor::load(p, &settings.device))
             .transpose()?;
-        Ok(Self { inception, clip })
+        let csd = settings
+            .csd
+            .as_deref()
+            .map(|p| CsdExtractor::load(p, &settings.device))
+            .transpose()?;
+        let dino = settings
+            .dino
+            .as_deref()
+            .map(|p| DinoExtractor::load(p, &settings.device))
+            .transpose()?;
+        Ok(Self {
+            inception,
+            clip,
+            csd,
+            dino,
+        })
     }
 }
 
@@ -218,10 +270,8 @@ pub fn evaluate_with(
     models: &EvalModels,
     progress: &mut dyn Progress,
 ) -> Result<EvalResult> {
-    if models.inception.is_none() && models.clip.is_none() {
-        return Err(Error::InvalidRequest(
-            "no metric to compute: load the FID Inception weights and/or a CLIP model".into(),
-        ));
+    if models.is_empty() {
+        return Err(Error::InvalidRequest(NOTHING_TO_COMPUTE.into()));
     }
     let inputs = &settings.inputs;
     let generated = inputs.generated.items()?;
@@ -263,6 +313,9 @@ pub fn evaluate_with(
             prompt,
             content_prompt: content,
             clip_t: None,
+            csd: None,
+            dino_content: None,
+            dino_leak: None,
         });
     }
     let ref_records: Vec<ImageRecord> = reference
@@ -273,6 +326,9 @@ pub fn evaluate_with(
             prompt: None,
             content_prompt: None,
             clip_t: None,
+            csd: None,
+            dino_content: None,
+            dino_leak: None,
         })
         .collect();
 
@@ -293,6 +349,12 @@ pub fn evaluate_with(
         extractors.push((m, open_cache(m.id())?));
     }
     if let Some(m) = &models.clip {
+        extractors.push((m, open_cache(m.id())?));
+    }
+    if let Some(m) = &models.csd {
+        extractors.push((m, open_cache(m.id())?));
+    }
+    if let Some(m) = &models.dino {
         extractors.push((m, open_cache(m.id())?));
     }
     let all: Vec<EvalImage> = generated.iter().chain(&reference).cloned().collect();
@@ -406,6 +468,89 @@ pub fn evaluate_with(
         }
     }
 
+    if let Some(m) = &models.csd {
+        let (f, stats) = feature_iter.next().expect("one feature set per extractor");
+        records.csd = Some(ModelRecord {
+            path: settings.csd.clone().unwrap_or_default(),
+            id: m.id().clone(),
+            extraction: stats,
+        });
+        let (gen_rows, ref_rows, dim) = (f[..n_gen].concat(), f[n_gen..].concat(), f[0].len());
+        let x = FeatureMatrix::new(&gen_rows, dim).map_err(eval_error("CSD"))?;
+        let y = FeatureMatrix::new(&ref_rows, dim).map_err(eval_error("CSD"))?;
+        let s = styleforge_eval::style::mean_cosine(&x, &y).map_err(eval_error("CSD"))?;
+        for (rec, v) in gen_records.iter_mut().zip(&s.per_image) {
+            rec.csd = Some(*v);
+        }
+        metrics.csd = Some(s.mean);
+        let csls = styleforge_eval::style::csls(&x, &y, settings.csls_k)
+            .map_err(eval_error("CSD CSLS"))?;
+        if settings.csls_k >= n_gen && settings.csls_k >= n_ref {
+            warn(format!(
+                "CSD CSLS: k = {} covers both sets ({n_gen} generated, {n_ref} reference), so \
+                 its overall mean is 0 by construction (only the per-image values rank); use \
+                 more images or a smaller --csls-k",
+                settings.csls_k
+            ));
+        }
+        metrics.csd_csls = Some(CslsSummary {
+            mean: csls.mean,
+            k: settings.csls_k,
+        });
+    }
+
+    if inputs.content.is_some() && models.dino.is_none() {
+        warn(
+            "content references given but no DINO model: the DINO content score is skipped".into(),
+        );
+    }
+    if let Some(m) = &models.dino {
+        let (f, stats) = feature_iter.next().expect("one feature set per extractor");
+        let (gen_rows, ref_rows, dim) = (f[..n_gen].concat(), f[n_gen..].concat(), f[0].len());
+        let x = FeatureMatrix::new(&gen_rows, dim).map_err(eval_error("DINO"))?;
+        let y = FeatureMatrix::new(&ref_rows, dim).map_err(eval_error("DINO"))?;
+        let leak = styleforge_eval::style::mean_cosine(&x, &y).map_err(eval_error("DINO leak"))?;
+        for (rec, v) in gen_records.iter_mut().zip(&leak.per_image) {
+            rec.dino_leak = Some(*v);
+        }
+        metrics.dino_leak = Some(leak.mean);
+        let mut stats = stats;
+        if let Some(set) = &inputs.content {
+            let content = set.items()?;
+            if content.len() != 1 && content.len() != n_gen {
+                return Err(Error::InvalidRequest(format!(
+                    "{} has {} images: give one content reference (compared with every \
+                     generated image) or one per generated image ({n_gen}), paired in order",
+                    set.describe(),
+                    content.len()
+                )));
+            }
+            let cache = open_cache(m.id())?;
+            let pair: (&dyn FeatureExtractor, &FeatureCache) = (m, &cache);
+            let ExtractedFeatures {
+                features: cf,
+                stats: cs,
+            } = extract_features(&content, &[pair], settings.batch_size, progress)?;
+            stats.extracted += cs[0].extracted;
+            stats.cached += cs[0].cached;
+            let rows: Vec<f32> = (0..n_gen)
+                .flat_map(|i| cf[0][if content.len() == 1 { 0 } else { i }].clone())
+                .collect();
+            let c = FeatureMatrix::new(&rows, dim).map_err(eval_error("DINO content"))?;
+            let paired = styleforge_eval::style::paired_cosine(&x, &c)
+                .map_err(eval_error("DINO content"))?;
+            for (rec, v) in gen_records.iter_mut().zip(&paired) {
+                rec.dino_content = Some(*v);
+            }
+            metrics.dino_content = Some(paired.iter().sum::<f64>() / paired.len() as f64);
+        }
+        records.dino = Some(ModelRecord {
+            path: settings.dino.clone().unwrap_or_default(),
+            id: m.id().clone(),
+            extraction: stats,
+        });
+    }
+
     let with_prompt = gen_records
         .iter()
         .filter(|r| r.content_prompt.as_deref().is_some_and(|c| !c.is_empty()))
@@ -429,6 +574,7 @@ pub fn evaluate_with(
         settings: SettingsRecord {
             generated: inputs.generated.describe(),
             reference: inputs.reference.describe(),
+            content: inputs.content.as_ref().map(ImageSet::describe),
             prompts,
             resize: resize_mode_name(
                 models

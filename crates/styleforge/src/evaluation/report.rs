@@ -155,10 +155,17 @@ fn set_section(
         records.len()
     );
     for (rel, rec) in thumbs.iter().zip(records) {
-        let caption = match rec.clip_t {
-            Some(s) => format!("{} · CLIP-T {s:.2}", rec.name),
-            None => rec.name.clone(),
-        };
+        let mut caption = rec.name.clone();
+        for (label, value) in [
+            ("CLIP-T", rec.clip_t.map(|v| format!("{v:.2}"))),
+            ("CSD", rec.csd.map(|v| format!("{v:.3}"))),
+            ("DINO content", rec.dino_content.map(|v| format!("{v:.3}"))),
+            ("leak", rec.dino_leak.map(|v| format!("{v:.3}"))),
+        ] {
+            if let Some(v) = value {
+                let _ = write!(caption, " · {label} {v}");
+            }
+        }
         figure(html, rel, &caption, rec.prompt.as_deref());
     }
     html.push_str("</div>");
@@ -243,7 +250,7 @@ pub fn render_html(result: &EvalResult, gen_thumbs: &[String], ref_thumbs: &[Str
     }
     h.push_str("</tbody></table>\n");
     h.push_str(
-        r#"<p class="sub">FID, KID: lower is closer to the reference set. CLIP-T: higher follows the content prompt better (0–100). CLIP-I: higher is closer to the reference images (cosine, −1–1).</p>"#,
+        r#"<p class="sub">FID, KID: lower is closer to the reference set. CLIP-T: higher follows the content prompt better (0–100). CLIP-I: higher is closer to the reference images (cosine, −1–1). CSD style: higher is closer to the references' style, whatever their subjects (cosine); its CSLS form discounts images close to everything. DINO content: higher keeps the content reference's subject. DINO leak: lower copies less of the references' subjects.</p>"#,
     );
 
     if !result.warnings.is_empty() {
@@ -319,9 +326,14 @@ pub fn render_html(result: &EvalResult, gen_thumbs: &[String], ref_thumbs: &[Str
         ("style tokens", s.style_tokens.join(" ")),
         ("device", s.device.clone()),
     ];
+    if let Some(c) = &s.content {
+        settings.insert(2, ("content references", c.clone()));
+    }
     for (name, m) in [
         ("Inception", &result.models.inception),
         ("CLIP", &result.models.clip),
+        ("CSD", &result.models.csd),
+        ("DINO", &result.models.dino),
     ] {
         if let Some(m) = m {
             settings.push((

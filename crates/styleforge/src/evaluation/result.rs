@@ -35,6 +35,30 @@ pub struct Metrics {
     pub clip_t: Option<f64>,
     /// CLIP-I: mean cosine over generated × reference pairs.
     pub clip_i: Option<f64>,
+    /// CSD style score: mean cosine of the CSD style embeddings over generated × reference
+    /// pairs.
+    #[serde(default)]
+    pub csd: Option<f64>,
+    /// The CSD score's CSLS-corrected form (see [`styleforge_eval::style`]).
+    #[serde(default)]
+    pub csd_csls: Option<CslsSummary>,
+    /// DINO content score: mean cosine of each generated image with its content reference
+    /// (needs content references, e.g. img2img inputs).
+    #[serde(default)]
+    pub dino_content: Option<f64>,
+    /// DINO content leakage: mean cosine over generated × style-reference pairs (high: the
+    /// subjects of the style images were copied).
+    #[serde(default)]
+    pub dino_leak: Option<f64>,
+}
+
+/// CSLS as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CslsSummary {
+    /// Mean CSLS over generated × reference pairs.
+    pub mean: f64,
+    /// The neighbourhood size asked for (clamped to each set's size when computed).
+    pub k: usize,
 }
 
 /// Image counts.
@@ -76,6 +100,15 @@ pub struct ImageRecord {
     pub content_prompt: Option<String>,
     /// Its CLIP-T, `max(100 · cos, 0)` (when computed).
     pub clip_t: Option<f64>,
+    /// Its CSD style score: mean cosine to the references (generated images, when computed).
+    #[serde(default)]
+    pub csd: Option<f64>,
+    /// Its DINO cosine with its content reference (when there is one).
+    #[serde(default)]
+    pub dino_content: Option<f64>,
+    /// Its DINO leakage: mean cosine to the style references (when computed).
+    #[serde(default)]
+    pub dino_leak: Option<f64>,
 }
 
 /// The settings an evaluation ran with, as recorded in `metrics.json`.
@@ -85,6 +118,9 @@ pub struct SettingsRecord {
     pub generated: String,
     /// The reference set.
     pub reference: String,
+    /// The content references of the DINO content score, if any.
+    #[serde(default)]
+    pub content: Option<String>,
     /// Where prompts came from.
     pub prompts: String,
     /// `clean-fid` or `pytorch-fid`.
@@ -123,6 +159,12 @@ pub struct ModelsRecord {
     pub inception: Option<ModelRecord>,
     /// CLIP.
     pub clip: Option<ModelRecord>,
+    /// CSD.
+    #[serde(default)]
+    pub csd: Option<ModelRecord>,
+    /// DINO / DINOv2.
+    #[serde(default)]
+    pub dino: Option<ModelRecord>,
 }
 
 /// Everything an evaluation found; serialised as `metrics.json`.
@@ -153,7 +195,8 @@ pub struct EvalResult {
 /// One line of the metric table (`styleforge eval`'s stdout and the report).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricRow {
-    /// Short id: `fid`, `kid`, `clip-t`, `clip-i`.
+    /// Short id: `fid`, `kid`, `clip-t`, `clip-i`, `csd`, `csd-csls`, `dino-content`,
+    /// `dino-leak`.
     pub id: &'static str,
     /// Metric name.
     pub name: &'static str,
@@ -167,11 +210,16 @@ impl EvalResult {
     /// Images the networks ran on in this evaluation, over all models (0 when every feature
     /// came from the cache).
     pub fn extracted(&self) -> usize {
-        [&self.models.inception, &self.models.clip]
-            .iter()
-            .filter_map(|m| m.as_ref())
-            .map(|m| m.extraction.extracted)
-            .sum()
+        [
+            &self.models.inception,
+            &self.models.clip,
+            &self.models.csd,
+            &self.models.dino,
+        ]
+        .iter()
+        .filter_map(|m| m.as_ref())
+        .map(|m| m.extraction.extracted)
+        .sum()
     }
 
     /// `metrics.json`'s text (pretty JSON).
@@ -242,6 +290,41 @@ impl EvalResult {
             Some(v) => (format!("{v:.4}"), format!("mean cosine over {sets}")),
             None => ("skipped".into(), no_clip.to_string()),
         };
+        let no_csd = "skipped: no CSD model (--csd)";
+        let no_dino = "skipped: no DINO model (--dino)";
+        let has_dino = self.models.dino.is_some();
+        let (csd, csd_detail) = match m.csd {
+            Some(v) => (format!("{v:.4}"), format!("mean style cosine over {sets}")),
+            None => ("skipped".into(), no_csd.to_string()),
+        };
+        let (csls, csls_detail) = match &m.csd_csls {
+            Some(s) => (
+                format!("{:.4}", s.mean),
+                format!(
+                    "2·cos − mean cosine to the k = {} nearest of each side",
+                    s.k
+                ),
+            ),
+            None => ("skipped".into(), no_csd.to_string()),
+        };
+        let (content, content_detail) = match m.dino_content {
+            Some(v) => (
+                format!("{v:.4}"),
+                "mean cosine of each generated image with its content reference".to_string(),
+            ),
+            None if has_dino => (
+                "skipped".into(),
+                "skipped: no content references (--content)".to_string(),
+            ),
+            None => ("skipped".into(), no_dino.to_string()),
+        };
+        let (leak, leak_detail) = match m.dino_leak {
+            Some(v) => (
+                format!("{v:.4}"),
+                format!("mean cosine over {sets} (lower: less content copied)"),
+            ),
+            None => ("skipped".into(), no_dino.to_string()),
+        };
         vec![
             MetricRow {
                 id: "fid",
@@ -266,6 +349,30 @@ impl EvalResult {
                 name: "CLIP-I",
                 value: clip_i,
                 detail: clip_i_detail,
+            },
+            MetricRow {
+                id: "csd",
+                name: "CSD style",
+                value: csd,
+                detail: csd_detail,
+            },
+            MetricRow {
+                id: "csd-csls",
+                name: "CSD style (CSLS)",
+                value: csls,
+                detail: csls_detail,
+            },
+            MetricRow {
+                id: "dino-content",
+                name: "DINO content",
+                value: content,
+                detail: content_detail,
+            },
+            MetricRow {
+                id: "dino-leak",
+                name: "DINO leak",
+                value: leak,
+                detail: leak_detail,
             },
         ]
     }

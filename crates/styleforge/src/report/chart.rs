@@ -1,4 +1,5 @@
-//! [`LineChart`]: one or more named series of (x, y) points drawn as lines, with round
+//! [`LineChart`]: one or more named series of (x, y) points drawn as lines (or, added with
+//! [`LineChart::scatter`], as unconnected markers: a scatter plot), with round
 //! ticks, grid lines, a legend, an optional log-scale y axis and an optional second y axis
 //! on the right (e.g. the learning rate beside the loss).
 //!
@@ -42,6 +43,8 @@ struct Series {
     points: Vec<(f64, f64)>,
     color: Rgb<u8>,
     secondary: bool,
+    /// Whether consecutive points are joined (false: markers only).
+    lines: bool,
 }
 
 /// A line chart, built series by series and rendered at any size.
@@ -96,6 +99,25 @@ impl LineChart {
             points: points.to_vec(),
             color,
             secondary: false,
+            lines: true,
+        });
+        self
+    }
+
+    /// Adds a series on the left y axis drawn as unconnected square markers (a scatter
+    /// plot), named in the legend like a line series.
+    pub fn scatter(
+        mut self,
+        name: impl Into<String>,
+        points: &[(f64, f64)],
+        color: Rgb<u8>,
+    ) -> Self {
+        self.series.push(Series {
+            name: name.into(),
+            points: points.to_vec(),
+            color,
+            secondary: false,
+            lines: false,
         });
         self
     }
@@ -117,6 +139,7 @@ impl LineChart {
             points: points.to_vec(),
             color,
             secondary: true,
+            lines: true,
         });
         self
     }
@@ -147,6 +170,20 @@ impl LineChart {
                 } else {
                     ys.push(p.1)
                 }
+            }
+        }
+        // Markers are squares around their point: keep those at the extremes inside the frame.
+        if self.series.iter().any(|s| !s.lines) {
+            let widen = |v: &mut Vec<f64>| {
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if hi > lo {
+                    v.extend([lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)]);
+                }
+            };
+            widen(&mut xs);
+            if !self.log_y {
+                widen(&mut ys);
             }
         }
         let has_data = !xs.is_empty();
@@ -337,6 +374,15 @@ impl LineChart {
             } else {
                 &y_axis
             };
+            if !s.lines {
+                for &p in s.points.iter().filter(|&&p| usable(s, p)) {
+                    let (x, y) = (px(p.0), py(axis, p.1));
+                    fill_rect(&mut img, Rect::new(x - 4, y - 4, 9, 9), s.color);
+                    stroke_rect(&mut img, Rect::new(x - 4, y - 4, 9, 9), INK);
+                    drawn.push((x, y));
+                }
+                continue;
+            }
             let mut run: Vec<(i32, i32)> = Vec::new();
             let mut flush = |run: &mut Vec<(i32, i32)>, img: &mut RgbImage| {
                 match run.len() {
@@ -404,7 +450,13 @@ impl LineChart {
             for (i, (s, name)) in named.iter().zip(&names).enumerate() {
                 let y = ly + 4 + (i as u32 * lh) as i32;
                 let mid = y + (lh as i32 - 4) / 2;
-                fill_rect(&mut img, Rect::new(lx + 6, mid - 1, swatch, 3), s.color);
+                if s.lines {
+                    fill_rect(&mut img, Rect::new(lx + 6, mid - 1, swatch, 3), s.color);
+                } else {
+                    let sq = Rect::new(lx + 6 + swatch as i32 / 2 - 4, mid - 4, 9, 9);
+                    fill_rect(&mut img, sq, s.color);
+                    stroke_rect(&mut img, sq, INK);
+                }
                 draw_text(&mut img, lx + 6 + swatch as i32 + 6, y, name, INK, ts);
             }
         }
@@ -756,6 +808,23 @@ mod tests {
         assert_eq!(format_on_step(2.5e-5, 5e-6, 3e-5), "2.5e-5");
         assert_eq!(format_on_step(3e6, 1e6, 4e6), "3e6");
         assert_eq!(format_on_step(1e-20, 2e-5, 1e-4), "0");
+    }
+
+    #[test]
+    fn scatter_series_are_markers_without_lines() {
+        let pts = [(0.1, 0.2), (0.5, 0.9), (0.9, 0.4)];
+        let color = PALETTE[3];
+        let count = |img: &RgbImage| img.pixels().filter(|p| **p == color).count();
+        let scatter = LineChart::new("style vs content", "CSD", "DINO")
+            .scatter("LoRA", &pts, color)
+            .render(400, 300);
+        // Three 7×7 marker interiors, plus the legend's when it has room.
+        let n = count(&scatter);
+        assert!(n == 3 * 49 || n == 4 * 49, "{n} marker pixels");
+        let lines = LineChart::new("", "", "")
+            .series("LoRA", &pts, color)
+            .render(400, 300);
+        assert!(count(&lines) > n, "a line series joins its points");
     }
 
     #[test]

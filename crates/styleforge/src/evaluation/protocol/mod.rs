@@ -4,8 +4,11 @@
 //! its style) and every content prompt, generate `images_per_prompt` images with
 //! `"{content}, {style phrase}"`, then score each model's images against its style's
 //! reference set with [`evaluate_with`](crate::evaluation::evaluate_with) (FID, KID, CLIP-T against the content prompt,
-//! CLIP-I), and write one comparison table shaped like the paper's main table: methods as
-//! rows, each metric × style as columns (`protocol.md`, `protocol.html`, `protocol.json`).
+//! CLIP-I; with a CSD model the CSD style score, with a DINO model the leak and, given
+//! [`ProtocolSettings::content_from`], the DINO content score), and write one comparison
+//! table shaped like the paper's main table: methods as rows, each metric × style as
+//! columns (`protocol.md`, `protocol.html`, `protocol.json`), with a scatter plot of style
+//! (CSD) against content (DINO content, else CLIP-T) per method ([`STYLE_CONTENT_CHART`]).
 //!
 //! Prompts are tagged `person:` or `scene:` ([`default_prompts`] ships 20 of each, simple
 //! subjects first, then compositional ones); Multi-StyleForge and Custom Diffusion runs,
@@ -34,7 +37,9 @@ use crate::progress::Progress;
 use crate::training::{Method, ResolvedConfig};
 use crate::RunDir;
 pub use scorer::{
-    report, CellImages, GenerationWork, ImageProtocol, InceptionClip, PROMPTS_PER_JOB,
+    checkpoint_plateaus, report, style_content_points, write_charts, write_style_content_chart,
+    CellImages, CheckpointPlateau, CheckpointScores, GenerationWork, ImageProtocol, InceptionClip,
+    ScatterSeries, PLATEAU_TOLERANCE, PROMPTS_PER_JOB, STYLE_CONTENT_CHART,
 };
 
 /// What a content prompt shows.
@@ -121,6 +126,10 @@ pub struct ProtocolModel {
     /// run's comes from its config.
     #[serde(default)]
     pub phrase: Option<String>,
+    /// With `run`: this checkpoint step (`checkpoints/step-NNNNNNN`) instead of the final
+    /// model (full fine-tuning runs), to see how the scores change over training.
+    #[serde(default)]
+    pub checkpoint: Option<usize>,
 }
 
 /// A model ready to sample from: where it is, what to apply, how to call its style.
@@ -138,6 +147,9 @@ pub struct ResolvedModel {
     pub person_phrase: String,
     /// Phrase for `scene:` prompts.
     pub scene_phrase: String,
+    /// For a run's model: the run's row label without a step, and the training step (the
+    /// final model's is the run's step count); `None` for a model folder.
+    pub checkpoint: Option<(String, usize)>,
 }
 
 impl ResolvedModel {
@@ -230,6 +242,21 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 }
             };
             let mut adapters = GenerationAdapters::default();
+            let series = m
+                .label
+                .clone()
+                .unwrap_or_else(|| method_label(cfg.method).to_string());
+            if let Some(step) = m.checkpoint {
+                return Ok(ResolvedModel {
+                    label: format!("{series} step {step}"),
+                    style,
+                    dir: checkpoint_model(&cfg, run, step)?,
+                    adapters,
+                    person_phrase: person,
+                    scene_phrase: scene,
+                    checkpoint: Some((series, step)),
+                });
+            }
             let dir = if cfg.method.is_adapter() {
                 match cfg.method {
                     Method::Lora => adapters
@@ -249,12 +276,13 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 model
             };
             Ok(ResolvedModel {
-                label: m.label.clone().unwrap_or_else(|| method_label(cfg.method).to_string()),
+                label: series.clone(),
                 style,
                 dir,
                 adapters,
                 person_phrase: person,
                 scene_phrase: scene,
+                checkpoint: Some((series, cfg.steps)),
             })
         }
         (None, Some(path)) => {
@@ -269,6 +297,7 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 adapters: GenerationAdapters::default(),
                 person_phrase: phrase.clone(),
                 scene_phrase: phrase,
+                checkpoint: None,
             })
         }
         _ => Err(Error::InvalidRequest(
@@ -288,6 +317,107 @@ pub fn style_phrase(instance_prompt: &str) -> String {
         }
     }
     p.to_string()
+}
+
+/// The steps of a run's complete checkpoints, oldest first.
+pub fn run_checkpoint_steps(run: &Path) -> Vec<usize> {
+    crate::training::checkpoint::list(&RunDir::new(run).checkpoints())
+        .into_iter()
+        .map(|(step, _)| step)
+        .collect()
+}
+
+/// A full fine-tuning run's checkpoint as a diffusers folder, `<checkpoint>/model/` (made
+/// once): links to the base model's parts and to the checkpoint's UNet (and text encoder)
+/// weights, which are the tensors the final model folder is written from. EMA weights, if
+/// the run keeps them, are not used.
+pub fn checkpoint_model(cfg: &ResolvedConfig, run: &Path, step: usize) -> Result<PathBuf> {
+    if cfg.method.is_adapter() {
+        return Err(Error::InvalidRequest(format!(
+            "{}: scoring checkpoints needs a full fine-tuning run (StyleForge, DreamBooth); \
+             {} checkpoints hold adapter weights",
+            run.display(),
+            method_label(cfg.method)
+        )));
+    }
+    let checkpoints = RunDir::new(run).checkpoints();
+    let ckpt = crate::training::checkpoint::checkpoint_dir(&checkpoints, step);
+    if !ckpt.join("state.json").is_file() || !ckpt.join("unet.safetensors").is_file() {
+        let kept = run_checkpoint_steps(run);
+        return Err(Error::Data {
+            path: ckpt,
+            message: format!(
+                "no complete checkpoint of step {step} (the run keeps {kept:?}; \
+                 output.keep_checkpoints limits how many are kept)"
+            ),
+        });
+    }
+    let out = ckpt.join("model");
+    if out.join("model_index.json").is_file() {
+        return Ok(out);
+    }
+    let abs = |p: &Path| {
+        p.canonicalize().map_err(|e| Error::Data {
+            path: p.to_path_buf(),
+            message: e.to_string(),
+        })
+    };
+    let base = abs(&base_folder(cfg, run)?)?;
+    let ckpt = abs(&ckpt)?;
+    files::write_dir_with(&out, |tmp| -> Result<()> {
+        link(
+            &base.join("model_index.json"),
+            &tmp.join("model_index.json"),
+        )?;
+        for part in ["scheduler", "tokenizer", "vae"] {
+            if base.join(part).is_dir() {
+                link(&base.join(part), &tmp.join(part))?;
+            }
+        }
+        files::create_dir_all(&tmp.join("unet"))?;
+        link(
+            &base.join("unet/config.json"),
+            &tmp.join("unet/config.json"),
+        )?;
+        link(
+            &ckpt.join("unet.safetensors"),
+            &tmp.join("unet/diffusion_pytorch_model.safetensors"),
+        )?;
+        if ckpt.join("text_encoder.safetensors").is_file() {
+            files::create_dir_all(&tmp.join("text_encoder"))?;
+            link(
+                &base.join("text_encoder/config.json"),
+                &tmp.join("text_encoder/config.json"),
+            )?;
+            link(
+                &ckpt.join("text_encoder.safetensors"),
+                &tmp.join("text_encoder/model.safetensors"),
+            )?;
+        } else {
+            link(&base.join("text_encoder"), &tmp.join("text_encoder"))?;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A symbolic link at `dst` to `src` (a copy where links are not available).
+fn link(src: &Path, dst: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(src, dst).map_err(|e| Error::Data {
+            path: dst.to_path_buf(),
+            message: format!("cannot link to {}: {e}", src.display()),
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        if src.is_dir() {
+            Ok(files::copy_dir(src, dst)?)
+        } else {
+            Ok(files::copy_file(src, dst)?)
+        }
+    }
 }
 
 /// An adapter run's base model as a diffusers folder: the `base-model/` a single-file base
@@ -339,6 +469,13 @@ pub struct ProtocolFile {
     pub inception: Option<PathBuf>,
     /// CLIP model folder.
     pub clip: Option<PathBuf>,
+    /// CSD file (from `tools/convert_csd.py`).
+    pub csd: Option<PathBuf>,
+    /// DINO / DINOv2 folder or Hub name.
+    pub dino: Option<PathBuf>,
+    /// The row label whose pictures are the content references of the DINO content score
+    /// (usually the base model's row).
+    pub content_from: Option<String>,
     /// Output folder.
     pub out: Option<PathBuf>,
 }
@@ -366,7 +503,7 @@ impl ProtocolFile {
             m.run = m.run.as_deref().map(rel);
             m.path = m.path.as_deref().map(rel);
         }
-        for p in [&mut f.prompts, &mut f.inception, &mut f.out]
+        for p in [&mut f.prompts, &mut f.inception, &mut f.csd, &mut f.out]
             .into_iter()
             .flatten()
         {
@@ -374,7 +511,7 @@ impl ProtocolFile {
         }
         // `clip` may be a Hub name (`openai/clip-vit-base-patch16`): relative to the file
         // only when such a folder is there.
-        if let Some(c) = &mut f.clip {
+        for c in [&mut f.clip, &mut f.dino].into_iter().flatten() {
             if base.join(&*c).exists() {
                 *c = rel(c);
             }
@@ -404,6 +541,10 @@ pub struct ProtocolSettings {
     pub out: PathBuf,
     /// Metric settings (`inputs` are replaced per model).
     pub eval: EvalSettings,
+    /// The row label whose pictures (same prompt and seed) are every other row's content
+    /// references for the DINO content score, e.g. the base model's; `None`: no content
+    /// score.
+    pub content_from: Option<String>,
 }
 
 impl ProtocolSettings {
@@ -425,6 +566,7 @@ impl ProtocolSettings {
             seed: 1337,
             out,
             eval: EvalSettings::new(ImageSet::Files(vec![]), ImageSet::Files(vec![])),
+            content_from: None,
         }
     }
 }
@@ -444,6 +586,10 @@ pub struct ProtocolCell {
     pub generated_now: usize,
     /// The evaluation's folder (`metrics.json`, `report.html`), relative to the output.
     pub eval_dir: PathBuf,
+    /// For a run's model: the run's row label without a step, and the training step
+    /// ([`ResolvedModel::checkpoint`]).
+    #[serde(default)]
+    pub checkpoint: Option<(String, usize)>,
 }
 
 /// Everything the protocol produced.
@@ -523,6 +669,7 @@ mod tests {
             adapters: GenerationAdapters::default(),
             person_phrase: "ohwx style".into(),
             scene_phrase: "phol style".into(),
+            checkpoint: None,
         };
         let person = ContentPrompt {
             text: "a man".into(),
@@ -546,10 +693,12 @@ mod tests {
                 kid: None,
                 clip_t: Some(clip),
                 clip_i: None,
+                ..Default::default()
             },
             images: 4,
             generated_now: 0,
             eval_dir: PathBuf::from("evals/cubism/x"),
+            checkpoint: None,
         };
         let r = ProtocolResult {
             cells: vec![
@@ -574,5 +723,57 @@ mod tests {
         let html = render_html(&r).unwrap();
         assert!(html.contains("<td class=\"best\">13.000</td>"));
         assert!(html.contains("<table id=\"protocol\">"));
+        // Without style descriptors: no CSD / DINO columns and no scatter plot.
+        assert!(!md.contains("CSD") && !md.contains("leak"), "{md}");
+        assert!(style_content_points(&r).0.is_empty());
+    }
+
+    #[test]
+    fn style_descriptor_columns_and_the_scatter_plot() {
+        let cell = |label: &str, style: &str, csd: f64, content: f64, leak: f64| ProtocolCell {
+            label: label.into(),
+            style: style.into(),
+            metrics: Metrics {
+                clip_t: Some(25.0),
+                csd: Some(csd),
+                dino_content: Some(content),
+                dino_leak: Some(leak),
+                ..Default::default()
+            },
+            images: 4,
+            generated_now: 0,
+            eval_dir: PathBuf::from("evals/x"),
+            checkpoint: None,
+        };
+        let r = ProtocolResult {
+            cells: vec![
+                cell("LoRA", "cubism", 0.61, 0.70, 0.40),
+                cell("StyleForge", "cubism", 0.72, 0.65, 0.30),
+                cell("LoRA", "ink", 0.55, 0.80, 0.35),
+            ],
+            styles: vec!["cubism".into(), "ink".into()],
+            prompts: default_prompts(),
+            images_per_prompt: 4,
+            markdown: PathBuf::new(),
+            html: PathBuf::new(),
+        };
+        let md = render_markdown(&r).unwrap();
+        for header in ["CSD ↑ cubism", "DINO content ↑ ink", "leak ↓ cubism"] {
+            assert!(md.contains(header), "{header}: {md}");
+        }
+        // Higher CSD is better, lower leak is better.
+        assert!(md.contains("**0.720**") && md.contains("**0.300**"), "{md}");
+        assert!(md.contains("![style (CSD) against content: DINO"), "{md}");
+        let (series, axis) = style_content_points(&r);
+        assert!(axis.contains("DINO"));
+        assert_eq!(
+            series[0],
+            ("LoRA".to_string(), vec![(0.61, 0.70), (0.55, 0.80)])
+        );
+        assert_eq!(series[1].1, vec![(0.72, 0.65)]);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(write_style_content_chart(&r, dir.path()).unwrap());
+        let png = image::open(dir.path().join(STYLE_CONTENT_CHART)).unwrap();
+        assert_eq!((png.width(), png.height()), (720, 480));
     }
 }

@@ -78,16 +78,39 @@ impl<'a> ImageProtocol<'a> {
             }
             labels.push(key);
         }
-        Ok(Self {
+        let protocol = Self {
             settings,
             models,
             loaded: None,
-        })
+        };
+        if let Some(label) = &settings.content_from {
+            protocol.content_model(label, "")?;
+        }
+        Ok(protocol)
     }
 
     /// The resolved models, in row order.
     pub fn models(&self) -> &[ResolvedModel] {
         &self.models
+    }
+
+    /// The row whose pictures are the content references: labelled `label`, for `style`
+    /// where there is one, else the first so labelled.
+    fn content_model(&self, label: &str, style: &str) -> Result<usize> {
+        self.models
+            .iter()
+            .position(|m| m.label == label && m.style == style)
+            .or_else(|| self.models.iter().position(|m| m.label == label))
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "content_from `{label}` names no model row (rows: {})",
+                    self.models
+                        .iter()
+                        .map(|m| m.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
     }
 
     fn images_dir(&self, model: &ResolvedModel) -> PathBuf {
@@ -170,7 +193,7 @@ impl Protocol for ImageProtocol<'_> {
     fn scoring(&self) -> Vec<String> {
         self.models
             .iter()
-            .map(|m| format!("score {} ({}) with Inception / CLIP", m.label, m.style))
+            .map(|m| format!("score {} ({}) with the evaluation models", m.label, m.style))
             .collect()
     }
 
@@ -238,7 +261,20 @@ impl Protocol for ImageProtocol<'_> {
                 .join(slug(&model.style))
                 .join(slug(&model.label));
             tracing::info!("scoring {} ({})", model.label, model.style);
+            let content = match &s.content_from {
+                Some(label) if *label != model.label => {
+                    let c = self.content_model(label, &model.style)?;
+                    Some(
+                        self.images(c, 0..s.prompts.len())
+                            .into_iter()
+                            .map(|i| i.path)
+                            .collect(),
+                    )
+                }
+                _ => None,
+            };
             let cell = CellImages {
+                content,
                 // Image i of `files` was made from content prompt i / images_per_prompt.
                 prompts: (0..files.len())
                     .map(|i| s.prompts[i / s.images_per_prompt].text.clone())
@@ -258,6 +294,7 @@ impl Protocol for ImageProtocol<'_> {
                     .strip_prefix(&s.out)
                     .unwrap_or(&eval_dir)
                     .to_path_buf(),
+                checkpoint: model.checkpoint.clone(),
             });
         }
         let files = crate::protocol::ReportFiles::new(&s.out, self.stem());
@@ -269,6 +306,7 @@ impl Protocol for ImageProtocol<'_> {
             markdown: files.markdown,
             html: files.html,
         };
+        write_charts(&result, &s.out)?;
         Ok((report(&result)?, result))
     }
 }
@@ -282,6 +320,9 @@ pub struct CellImages {
     pub prompts: Vec<String>,
     /// The style's reference folder.
     pub reference: PathBuf,
+    /// Content references, one per generated picture (the content model's picture for the
+    /// same prompt and seed), for the DINO content score.
+    pub content: Option<Vec<PathBuf>>,
     /// Where the cell's own report goes (`metrics.json`, `report.html`).
     pub report_dir: PathBuf,
 }
@@ -315,12 +356,37 @@ const COLUMNS: [MetricColumn; 4] = [
     ("CLIP-I ↑", false, |m| m.clip_i),
 ];
 
+/// Style-descriptor columns, shown when their model was given.
+const STYLE_COLUMNS: [MetricColumn; 3] = [
+    ("CSD ↑", false, |m| m.csd),
+    ("DINO content ↑", false, |m| m.dino_content),
+    ("leak ↓", true, |m| m.dino_leak),
+];
+
+/// The columns in table order: the paper's four, then the style-descriptor columns for
+/// which `shown` holds.
+fn columns_where(shown: impl Fn(&MetricColumn) -> bool) -> Vec<MetricColumn> {
+    COLUMNS
+        .iter()
+        .copied()
+        .chain(STYLE_COLUMNS.iter().copied().filter(|c| shown(c)))
+        .collect()
+}
+
+/// The columns of a result: the style-descriptor ones where some cell has a value.
+fn result_columns(result: &ProtocolResult) -> Vec<MetricColumn> {
+    columns_where(|(_, _, get)| result.cells.iter().any(|c| get(&c.metrics).is_some()))
+}
+
 impl Scorer for InceptionClip {
     type Cell = CellImages;
     type Scores = EvalResult;
 
     fn columns(&self) -> Vec<Column> {
-        metric_columns()
+        self.active()
+            .iter()
+            .map(|(name, lower, _)| Column::new(*name, 3, *lower))
+            .collect()
     }
 
     fn score(&mut self, cell: &CellImages, progress: &mut dyn Progress) -> Result<EvalResult> {
@@ -328,24 +394,80 @@ impl Scorer for InceptionClip {
         eval.inputs.generated = ImageSet::Files(cell.generated.clone());
         eval.inputs.reference = ImageSet::Folder(cell.reference.clone());
         eval.inputs.prompts = PromptSource::Lines(cell.prompts.clone());
+        eval.inputs.content = cell.content.clone().map(ImageSet::Files);
         let result = evaluate_with(&eval, &self.models, progress)?;
         crate::evaluation::report::write_outputs(&cell.report_dir, &result, &eval.inputs)?;
         Ok(result)
     }
 
     fn values(&self, scores: &EvalResult) -> Vec<Option<f64>> {
-        COLUMNS
+        self.active()
             .iter()
             .map(|(_, _, get)| get(&scores.metrics))
             .collect()
     }
 }
 
-fn metric_columns() -> Vec<Column> {
-    COLUMNS
+impl InceptionClip {
+    /// The columns of the loaded models: CSD with a CSD model, the DINO ones with DINO.
+    fn active(&self) -> Vec<MetricColumn> {
+        let (csd, dino) = (self.models.csd.is_some(), self.models.dino.is_some());
+        columns_where(|(name, _, _)| if *name == "CSD ↑" { csd } else { dino })
+    }
+}
+
+/// Scatter-plot series: a method's label and its `(style, content)` points.
+pub type ScatterSeries = (String, Vec<(f64, f64)>);
+
+/// The file name of the style-against-content scatter plot beside the tables.
+pub const STYLE_CONTENT_CHART: &str = "style-content.png";
+
+/// The scatter plot's points: per method (labels in first-seen order) one `(CSD, content)`
+/// point per style, content being the DINO content score where any cell has one, else
+/// CLIP-T. Empty without CSD scores. Also returns the content axis label.
+pub fn style_content_points(result: &ProtocolResult) -> (Vec<ScatterSeries>, &'static str) {
+    let dino = result
+        .cells
         .iter()
-        .map(|(name, lower, _)| Column::new(*name, 3, *lower))
-        .collect()
+        .any(|c| c.metrics.dino_content.is_some());
+    let (axis, content): (&'static str, fn(&Metrics) -> Option<f64>) = if dino {
+        ("content: DINO cosine with the content reference ↑", |m| {
+            m.dino_content
+        })
+    } else {
+        ("content: CLIP-T ↑", |m| m.clip_t)
+    };
+    let mut series: Vec<ScatterSeries> = Vec::new();
+    for c in &result.cells {
+        let (Some(x), Some(y)) = (c.metrics.csd, content(&c.metrics)) else {
+            continue;
+        };
+        match series.iter_mut().find(|(l, _)| *l == c.label) {
+            Some((_, pts)) => pts.push((x, y)),
+            None => series.push((c.label.clone(), vec![(x, y)])),
+        }
+    }
+    (series, axis)
+}
+
+/// Draws the style-against-content scatter plot of `result` into `out` (nothing when it
+/// has no points); returns whether it was written.
+pub fn write_style_content_chart(result: &ProtocolResult, out: &Path) -> Result<bool> {
+    let (series, axis) = style_content_points(result);
+    if series.is_empty() {
+        return Ok(false);
+    }
+    let mut chart = crate::report::LineChart::new(
+        "Style against content, per method",
+        "style: CSD cosine with the references ↑",
+        axis,
+    );
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let color = crate::report::PALETTE[i % crate::report::PALETTE.len()];
+        chart = chart.scatter(label.clone(), pts, color);
+    }
+    chart.save(&out.join(STYLE_CONTENT_CHART), 720, 480)?;
+    Ok(true)
 }
 
 /// The comparison table: methods (labels in first-seen order) as rows, each metric × style
@@ -357,12 +479,13 @@ pub fn report(result: &ProtocolResult) -> Result<Report> {
             labels.push(c.label.clone());
         }
     }
+    let metrics = result_columns(result);
     let mut columns = Vec::new();
-    for metric in metric_columns() {
+    for (name, lower, _) in &metrics {
         for st in &result.styles {
             columns.push(
-                Column::new(format!("{} {st}", metric.name), 3, metric.lower_is_better)
-                    .grouped(metric.name.clone(), st.clone()),
+                Column::new(format!("{name} {st}"), 3, *lower)
+                    .grouped(name.to_string(), st.clone()),
             );
         }
     }
@@ -370,7 +493,7 @@ pub fn report(result: &ProtocolResult) -> Result<Report> {
         .iter()
         .map(|label| Row {
             label: label.clone(),
-            values: COLUMNS
+            values: metrics
                 .iter()
                 .flat_map(|(_, _, get)| {
                     result.styles.iter().map(move |s| {
@@ -389,7 +512,8 @@ pub fn report(result: &ProtocolResult) -> Result<Report> {
         title: "StyleForge protocol".into(),
         intro: format!(
             "{n} prompts × {k} images per model; FID/KID against each style's reference set, \
-             CLIP-T against the content prompt, CLIP-I against the reference images."
+             CLIP-T against the content prompt, CLIP-I against the reference images{}.",
+            descriptor_intro(&metrics)
         ),
         html_intro: Some(format!(
             "{n} prompts × {k} images per model. FID and KID against each style's reference \
@@ -405,20 +529,203 @@ pub fn report(result: &ProtocolResult) -> Result<Report> {
             mark_best: true,
             align_right: false,
         }],
-        notes: vec![Note::Links {
-            heading: "Per model".into(),
-            items: result
-                .cells
-                .iter()
-                .map(|c| {
-                    (
-                        format!("{} ({}): {} images", c.label, c.style, c.images),
-                        c.eval_dir.join("report.html").display().to_string(),
-                        "report".to_string(),
-                    )
-                })
-                .collect(),
-        }],
+        notes: chart_note(result)
+            .into_iter()
+            .chain(
+                checkpoint_plateaus(result)
+                    .into_iter()
+                    .map(|p| Note::Image {
+                        alt: p.summary(),
+                        heading: p.summary(),
+                        file: p.file(),
+                    }),
+            )
+            .chain([Note::Links {
+                heading: "Per model".into(),
+                items: result
+                    .cells
+                    .iter()
+                    .map(|c| {
+                        (
+                            format!("{} ({}): {} images", c.label, c.style, c.images),
+                            c.eval_dir.join("report.html").display().to_string(),
+                            "report".to_string(),
+                        )
+                    })
+                    .collect(),
+            }])
+            .collect(),
         json: crate::protocol::table::to_json(result)?,
+    })
+}
+
+/// How far below its best CSD score a checkpoint may be and still count as having reached
+/// the plateau.
+pub const PLATEAU_TOLERANCE: f64 = 0.01;
+
+/// A checkpoint's scores: `(step, CSD, CLIP-T, DINO leak)`.
+pub type CheckpointScores = (usize, Option<f64>, Option<f64>, Option<f64>);
+
+/// One run's checkpoints for one style: the scores by step and the step where the style
+/// score stops improving.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointPlateau {
+    /// The run's row label (without the step).
+    pub series: String,
+    /// The style.
+    pub style: String,
+    /// `(step, CSD, CLIP-T, DINO leak)` per checkpoint, by step.
+    pub steps: Vec<CheckpointScores>,
+    /// The earliest step whose CSD is within [`PLATEAU_TOLERANCE`] of the best (`None`
+    /// without CSD scores): later checkpoints add no style, so only their alignment and
+    /// leakage change.
+    pub plateau: Option<usize>,
+}
+
+impl CheckpointPlateau {
+    /// The chart's file name.
+    pub fn file(&self) -> String {
+        format!(
+            "checkpoints-{}-{}.png",
+            slug(&self.series),
+            slug(&self.style)
+        )
+    }
+
+    /// One sentence: where the plateau is and how CLIP-T and the leak change after it.
+    pub fn summary(&self) -> String {
+        let Some(p) = self.plateau else {
+            return format!("{} ({}): no CSD scores", self.series, self.style);
+        };
+        let at = |k: usize| self.steps.iter().find(|s| s.0 == k).copied();
+        let (Some(first), Some(last)) = (at(p), self.steps.last().copied()) else {
+            return String::new();
+        };
+        let mut s = format!(
+            "{} ({}): style (CSD) reaches its plateau at step {p}",
+            self.series, self.style
+        );
+        if last.0 > p {
+            let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
+            let mut parts = Vec::new();
+            if let Some(d) = delta(first.2, last.2) {
+                parts.push(format!("CLIP-T {d:+.2}"));
+            }
+            if let Some(d) = delta(first.3, last.3) {
+                parts.push(format!("leak {d:+.3}"));
+            }
+            if !parts.is_empty() {
+                s.push_str(&format!(
+                    "; from there to step {}: {}",
+                    last.0,
+                    parts.join(", ")
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// Every run scored at two or more training steps (its checkpoints and final model) in
+/// `result`, per style, in first-seen order.
+pub fn checkpoint_plateaus(result: &ProtocolResult) -> Vec<CheckpointPlateau> {
+    let mut out: Vec<CheckpointPlateau> = Vec::new();
+    for c in &result.cells {
+        let Some((series, step)) = &c.checkpoint else {
+            continue;
+        };
+        let row = (*step, c.metrics.csd, c.metrics.clip_t, c.metrics.dino_leak);
+        match out
+            .iter_mut()
+            .find(|p| &p.series == series && p.style == c.style)
+        {
+            Some(p) => {
+                if !p.steps.iter().any(|s| s.0 == *step) {
+                    p.steps.push(row)
+                }
+            }
+            None => out.push(CheckpointPlateau {
+                series: series.clone(),
+                style: c.style.clone(),
+                steps: vec![row],
+                plateau: None,
+            }),
+        }
+    }
+    out.retain(|p| p.steps.len() >= 2);
+    for p in &mut out {
+        p.steps.sort_by_key(|s| s.0);
+        let best = p
+            .steps
+            .iter()
+            .filter_map(|s| s.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        p.plateau = p
+            .steps
+            .iter()
+            .find(|s| s.1.is_some_and(|v| v >= best - PLATEAU_TOLERANCE))
+            .map(|s| s.0);
+    }
+    out
+}
+
+/// Writes the pictures beside the tables: the style-against-content scatter plot and one
+/// chart per run's checkpoint series (CSD and leak on the left axis, CLIP-T on the right).
+pub fn write_charts(result: &ProtocolResult, out: &Path) -> Result<()> {
+    write_style_content_chart(result, out)?;
+    for p in checkpoint_plateaus(result) {
+        let series = |i: usize| -> Vec<(f64, f64)> {
+            p.steps
+                .iter()
+                .filter_map(|s| {
+                    let v = [s.1, s.2, s.3][i];
+                    v.map(|v| (s.0 as f64, v))
+                })
+                .collect()
+        };
+        let palette = crate::report::PALETTE;
+        let mut chart = crate::report::LineChart::new(
+            format!("{} ({}) by checkpoint", p.series, p.style),
+            "training step",
+            "cosine",
+        )
+        .series("CSD style ↑", &series(0), palette[0])
+        .series("DINO leak ↓", &series(2), palette[3]);
+        let clip_t = series(1);
+        if !clip_t.is_empty() {
+            chart = chart.secondary_series("CLIP-T ↑", "CLIP-T", &clip_t, palette[2]);
+        }
+        chart.save(&out.join(p.file()), 720, 420)?;
+    }
+    Ok(())
+}
+
+/// What the style-descriptor columns among `metrics` measure, as a clause of the intro.
+fn descriptor_intro(metrics: &[MetricColumn]) -> String {
+    let parts: Vec<&str> = metrics
+        .iter()
+        .filter_map(|(name, _, _)| match *name {
+            "CSD ↑" => Some("CSD style cosine against the references"),
+            "DINO content ↑" => {
+                Some("DINO content against the content row's picture for the same prompt and seed")
+            }
+            "leak ↓" => Some("DINO leak against the references"),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
+}
+
+/// The scatter plot's note when the result has points for it.
+fn chart_note(result: &ProtocolResult) -> Option<Note> {
+    let (series, axis) = style_content_points(result);
+    (!series.is_empty()).then(|| Note::Image {
+        alt: format!("style (CSD) against {axis}, per method"),
+        heading: "Style against content".into(),
+        file: STYLE_CONTENT_CHART.into(),
     })
 }

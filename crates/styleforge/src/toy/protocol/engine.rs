@@ -76,6 +76,7 @@ impl<'a> ToyProtocol<'a> {
                 run: Some(self.run_dir(run).root().to_path_buf()),
                 path: None,
                 phrase: None,
+                checkpoint: None,
             },
             &[ProtocolStyle {
                 name: run.style.id().to_string(),
