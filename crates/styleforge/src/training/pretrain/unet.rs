@@ -11,12 +11,12 @@ use rand_chacha::ChaCha8Rng;
 use styleforge_models::clip_text::{ClipTextConfig, ClipTextModel};
 use styleforge_models::config::read_config;
 use styleforge_models::files;
-use styleforge_models::folder::{load_text_encoder, load_unet, load_vae, LoadOptions};
+use styleforge_models::folder::{load_vae, LoadOptions};
 use styleforge_models::init::PyTorchInit;
 use styleforge_models::tokenizer::ClipTokenizer;
 use styleforge_models::unet::{UNet2DConditionModel, UNetConfig};
 use styleforge_models::vae::AutoencoderKL;
-use styleforge_models::weights::{save_safetensors_atomic, varmap_tensors};
+use styleforge_models::weights::{component_weight_files, save_safetensors_atomic, varmap_tensors};
 use styleforge_schedulers::{DdpmScheduler, SchedulerConfig, SeededNoise};
 
 use super::data::DataSet;
@@ -119,13 +119,11 @@ impl<'a> UnetTask<'a> {
             PyTorchInit::var_builder(&te_vars, cfg.seed.wrapping_add(2), DType::F32, device),
         )?;
         if let Some(init) = &cfg.model.init {
-            let opts = LoadOptions {
-                device: device.clone(),
-                ..LoadOptions::default()
-            };
-            let unet_files = load_unet(&init.join("unet"), &opts)?.weight_files;
-            load_into(&unet_vars, &unet_files)?;
-            let te_files = load_text_encoder(&init.join("text_encoder"), &opts)?.weight_files;
+            load_into(
+                &unet_vars,
+                &component_weight_files(&init.join("unet"), None)?,
+            )?;
+            let te_files = component_weight_files(&init.join("text_encoder"), None)?;
             load_into(&te_vars, &te_files)?;
             tracing::info!("UNet and text encoder start from {}", init.display());
         }
