@@ -1,10 +1,16 @@
-//! `styleforge toy …`: the toy world's tools (`toy probes` trains the probes).
+//! `styleforge toy …`: the toy world's tools (`toy probes` trains the probes, `toy score`
+//! measures a base model's samples with them).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use styleforge::toy::{train_probes, ProbeTrainOptions, CONFIG_FILE, WEIGHTS_FILE};
+use styleforge::models::folder::LoadOptions;
+use styleforge::pipelines::StableDiffusion;
+use styleforge::toy::{
+    base_model_scores, train_probes, BaseScoring, ProbeTrainOptions, Probes, CONFIG_FILE,
+    WEIGHTS_FILE,
+};
 
 use crate::progress::Bar;
 
@@ -21,6 +27,35 @@ enum ToyCommand {
     /// Train the probes (style, objects, colours, sky, ground classifiers) on renders and
     /// measure them on held-out renders.
     Probes(ProbesArgs),
+    /// Sample a toy base model on captions naming the base styles and measure the
+    /// pictures with the probes: style accuracy, object recall, colour accuracy.
+    Score(ScoreArgs),
+}
+
+/// Arguments of `styleforge toy score`.
+#[derive(Args, Debug)]
+struct ScoreArgs {
+    /// Where to compute.
+    #[command(flatten)]
+    device: super::device::DeviceArg,
+    /// The model folder (diffusers layout), e.g. assets/toy/base-model.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// The probes folder (probes.safetensors and probes.json).
+    #[arg(long, value_name = "DIR", default_value = "assets/toy")]
+    probes: PathBuf,
+    /// Captions (each names one of the base styles in turn).
+    #[arg(long, default_value_t = BaseScoring::default().prompts)]
+    prompts: usize,
+    /// Seeds per caption.
+    #[arg(long, default_value_t = BaseScoring::default().seeds)]
+    seeds: usize,
+    /// World seed the captions come from.
+    #[arg(long, default_value_t = BaseScoring::default().world_seed)]
+    world_seed: u64,
+    /// Print the scores as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `styleforge toy probes`.
@@ -53,7 +88,55 @@ struct ProbesArgs {
 pub fn run(args: &ToyArgs, quiet: bool) -> Result<()> {
     match &args.command {
         ToyCommand::Probes(a) => run_probes(a, quiet),
+        ToyCommand::Score(a) => run_score(a),
     }
+}
+
+fn run_score(args: &ScoreArgs) -> Result<()> {
+    let device = args.device.resolve(Default::default())?;
+    let load = LoadOptions {
+        device: device.clone(),
+        ..LoadOptions::default()
+    };
+    let sd = StableDiffusion::load(&args.model, &load)
+        .with_context(|| format!("loading the model in {}", args.model.display()))?;
+    let probes = Probes::load(&args.probes, &device)
+        .with_context(|| format!("loading the probes in {}", args.probes.display()))?;
+    let scoring = BaseScoring {
+        world_seed: args.world_seed,
+        prompts: args.prompts,
+        seeds: args.seeds,
+        ..BaseScoring::default()
+    };
+    let start = std::time::Instant::now();
+    let s = base_model_scores(&sd, &probes, &scoring)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": args.model,
+                "images": s.images,
+                "style_accuracy": s.style_accuracy,
+                "object_recall": s.content.object_recall,
+                "colour_accuracy": s.content.colour_accuracy,
+                "pair_accuracy": s.content.pair_accuracy,
+            })
+        );
+    } else {
+        println!(
+            "{} pictures ({} captions x {} seeds): style accuracy {:.3}, object recall {:.3}, \
+             colour accuracy {:.3}, pairs {:.3} ({:.0} s)",
+            s.images,
+            args.prompts,
+            args.seeds,
+            s.style_accuracy,
+            s.content.object_recall,
+            s.content.colour_accuracy,
+            s.content.pair_accuracy,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 fn run_probes(args: &ProbesArgs, quiet: bool) -> Result<()> {
