@@ -39,7 +39,8 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Time the models' forward passes and training steps.
     Bench(commands::bench::BenchArgs),
-    /// Convert a diffusers folder to a single-file checkpoint, or a single file to a folder.
+    /// Convert a diffusers folder to a single-file checkpoint, or a single file to a folder;
+    /// or write a training run's checkpoint (`--step N|best`) as a diffusers folder.
     Convert(commands::convert::ConvertArgs),
     /// Score generated images against reference images: FID, KID, CLIP-T, CLIP-I, HTML report.
     Eval(commands::eval::EvalArgs),

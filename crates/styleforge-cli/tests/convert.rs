@@ -1,10 +1,10 @@
 //! `styleforge convert` both ways on the tiny fixtures, and its bad-input behaviour.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use styleforge::models::candle::{Device, Tensor};
+use styleforge::models::candle::{DType, Device, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -193,4 +193,139 @@ fn converted_files_and_folders_get_the_normal_mode() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(mode(&back), 0o644, "single file");
     assert_eq!(checked + 1, 12);
+}
+
+/// Whether anything under `dir` is a symbolic link.
+fn holds_links(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let path = e.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        meta.file_type().is_symlink() || (meta.is_dir() && holds_links(&path))
+    })
+}
+
+/// The UNet of checkpoint `step` of `run` as the run's model would hold it: its EMA
+/// weights, in the trained weights' dtype.
+fn ema_unet(run: &Path, step: usize) -> Vec<(String, Vec<f32>)> {
+    let ckpt = run.join(format!("checkpoints/step-{step:07}"));
+    let raw = load(&ckpt.join("unet.safetensors"));
+    let ema = load(&ckpt.join("ema.safetensors"));
+    let mut out: Vec<(String, Vec<f32>)> = raw
+        .iter()
+        .map(|(name, t)| {
+            let avg = ema[&format!("unet.{name}")].to_dtype(t.dtype()).unwrap();
+            (name.clone(), values(&avg.to_dtype(DType::F32).unwrap()))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn unet_of(model: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut out: Vec<(String, Vec<f32>)> =
+        load(&model.join("unet/diffusion_pytorch_model.safetensors"))
+            .into_iter()
+            .map(|(k, t)| (k, values(&t.to_dtype(DType::F32).unwrap())))
+            .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn a_run_s_checkpoint_exports_as_a_standalone_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let style = tmp.path().join("style");
+    std::fs::create_dir_all(&style).unwrap();
+    for i in 0..2u32 {
+        image::RgbImage::from_fn(24, 24, |x, y| {
+            image::Rgb([(x * 10) as u8, (y * 10) as u8, (i * 60) as u8])
+        })
+        .save(style.join(format!("{i}.png")))
+        .unwrap();
+    }
+    let run_dir = tmp.path().join("run");
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let config = format!(
+        "method = \"styleforge\"\nseed = 3\n\n[model]\nbase = {}\n\n\
+         [[data.concepts]]\nstyle_dir = {}\ntoken = \"ohwx\"\n\n\
+         [data]\nresolution = 16\n\n\
+         [training]\nnum_aux_images = 1\naux_steps = 1\nema_decay = 0.5\n\n\
+         [optim]\nsteps = 3\nlr = 1e-3\n\n\
+         [output]\ndir = {}\ncheckpoint_every = 1\nkeep_checkpoints = 10\nvalidate_every = 0\n",
+        q(&fixture("tiny-sd1")),
+        q(&style),
+        q(&run_dir)
+    );
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let cfg = cfg.display().to_string();
+    let o = run(&["--quiet", "train", "--config", &cfg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_s = run_dir.display().to_string();
+
+    // A step by number: real files, the checkpoint's EMA weights.
+    let out = tmp.path().join("export-2");
+    let o = run(&[
+        "convert",
+        "--from",
+        &run_s,
+        "--step",
+        "2",
+        "--to",
+        &out.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("EMA weights"), "{}", stderr(&o));
+    assert!(out.join("model_index.json").is_file() && !holds_links(&out));
+    assert_eq!(unet_of(&out), ema_unet(&run_dir, 2));
+
+    // `best`: the step a sweep's protocol.json names for the run.
+    let sweep = tmp.path().join("sweep");
+    std::fs::create_dir_all(&sweep).unwrap();
+    let json = serde_json::json!({
+        "cells": [],
+        "checkpoint_sweeps": [{
+            "series": "Single-StyleForge",
+            "style": "style",
+            "run": run_dir.canonicalize().unwrap(),
+            "ema": true,
+            "steps": [[1, 0.61, null, null], [2, 0.605, null, null], [3, 0.6, null, null]],
+            "plateau": 1
+        }]
+    });
+    std::fs::write(sweep.join("protocol.json"), json.to_string()).unwrap();
+    let best = tmp.path().join("export-best");
+    let best_s = best.display().to_string();
+    let sweep_s = sweep.display().to_string();
+    let o = run(&[
+        "convert", "--from", &run_s, "--step", "best", "--sweep", &sweep_s, "--to", &best_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(unet_of(&best), ema_unet(&run_dir, 1));
+
+    // Refused, writing nothing: a step not kept, an existing folder, `best` without a
+    // sweep, a run folder without a step.
+    let none = tmp.path().join("export-none");
+    let none_s = none.display().to_string();
+    let o = run(&["convert", "--from", &run_s, "--step", "9", "--to", &none_s]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no complete checkpoint of step 9"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!none.exists());
+    let o = run(&["convert", "--from", &run_s, "--step", "1", "--to", &best_s]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert_eq!(unet_of(&best), ema_unet(&run_dir, 1));
+    let o = run(&[
+        "convert", "--from", &run_s, "--step", "best", "--to", &none_s,
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--sweep"), "{}", stderr(&o));
+    let o = run(&["convert", "--from", &run_s, "--to", &none_s]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("training run folder"), "{}", stderr(&o));
+    assert!(!none.exists());
 }

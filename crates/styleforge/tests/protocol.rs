@@ -30,6 +30,18 @@ fn lora_run(data: &Path, out: &Path) {
 /// A finished run of `method` on tiny-sd1, `steps` long, checkpointed every
 /// `checkpoint_every` steps (0: none), every checkpoint kept.
 fn tiny_run(method: &str, steps: usize, checkpoint_every: usize, data: &Path, out: &Path) {
+    tiny_run_with(method, steps, checkpoint_every, "", data, out)
+}
+
+/// [`tiny_run`] with more `[training]` keys.
+fn tiny_run_with(
+    method: &str,
+    steps: usize,
+    checkpoint_every: usize,
+    training: &str,
+    data: &Path,
+    out: &Path,
+) {
     write_images(&data.join("style"), 7, &[None, None, None]);
     write_images(&data.join("aux"), 8, &[None, None]);
     let text = format!(
@@ -42,6 +54,7 @@ base = {:?}
 resolution = 16
 [training]
 num_aux_images = 2
+{training}
 [optim]
 steps = {steps}
 [output]
@@ -269,12 +282,59 @@ fn shards_then_a_merge_write_what_one_process_writes() {
     assert_eq!(std::fs::read_to_string(&files.json).unwrap(), json);
 }
 
+/// The tensors of a safetensors file.
+fn tensors(path: &Path) -> std::collections::HashMap<String, styleforge::models::candle::Tensor> {
+    styleforge::models::candle::safetensors::load(path, &styleforge::models::candle::Device::Cpu)
+        .unwrap()
+}
+
+/// Every value of every tensor, by name, as f32.
+fn values(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut out: Vec<(String, Vec<f32>)> = tensors(path)
+        .into_iter()
+        .map(|(k, t)| {
+            let v = t
+                .to_dtype(styleforge::models::candle::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            (k, v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Whether anything under `dir` is a symbolic link.
+fn holds_links(dir: &Path) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let path = e.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        meta.file_type().is_symlink() || (meta.is_dir() && holds_links(&path))
+    })
+}
+
 #[test]
 fn checkpoints_of_a_run_become_rows_with_a_plateau() {
-    use styleforge::evaluation::protocol::{checkpoint_plateaus, run_checkpoint_steps};
+    use styleforge::evaluation::protocol::{
+        best_checkpoint_step, checkpoint_model, checkpoint_plateaus, export_checkpoint,
+        read_run_config, run_checkpoint_steps,
+    };
+    use styleforge::training::checkpoint::EMA_FILE;
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    tiny_run("styleforge", 3, 1, &tmp.path().join("data"), &run);
+    // An EMA that moves from the second update on (decay 2/11 there), so the average
+    // differs from the trained weights by step 2.
+    tiny_run_with(
+        "styleforge",
+        3,
+        1,
+        "ema_decay = 0.5",
+        &tmp.path().join("data"),
+        &run,
+    );
     assert_eq!(run_checkpoint_steps(&run), [1, 2]);
     let mut s = settings(tmp.path(), &run);
     s.eval.inception = None;
@@ -292,33 +352,156 @@ fn checkpoints_of_a_run_become_rows_with_a_plateau() {
         .collect();
     let r = run_protocol(&s, &mut NoProgress).unwrap();
     let labels: Vec<&str> = r.cells.iter().map(|c| c.label.as_str()).collect();
+    // The run writes its EMA as the model, so its checkpoints are scored with the EMA too,
+    // and say so.
     assert_eq!(
         labels,
         [
-            "Single-StyleForge step 1",
-            "Single-StyleForge step 2",
+            "Single-StyleForge step 1 (EMA)",
+            "Single-StyleForge step 2 (EMA)",
             "Single-StyleForge"
         ]
     );
-    // A checkpoint is loaded through a folder of links to the base and its own weights.
-    let unet = run.join("checkpoints/step-0000001/model/unet/diffusion_pytorch_model.safetensors");
-    assert!(std::fs::symlink_metadata(&unet)
+    assert!(r.cells.iter().all(|c| c.ema), "{:?}", r.cells);
+    // The checkpoint's model folder holds the averaged weights, written out (the rest are
+    // links to the base), and they are not the trained weights.
+    let ckpt = run.join("checkpoints/step-0000002");
+    let unet = ckpt.join("model-ema/unet/diffusion_pytorch_model.safetensors");
+    assert!(!std::fs::symlink_metadata(&unet)
         .unwrap()
         .file_type()
         .is_symlink());
+    assert!(std::fs::symlink_metadata(ckpt.join("model-ema/vae"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let ema_values = values(&unet);
+    let raw = tensors(&ckpt.join("unet.safetensors"));
+    let averaged = tensors(&ckpt.join(EMA_FILE));
+    assert_eq!(ema_values.len(), raw.len());
+    let mut differ = false;
+    for (name, v) in &ema_values {
+        assert_eq!(
+            tensors(&unet)[name].dtype(),
+            raw[name].dtype(),
+            "{name}: the dtype the final model is written with"
+        );
+        let want: Vec<f32> = averaged[&format!("unet.{name}")]
+            .to_dtype(raw[name].dtype())
+            .unwrap()
+            .to_dtype(styleforge::models::candle::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(v, &want, "{name}");
+        let trained: Vec<f32> = raw[name]
+            .to_dtype(styleforge::models::candle::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        differ |= v != &trained;
+    }
+    assert!(differ, "the EMA weights equal the trained ones");
+    // A run that writes its trained weights (save_ema = false) keeps the linked folder of
+    // the checkpoint's own weights.
+    let mut raw_cfg = read_run_config(&run).unwrap();
+    raw_cfg.save_ema = false;
+    let m = checkpoint_model(&raw_cfg, &run, 2).unwrap();
+    assert!(!m.ema && m.dir.ends_with("step-0000002/model"));
+    assert!(
+        std::fs::symlink_metadata(m.dir.join("unet/diffusion_pytorch_model.safetensors"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(r.cells[2].checkpoint, Some(("Single-StyleForge".into(), 3)));
     let plateaus = checkpoint_plateaus(&r);
     assert_eq!(plateaus.len(), 1);
     let p = &plateaus[0];
     assert_eq!(p.steps.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2, 3]);
-    assert!(p.plateau.is_some());
+    assert!(p.ema);
+    let best = p.plateau.expect("a plateau with CSD scores");
     assert!(s.out.join(p.file()).is_file());
     let md = std::fs::read_to_string(&r.markdown).unwrap();
-    assert!(md.contains("reaches its plateau at step"), "{md}");
+    assert!(
+        md.contains("EMA weights): style (CSD) reaches its plateau at step"),
+        "{md}"
+    );
+    // protocol.json records the step, which export reads back.
+    assert_eq!(best_checkpoint_step(&s.out, &run, None).unwrap(), best);
+    assert_eq!(
+        best_checkpoint_step(&s.out.join("protocol.json"), &run, Some("test style")).unwrap(),
+        best
+    );
+    let err = best_checkpoint_step(&s.out, &run, Some("ink"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no style `ink`"), "{err}");
+    let err = best_checkpoint_step(&s.out, &tmp.path().join("other"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds no checkpoint sweep"), "{err}");
 
-    // Adapter runs' checkpoints are refused with the reason.
+    // Export: a standalone folder of real files that the pipeline loads, with the EMA
+    // weights of the checkpoint.
+    let exported = tmp.path().join("exported/step-2");
+    let e = export_checkpoint(&run, 2, &exported).unwrap();
+    assert!(e.ema && !e.final_model && e.step == 2);
+    assert!(!holds_links(&exported));
+    assert_eq!(
+        values(&exported.join("unet/diffusion_pytorch_model.safetensors")),
+        ema_values
+    );
+    styleforge::pipelines::StableDiffusion::load(
+        &exported,
+        &styleforge::models::folder::LoadOptions::default(),
+    )
+    .unwrap();
+    // The last step has no checkpoint: it is the final model.
+    let last = export_checkpoint(&run, 3, &tmp.path().join("exported/final")).unwrap();
+    assert!(last.final_model && last.ema);
+    assert_eq!(
+        values(
+            &tmp.path()
+                .join("exported/final/unet/diffusion_pytorch_model.safetensors")
+        ),
+        values(&run.join("model/unet/diffusion_pytorch_model.safetensors"))
+    );
+    // Refused: a step not kept, an existing folder, a folder inside the base model.
+    let err = export_checkpoint(&run, 7, &tmp.path().join("exported/none"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no complete checkpoint of step 7") && err.contains("[1, 2]"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("exported/none").exists());
+    let before = values(&exported.join("unet/diffusion_pytorch_model.safetensors"));
+    let err = export_checkpoint(&run, 1, &exported)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        values(&exported.join("unet/diffusion_pytorch_model.safetensors")),
+        before
+    );
+    let err = export_checkpoint(&run, 1, &base().join("exported"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("inside the base model"), "{err}");
+    assert!(!base().join("exported").exists());
+
+    // Adapter runs' checkpoints are refused with the reason, for scoring and for export.
     let lora = tmp.path().join("lora");
     tiny_run("lora", 2, 1, &tmp.path().join("data-lora"), &lora);
+    let err = export_checkpoint(&lora, 1, &tmp.path().join("exported/lora"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("full fine-tuning"), "{err}");
     let mut s2 = settings(tmp.path(), &lora);
     s2.models.truncate(1);
     s2.models[0].checkpoint = Some(1);

@@ -1,10 +1,12 @@
 //! `styleforge convert`: a diffusers folder ⇄ a single-file checkpoint (the original LDM
 //! layout A1111 and ComfyUI load). The direction follows the paths: a `.safetensors` file
-//! in, a folder out, or the other way round.
+//! in, a folder out, or the other way round. With `--step`, a training run's checkpoint
+//! (or the one a checkpoint sweep named best) out as a standalone diffusers folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use styleforge::evaluation::protocol::{best_checkpoint_step, export_checkpoint};
 use styleforge::models::single_file::{self, Family, SingleFile, SingleFileOptions};
 
 use super::choices::PredictionTypeArg;
@@ -27,6 +29,78 @@ pub struct ConvertArgs {
     /// diffusers' (epsilon for SD 1.x, v_prediction for SD 2.x).
     #[arg(long, value_enum)]
     pub prediction_type: Option<PredictionTypeArg>,
+    /// With a `styleforge train` run folder as --from (full fine-tuning): write the model of
+    /// this training step to the new folder --to, from its kept checkpoint (EMA weights
+    /// when the run writes its EMA as the model; the last step is the final model), or
+    /// `best`: the step where `styleforge protocol --checkpoints` found the style stops
+    /// improving (needs --sweep).
+    #[arg(long, value_name = "N|best", value_parser = parse_step)]
+    pub step: Option<StepArg>,
+    /// With --step best: the output folder (or its protocol.json) of the
+    /// `styleforge protocol --checkpoints` that swept the run.
+    #[arg(long, value_name = "DIR", requires = "step")]
+    pub sweep: Option<PathBuf>,
+    /// With --step best: the style whose sweep to follow, when several were scored.
+    #[arg(long, requires = "sweep")]
+    pub style: Option<String>,
+}
+
+/// A training step, or the best one a sweep named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepArg {
+    /// This step.
+    Step(usize),
+    /// The sweep's.
+    Best,
+}
+
+fn parse_step(s: &str) -> Result<StepArg, String> {
+    if s.eq_ignore_ascii_case("best") {
+        return Ok(StepArg::Best);
+    }
+    s.parse()
+        .map(StepArg::Step)
+        .map_err(|_| format!("`{s}`: expected a training step (a number) or `best`"))
+}
+
+/// `convert --from RUN --step N|best --to DIR`.
+fn export(args: &ConvertArgs, step: StepArg, quiet: bool) -> anyhow::Result<()> {
+    if args.config.is_some() || args.prediction_type.is_some() {
+        bail!("--config and --prediction-type apply to single-file input only");
+    }
+    let run = &args.from;
+    let step = match (step, &args.sweep) {
+        (StepArg::Step(n), None) => n,
+        (StepArg::Step(_), Some(_)) => bail!("--sweep goes with --step best"),
+        (StepArg::Best, None) => bail!(
+            "--step best needs --sweep DIR: the output folder of `styleforge protocol              --checkpoints --run {}`",
+            run.display()
+        ),
+        (StepArg::Best, Some(sweep)) => best_checkpoint_step(sweep, run, args.style.as_deref())
+            .with_context(|| format!("cannot find the best step of {}", run.display()))?,
+    };
+    let m = export_checkpoint(run, step, &args.to).with_context(|| {
+        format!(
+            "cannot export step {step} of {} to {}",
+            run.display(),
+            args.to.display()
+        )
+    })?;
+    if !quiet {
+        eprintln!(
+            "{} step {step} ({}{} weights) -> diffusers folder {}",
+            run.display(),
+            if m.final_model { "final model, " } else { "" },
+            if m.ema { "EMA" } else { "trained" },
+            m.dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Whether `dir` looks like a training run folder rather than a model.
+fn is_run_folder(dir: &Path) -> bool {
+    dir.join("config.toml").is_file() && !dir.join("model_index.json").is_file()
 }
 
 fn family_name(f: Family) -> &'static str {
@@ -38,6 +112,9 @@ fn family_name(f: Family) -> &'static str {
 
 /// Runs `styleforge convert`.
 pub fn run(args: &ConvertArgs, quiet: bool) -> anyhow::Result<()> {
+    if let Some(step) = args.step {
+        return export(args, step, quiet);
+    }
     if args.from.is_file() {
         if args.to.extension().is_some_and(|e| e == "safetensors") {
             bail!(
@@ -71,6 +148,12 @@ pub fn run(args: &ConvertArgs, quiet: bool) -> anyhow::Result<()> {
         }
         Ok(())
     } else if args.from.is_dir() {
+        if is_run_folder(&args.from) {
+            bail!(
+                "{} is a training run folder: give --step N (a kept checkpoint's step) or                  --step best --sweep DIR to write one of its models to --to",
+                args.from.display()
+            );
+        }
         if args.config.is_some() || args.prediction_type.is_some() {
             bail!("--config and --prediction-type apply to single-file input only");
         }

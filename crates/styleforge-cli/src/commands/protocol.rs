@@ -148,7 +148,9 @@ pub struct ProtocolInputs {
     content_from: Option<String>,
     /// Also score every kept checkpoint of each --run (full fine-tuning runs), one row per
     /// step beside the final model, with a chart per run of CSD, CLIP-T and leak by step and
-    /// the step where the style score stops improving.
+    /// the step where the style score stops improving (recorded in protocol.json, for
+    /// `styleforge convert --step best`). A run that writes its EMA as the model is scored
+    /// with its checkpoints' EMA weights.
     #[arg(long)]
     checkpoints: bool,
     /// How images are resized to Inception's input.

@@ -2,6 +2,7 @@
 //! written to a temporary folder and renamed, so a crash never leaves a broken one and a
 //! resumed run continues exactly.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -32,7 +33,14 @@ pub struct TrainState {
 }
 
 /// The file of the weights' moving average in a checkpoint.
-const EMA_FILE: &str = "ema.safetensors";
+pub const EMA_FILE: &str = "ema.safetensors";
+
+/// The prefix of the UNet's weights among a fine-tuning run's trained variables (and so in
+/// [`EMA_FILE`]).
+pub const UNET_PREFIX: &str = "unet.";
+
+/// The prefix of the text encoder's weights among a fine-tuning run's trained variables.
+pub const TEXT_ENCODER_PREFIX: &str = "text_encoder.";
 
 /// The folder of the checkpoint at `step` inside `dir`.
 pub fn checkpoint_dir(dir: &Path, step: usize) -> PathBuf {
@@ -211,6 +219,44 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded> {
             .transpose()?,
         state,
     })
+}
+
+/// The moving average of the weights in the checkpoint file `raw` (`unet.safetensors` or
+/// `text_encoder.safetensors` of the checkpoint folder `dir`), read from the checkpoint's
+/// [`EMA_FILE`] under `prefix` ([`UNET_PREFIX`], [`TEXT_ENCODER_PREFIX`]) and cast to each raw
+/// weight's dtype: the tensors the run's model is written with when it ships the average.
+/// Every raw weight must have its average, with its shape.
+pub fn ema_weights(dir: &Path, raw: &str, prefix: &str) -> Result<HashMap<String, Tensor>> {
+    let device = Device::Cpu;
+    let raw = TensorFile::open(&dir.join(raw), &device)?;
+    let ema = TensorFile::open(&dir.join(EMA_FILE), &device)?;
+    let mut out = HashMap::new();
+    for (name, _) in raw.file.tensors() {
+        let Some(w) = raw.tensor(&name)? else {
+            continue;
+        };
+        let key = format!("{prefix}{name}");
+        let avg = ema.tensor(&key)?.ok_or_else(|| Error::Checkpoint {
+            path: ema.path.clone(),
+            message: format!(
+                "the EMA weights lack `{key}`, which {} holds",
+                raw.path.display()
+            ),
+        })?;
+        if avg.dims() != w.dims() {
+            return Err(Error::Checkpoint {
+                path: ema.path.clone(),
+                message: format!(
+                    "EMA weight `{key}` has shape {:?}, {} {:?}",
+                    avg.dims(),
+                    raw.path.display(),
+                    w.dims()
+                ),
+            });
+        }
+        out.insert(name, avg.to_dtype(w.dtype())?);
+    }
+    Ok(out)
 }
 
 /// Copies checkpoint weights into the variables of `varmap`; every variable must be there

@@ -601,16 +601,15 @@ fn named_vars(models: &Models) -> Vec<(String, Var)> {
         .lock()
         .expect("varmap lock")
         .iter()
-        .map(|(k, v)| (format!("unet.{k}"), v.clone()))
+        .map(|(k, v)| (format!("{}{k}", super::checkpoint::UNET_PREFIX), v.clone()))
         .collect();
     if let Some(te) = &models.te_vars {
-        named.extend(
-            te.data()
-                .lock()
-                .expect("varmap lock")
-                .iter()
-                .map(|(k, v)| (format!("text_encoder.{k}"), v.clone())),
-        );
+        named.extend(te.data().lock().expect("varmap lock").iter().map(|(k, v)| {
+            (
+                format!("{}{k}", super::checkpoint::TEXT_ENCODER_PREFIX),
+                v.clone(),
+            )
+        }));
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named

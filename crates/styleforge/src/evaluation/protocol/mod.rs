@@ -21,6 +21,7 @@
 //! are the shared [`crate::protocol`] engine's; this module is what is particular to real
 //! images: prompts, models, and the Inception/CLIP scorer ([`InceptionClip`]).
 
+mod checkpoints;
 mod scorer;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,10 @@ use crate::pipelines::{SamplingOptions, SchedulerChoice};
 use crate::progress::Progress;
 use crate::training::{Method, ResolvedConfig};
 use crate::RunDir;
+pub use checkpoints::{
+    best_checkpoint_step, checkpoint_model, export_checkpoint, run_checkpoint_steps,
+    CheckpointModel, ExportedModel,
+};
 pub use scorer::{
     checkpoint_plateaus, report, style_content_points, write_charts, write_style_content_chart,
     CellImages, CheckpointPlateau, CheckpointScores, GenerationWork, ImageProtocol, InceptionClip,
@@ -150,6 +155,11 @@ pub struct ResolvedModel {
     /// For a run's model: the run's row label without a step, and the training step (the
     /// final model's is the run's step count); `None` for a model folder.
     pub checkpoint: Option<(String, usize)>,
+    /// The run folder (absolute) of a run's model.
+    pub run: Option<PathBuf>,
+    /// Whether the weights are the run's EMA (its final model when it ships the average,
+    /// and such a run's checkpoints, see [`checkpoint_model`]).
+    pub ema: bool,
 }
 
 impl ResolvedModel {
@@ -181,19 +191,8 @@ pub fn method_label(method: Method) -> &'static str {
 
 /// Reads a run folder: its effective `config.toml` and trained `model/`.
 pub fn resolve_run(run: &Path) -> Result<(ResolvedConfig, PathBuf)> {
-    let dir = RunDir::new(run);
-    let config_path = dir.config();
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Data {
-        path: config_path.clone(),
-        message: format!(
-            "cannot read the run's config ({e}); is this a `styleforge train` run folder?"
-        ),
-    })?;
-    let cfg: ResolvedConfig = toml::from_str(&text).map_err(|e| Error::Config {
-        path: config_path.clone(),
-        message: e.to_string(),
-    })?;
-    let model = dir.model();
+    let cfg = read_run_config(run)?;
+    let model = RunDir::new(run).model();
     if !model.is_dir() {
         return Err(Error::Data {
             path: model,
@@ -201,6 +200,21 @@ pub fn resolve_run(run: &Path) -> Result<(ResolvedConfig, PathBuf)> {
         });
     }
     Ok((cfg, model))
+}
+
+/// Reads a run folder's effective `config.toml`.
+pub fn read_run_config(run: &Path) -> Result<ResolvedConfig> {
+    let config_path = RunDir::new(run).config();
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::Data {
+        path: config_path.clone(),
+        message: format!(
+            "cannot read the run's config ({e}); is this a `styleforge train` run folder?"
+        ),
+    })?;
+    toml::from_str(&text).map_err(|e| Error::Config {
+        path: config_path,
+        message: e.to_string(),
+    })
 }
 
 /// Turns a [`ProtocolModel`] into what to load and how to prompt it.
@@ -246,15 +260,22 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 .label
                 .clone()
                 .unwrap_or_else(|| method_label(cfg.method).to_string());
+            let run_abs = run.canonicalize().unwrap_or_else(|_| run.clone());
             if let Some(step) = m.checkpoint {
+                let model = checkpoint_model(&cfg, run, step)?;
+                // The averaged weights get a label (and image folder) of their own: pictures
+                // of the trained weights made before are not theirs.
+                let ema = if model.ema { " (EMA)" } else { "" };
                 return Ok(ResolvedModel {
-                    label: format!("{series} step {step}"),
+                    label: format!("{series} step {step}{ema}"),
                     style,
-                    dir: checkpoint_model(&cfg, run, step)?,
+                    dir: model.dir,
                     adapters,
                     person_phrase: person,
                     scene_phrase: scene,
                     checkpoint: Some((series, step)),
+                    run: Some(run_abs),
+                    ema: model.ema,
                 });
             }
             let dir = if cfg.method.is_adapter() {
@@ -283,6 +304,8 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 person_phrase: person,
                 scene_phrase: scene,
                 checkpoint: Some((series, cfg.steps)),
+                run: Some(run_abs),
+                ema: cfg.save_ema,
             })
         }
         (None, Some(path)) => {
@@ -298,6 +321,8 @@ pub fn resolve_model(m: &ProtocolModel, styles: &[ProtocolStyle]) -> Result<Reso
                 person_phrase: phrase.clone(),
                 scene_phrase: phrase,
                 checkpoint: None,
+                run: None,
+                ema: false,
             })
         }
         _ => Err(Error::InvalidRequest(
@@ -317,107 +342,6 @@ pub fn style_phrase(instance_prompt: &str) -> String {
         }
     }
     p.to_string()
-}
-
-/// The steps of a run's complete checkpoints, oldest first.
-pub fn run_checkpoint_steps(run: &Path) -> Vec<usize> {
-    crate::training::checkpoint::list(&RunDir::new(run).checkpoints())
-        .into_iter()
-        .map(|(step, _)| step)
-        .collect()
-}
-
-/// A full fine-tuning run's checkpoint as a diffusers folder, `<checkpoint>/model/` (made
-/// once): links to the base model's parts and to the checkpoint's UNet (and text encoder)
-/// weights, which are the tensors the final model folder is written from. EMA weights, if
-/// the run keeps them, are not used.
-pub fn checkpoint_model(cfg: &ResolvedConfig, run: &Path, step: usize) -> Result<PathBuf> {
-    if cfg.method.is_adapter() {
-        return Err(Error::InvalidRequest(format!(
-            "{}: scoring checkpoints needs a full fine-tuning run (StyleForge, DreamBooth); \
-             {} checkpoints hold adapter weights",
-            run.display(),
-            method_label(cfg.method)
-        )));
-    }
-    let checkpoints = RunDir::new(run).checkpoints();
-    let ckpt = crate::training::checkpoint::checkpoint_dir(&checkpoints, step);
-    if !ckpt.join("state.json").is_file() || !ckpt.join("unet.safetensors").is_file() {
-        let kept = run_checkpoint_steps(run);
-        return Err(Error::Data {
-            path: ckpt,
-            message: format!(
-                "no complete checkpoint of step {step} (the run keeps {kept:?}; \
-                 output.keep_checkpoints limits how many are kept)"
-            ),
-        });
-    }
-    let out = ckpt.join("model");
-    if out.join("model_index.json").is_file() {
-        return Ok(out);
-    }
-    let abs = |p: &Path| {
-        p.canonicalize().map_err(|e| Error::Data {
-            path: p.to_path_buf(),
-            message: e.to_string(),
-        })
-    };
-    let base = abs(&base_folder(cfg, run)?)?;
-    let ckpt = abs(&ckpt)?;
-    files::write_dir_with(&out, |tmp| -> Result<()> {
-        link(
-            &base.join("model_index.json"),
-            &tmp.join("model_index.json"),
-        )?;
-        for part in ["scheduler", "tokenizer", "vae"] {
-            if base.join(part).is_dir() {
-                link(&base.join(part), &tmp.join(part))?;
-            }
-        }
-        files::create_dir_all(&tmp.join("unet"))?;
-        link(
-            &base.join("unet/config.json"),
-            &tmp.join("unet/config.json"),
-        )?;
-        link(
-            &ckpt.join("unet.safetensors"),
-            &tmp.join("unet/diffusion_pytorch_model.safetensors"),
-        )?;
-        if ckpt.join("text_encoder.safetensors").is_file() {
-            files::create_dir_all(&tmp.join("text_encoder"))?;
-            link(
-                &base.join("text_encoder/config.json"),
-                &tmp.join("text_encoder/config.json"),
-            )?;
-            link(
-                &ckpt.join("text_encoder.safetensors"),
-                &tmp.join("text_encoder/model.safetensors"),
-            )?;
-        } else {
-            link(&base.join("text_encoder"), &tmp.join("text_encoder"))?;
-        }
-        Ok(())
-    })?;
-    Ok(out)
-}
-
-/// A symbolic link at `dst` to `src` (a copy where links are not available).
-fn link(src: &Path, dst: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::symlink(src, dst).map_err(|e| Error::Data {
-            path: dst.to_path_buf(),
-            message: format!("cannot link to {}: {e}", src.display()),
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        if src.is_dir() {
-            Ok(files::copy_dir(src, dst)?)
-        } else {
-            Ok(files::copy_file(src, dst)?)
-        }
-    }
 }
 
 /// An adapter run's base model as a diffusers folder: the `base-model/` a single-file base
@@ -590,6 +514,12 @@ pub struct ProtocolCell {
     /// ([`ResolvedModel::checkpoint`]).
     #[serde(default)]
     pub checkpoint: Option<(String, usize)>,
+    /// The run folder of a run's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<PathBuf>,
+    /// Whether the weights are the run's EMA ([`ResolvedModel::ema`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ema: bool,
 }
 
 /// Everything the protocol produced.
@@ -670,6 +600,8 @@ mod tests {
             person_phrase: "ohwx style".into(),
             scene_phrase: "phol style".into(),
             checkpoint: None,
+            run: None,
+            ema: false,
         };
         let person = ContentPrompt {
             text: "a man".into(),
@@ -699,6 +631,8 @@ mod tests {
             generated_now: 0,
             eval_dir: PathBuf::from("evals/cubism/x"),
             checkpoint: None,
+            run: None,
+            ema: false,
         };
         let r = ProtocolResult {
             cells: vec![
@@ -744,6 +678,8 @@ mod tests {
             generated_now: 0,
             eval_dir: PathBuf::from("evals/x"),
             checkpoint: None,
+            run: None,
+            ema: false,
         };
         let r = ProtocolResult {
             cells: vec![

@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{resolve_model, ProtocolCell, ProtocolResult, ProtocolSettings, ResolvedModel};
 use crate::adapters::generation::AdaptedPipeline;
@@ -295,6 +295,8 @@ impl Protocol for ImageProtocol<'_> {
                     .unwrap_or(&eval_dir)
                     .to_path_buf(),
                 checkpoint: model.checkpoint.clone(),
+                run: model.run.clone(),
+                ema: model.ema,
             });
         }
         let files = crate::protocol::ReportFiles::new(&s.out, self.stem());
@@ -555,8 +557,20 @@ pub fn report(result: &ProtocolResult) -> Result<Report> {
                     .collect(),
             }])
             .collect(),
-        json: crate::protocol::table::to_json(result)?,
+        json: crate::protocol::table::to_json(&ResultJson {
+            result,
+            checkpoint_sweeps: checkpoint_plateaus(result),
+        })?,
     })
+}
+
+/// `protocol.json`: the result, and each run's checkpoint sweep with the step it names
+/// (what `styleforge convert --step best` reads).
+#[derive(Serialize)]
+struct ResultJson<'a> {
+    #[serde(flatten)]
+    result: &'a ProtocolResult,
+    checkpoint_sweeps: Vec<CheckpointPlateau>,
 }
 
 /// How far below its best CSD score a checkpoint may be and still count as having reached
@@ -568,17 +582,23 @@ pub type CheckpointScores = (usize, Option<f64>, Option<f64>, Option<f64>);
 
 /// One run's checkpoints for one style: the scores by step and the step where the style
 /// score stops improving.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointPlateau {
     /// The run's row label (without the step).
     pub series: String,
     /// The style.
     pub style: String,
+    /// The run folder.
+    #[serde(default)]
+    pub run: Option<PathBuf>,
+    /// Whether the weights scored are the run's EMA (as the model it writes).
+    #[serde(default)]
+    pub ema: bool,
     /// `(step, CSD, CLIP-T, DINO leak)` per checkpoint, by step.
     pub steps: Vec<CheckpointScores>,
     /// The earliest step whose CSD is within [`PLATEAU_TOLERANCE`] of the best (`None`
     /// without CSD scores): later checkpoints add no style, so only their alignment and
-    /// leakage change.
+    /// leakage change. The sweep's best checkpoint.
     pub plateau: Option<usize>,
 }
 
@@ -602,8 +622,10 @@ impl CheckpointPlateau {
             return String::new();
         };
         let mut s = format!(
-            "{} ({}): style (CSD) reaches its plateau at step {p}",
-            self.series, self.style
+            "{} ({}{}): style (CSD) reaches its plateau at step {p}",
+            self.series,
+            self.style,
+            if self.ema { ", EMA weights" } else { "" }
         );
         if last.0 > p {
             let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
@@ -640,6 +662,7 @@ pub fn checkpoint_plateaus(result: &ProtocolResult) -> Vec<CheckpointPlateau> {
             .find(|p| &p.series == series && p.style == c.style)
         {
             Some(p) => {
+                p.ema |= c.ema;
                 if !p.steps.iter().any(|s| s.0 == *step) {
                     p.steps.push(row)
                 }
@@ -647,6 +670,8 @@ pub fn checkpoint_plateaus(result: &ProtocolResult) -> Vec<CheckpointPlateau> {
             None => out.push(CheckpointPlateau {
                 series: series.clone(),
                 style: c.style.clone(),
+                run: c.run.clone(),
+                ema: c.ema,
                 steps: vec![row],
                 plateau: None,
             }),
@@ -685,7 +710,12 @@ pub fn write_charts(result: &ProtocolResult, out: &Path) -> Result<()> {
         };
         let palette = crate::report::PALETTE;
         let mut chart = crate::report::LineChart::new(
-            format!("{} ({}) by checkpoint", p.series, p.style),
+            format!(
+                "{} ({}) by checkpoint{}",
+                p.series,
+                p.style,
+                if p.ema { ", EMA weights" } else { "" }
+            ),
             "training step",
             "cosine",
         )
