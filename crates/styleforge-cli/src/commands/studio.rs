@@ -38,10 +38,19 @@ pub fn run(args: &StudioArgs) -> Result<()> {
     };
     let studio = Studio::bind(&opts)
         .with_context(|| format!("cannot start the studio on port {}", args.port))?;
-    println!("StyleForge Studio: open {}", studio.url());
-    println!("runs folder: {}", args.runs.display());
-    // Flushed now: a script reading the URL from a pipe must not wait for more output.
-    std::io::Write::flush(&mut std::io::stdout())?;
+    // Written once and flushed (a script reading the URL from a pipe must not wait); a
+    // reader that has gone away must not stop the server.
+    let mut out = std::io::stdout();
+    let _ = std::io::Write::write_all(
+        &mut out,
+        format!(
+            "StyleForge Studio: open {}\nruns folder: {}\n",
+            studio.url(),
+            args.runs.display()
+        )
+        .as_bytes(),
+    );
+    let _ = std::io::Write::flush(&mut out);
     studio.serve()?;
     Ok(())
 }
