@@ -230,10 +230,14 @@ function newPage() {
     };
   }
 
+  let inspection = 0;
   async function inspect() {
+    if (!f.style_dir.value) return;
+    const mine = ++inspection;
     images.replaceChildren(el("p", { class: "note" }, "checking…"));
     try {
       const r = await api("POST", "/api/inspect", { dir: f.style_dir.value, resolution: Number(f.resolution.value) || 512 });
+      if (mine !== inspection) return; // a newer check is under way
       images.replaceChildren(
         el("p", { id: "image-summary" }, `${r.usable} of ${r.images.length} images usable`),
         ...r.problems.map((p) => el("p", { class: "problem" }, p)),
@@ -249,7 +253,7 @@ function newPage() {
             img.problem ? el("div", { class: "problem" }, img.problem) : caption);
         })));
     } catch (e) {
-      images.replaceChildren(el("p", { class: "problem" }, e.message));
+      if (mine === inspection) images.replaceChildren(el("p", { class: "problem" }, e.message));
     }
   }
 
@@ -268,6 +272,7 @@ function newPage() {
 
   check.addEventListener("click", inspect);
   f.style_dir.addEventListener("change", inspect);
+  f.resolution.addEventListener("change", inspect);
   const show2 = () => { f.style_dir2.parentElement && (f.style_dir2.disabled = f.method.value !== "multi-styleforge"); };
   f.method.addEventListener("change", show2);
   for (const input of Object.values(f)) input.addEventListener("change", updateEstimate);
