@@ -88,13 +88,13 @@ impl Gate {
         }
     }
 
-    /// Checks a request; the error is the response to send instead.
+    /// Checks a request; the error is the refusal to send instead.
     pub fn check(
         &self,
         method: &Method,
         query: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<Proof, Response> {
+    ) -> Result<Proof, Refusal> {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
@@ -159,8 +159,23 @@ impl Gate {
     }
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, format!("{message}\n")).into_response()
+/// A request refused by [`Gate::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// 401, 403 or 405.
+    pub status: StatusCode,
+    /// Why, for the person at the browser.
+    pub message: &'static str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, format!("{}\n", self.message)).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, message: &'static str) -> Refusal {
+    Refusal { status, message }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The HTTP routes: the page and its assets, the JSON API, the run event stream and the
-//! files. Every route sits behind [`guard`] (token, Host, POST rule; see [`crate::auth`]).
+//! files. Every route sits behind one guard (token, Host, POST rule; see [`crate::auth`]).
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -101,7 +101,7 @@ async fn guard(State(app): Shared, req: Request, next: Next) -> Response {
         .check(req.method(), req.uri().query(), req.headers())
     {
         Ok(p) => p,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let mut res = next.run(req).await;
     let h = res.headers_mut();
