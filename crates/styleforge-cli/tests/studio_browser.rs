@@ -2,7 +2,8 @@
 //! a style created from a folder of toy-world pictures on the toy base model, a short run
 //! watched to its last step (the loss chart growing live, without a reload), a picture
 //! generated from the result, and the comparison page. A screenshot of each page is
-//! written to `target/studio-screenshots/`.
+//! written to `target/studio-screenshots/`. Beside it, without a browser: a real run
+//! stopped from the studio and resumed from its checkpoint to the end.
 //!
 //! The browser is `$CHROME`, else `chromium`, `chromium-browser` or `google-chrome` on
 //! PATH. Without one the test is skipped with a message, unless
@@ -400,5 +401,109 @@ fn studio_trains_watches_generates_and_compares_in_a_browser() {
     eprintln!(
         "studio browser test: {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// A JSON request to the studio at `origin` (`http://127.0.0.1:PORT`) with its token.
+fn studio_call(origin: &str, token: &str, method: &str, path: &str, body: &Value) -> Value {
+    use std::io::{Read, Write};
+    let host = origin.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).unwrap();
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nx-styleforge-token: {token}\r\n\
+         connection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 2"),
+        "{method} {path}: {head}\n{rest}"
+    );
+    serde_json::from_str(rest).unwrap_or_else(|e| panic!("{e}: {rest}"))
+}
+
+#[test]
+fn studio_stops_a_real_run_and_resumes_it_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let style = tmp.path().join("style");
+    let samples = style_ref_samples(Style::Cel, Composition::Mixed, 4, 9001);
+    write_samples(&style, &samples, CaptionText::Content).unwrap();
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/toy/base-model");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_styleforge"))
+        .args(["studio", "--port", "0", "--runs"])
+        .arg(tmp.path().join("runs"))
+        .env("RAYON_NUM_THREADS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let _server = Killed(server);
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    std::thread::spawn(move || for _ in out.lines() {});
+    let url = first
+        .split_whitespace()
+        .find(|w| w.contains("?token="))
+        .unwrap();
+    let (origin, token) = url.split_once("/?token=").unwrap();
+    let call =
+        |method: &str, path: &str, body: Value| studio_call(origin, token, method, path, &body);
+    let steps = 12;
+    call(
+        "POST",
+        "/api/runs",
+        json!({"name": "r", "base": base.canonicalize().unwrap(), "method": "styleforge",
+            "style_dir": style, "steps": steps, "lr": 1e-4, "resolution": 32,
+            "validate_every": 100, "checkpoint_every": 4, "num_aux_images": 2,
+            "sampling_steps": 2}),
+    );
+    let wait = |what: &str, ok: &dyn Fn(&Value) -> bool| -> Value {
+        let limit = Instant::now() + Duration::from_secs(120);
+        loop {
+            let v = call("GET", "/api/runs/r", Value::Null);
+            if ok(&v) {
+                return v;
+            }
+            assert!(v["state"] != "failed", "the run failed: {v}");
+            assert!(Instant::now() < limit, "timed out waiting for {what}: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("a checkpoint", &|v| {
+        v["checkpoint"].as_u64().is_some_and(|c| c >= 4)
+    });
+    call("POST", "/api/runs/r/stop", Value::Null);
+    let stopped = wait("the stop", &|v| v["state"] == "stopped");
+    let at = stopped["checkpoint"].as_u64().unwrap();
+    assert!(stopped["step"].as_u64().unwrap() < steps, "{stopped}");
+    assert_eq!(call("GET", "/api/runs", Value::Null)[0]["state"], "stopped");
+    call("POST", "/api/runs/r/resume", Value::Null);
+    let done = wait("the end", &|v| v["state"] == "finished");
+    assert_eq!(done["step"], steps);
+    let log = std::fs::read_to_string(tmp.path().join("runs/r/studio/train.log")).unwrap();
+    assert!(
+        log.contains(&format!("(step {at})")) && log.contains("resuming from"),
+        "{log}"
+    );
+    let logged: Vec<u64> = done["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        logged,
+        (1..=steps).collect::<Vec<_>>(),
+        "one log line per step"
     );
 }
