@@ -170,7 +170,15 @@ impl DevTools {
     }
 
     fn screenshot(&mut self, path: &Path) {
-        let r = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        // The whole page, not only the window.
+        let metrics = self.call("Page.getLayoutMetrics", json!({}));
+        let size = &metrics["cssContentSize"];
+        let clip =
+            json!({ "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1 });
+        let r = self.call(
+            "Page.captureScreenshot",
+            json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
+        );
         let bytes = base64_decode(r["data"].as_str().unwrap());
         std::fs::write(path, bytes).unwrap();
         eprintln!("screenshot: {}", path.display());
