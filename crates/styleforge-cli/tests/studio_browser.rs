@@ -284,18 +284,38 @@ fn studio_trains_watches_generates_and_compares_in_a_browser() {
         "document.getElementById('image-summary')?.textContent === '4 of 4 images usable'",
         Duration::from_secs(20),
     );
+    // Multi-StyleForge's second folder is checked the same way; back to StyleForge.
+    fill(
+        &mut dt,
+        &[
+            ("method", "multi-styleforge".into()),
+            ("style_dir2", style.display().to_string()),
+        ],
+    );
+    dt.wait(
+        "the second folder's check",
+        "document.getElementById('image-summary2')?.textContent === '4 of 4 images usable'",
+        Duration::from_secs(20),
+    );
+    fill(&mut dt, &[("method", "styleforge".into())]);
+    dt.wait(
+        "the second folder put aside",
+        "!document.getElementById('image-summary2') && document.getElementById('style_dir2').disabled",
+        Duration::from_secs(20),
+    );
     dt.wait(
         "the thumbnails",
-        "[...document.querySelectorAll('.thumb img')].every(i => i.complete && i.naturalWidth > 0)",
+        "(imgs => imgs.length === 4 && imgs.every(i => i.complete && i.naturalWidth > 0))\
+         ([...document.querySelectorAll('#images .thumb img')])",
         Duration::from_secs(10),
     );
     dt.eval(
-        "(() => { const i = document.querySelector('.thumb input'); i.value = 'a cel person'; \
+        "(() => { const i = document.querySelector('#images .thumb input'); i.value = 'a cel person'; \
          i.dispatchEvent(new Event('change')); return true; })()",
     );
     dt.wait(
         "the caption saved",
-        "document.querySelector('.thumb input').style.borderColor !== ''",
+        "document.querySelector('#images .thumb input').style.borderColor !== ''",
         Duration::from_secs(10),
     );
     assert_eq!(

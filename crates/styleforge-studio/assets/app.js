@@ -230,16 +230,18 @@ function newPage() {
     };
   }
 
-  let inspection = 0;
-  async function inspect() {
-    if (!f.style_dir.value) return;
-    const mine = ++inspection;
+  // Each folder's check, numbered: an answer to an older check is dropped.
+  const inspections = new Map();
+  async function inspectFolder(input, images, summaryId) {
+    if (!input.value || input.disabled) { images.replaceChildren(); return; }
+    const mine = (inspections.get(input) || 0) + 1;
+    inspections.set(input, mine);
     images.replaceChildren(el("p", { class: "note" }, "checking…"));
     try {
-      const r = await api("POST", "/api/inspect", { dir: f.style_dir.value, resolution: Number(f.resolution.value) || 512 });
-      if (mine !== inspection) return; // a newer check is under way
+      const r = await api("POST", "/api/inspect", { dir: input.value, resolution: Number(f.resolution.value) || 512 });
+      if (mine !== inspections.get(input)) return;
       images.replaceChildren(
-        el("p", { id: "image-summary" }, `${r.usable} of ${r.images.length} images usable`),
+        el("p", { id: summaryId }, `${r.usable} of ${r.images.length} images usable`),
         ...r.problems.map((p) => el("p", { class: "problem" }, p)),
         el("div", { class: "thumbs" }, r.images.map((img) => {
           const caption = el("input", { type: "text", value: img.caption || "", placeholder: "caption (optional)",
@@ -253,9 +255,14 @@ function newPage() {
             img.problem ? el("div", { class: "problem" }, img.problem) : caption);
         })));
     } catch (e) {
-      if (mine === inspection) images.replaceChildren(el("p", { class: "problem" }, e.message));
+      if (mine === inspections.get(input)) images.replaceChildren(el("p", { class: "problem" }, e.message));
     }
   }
+  const images2 = el("div", { id: "images2" });
+  const inspect = () => {
+    inspectFolder(f.style_dir, images, "image-summary");
+    inspectFolder(f.style_dir2, images2, "image-summary2");
+  };
 
   let pending;
   function updateEstimate() {
@@ -272,9 +279,10 @@ function newPage() {
 
   check.addEventListener("click", inspect);
   f.style_dir.addEventListener("change", inspect);
+  f.style_dir2.addEventListener("change", inspect);
   f.resolution.addEventListener("change", inspect);
-  const show2 = () => { f.style_dir2.parentElement && (f.style_dir2.disabled = f.method.value !== "multi-styleforge"); };
-  f.method.addEventListener("change", show2);
+  const show2 = () => { f.style_dir2.disabled = f.method.value !== "multi-styleforge"; };
+  f.method.addEventListener("change", () => { show2(); inspectFolder(f.style_dir2, images2, "image-summary2"); });
   for (const input of Object.values(f)) input.addEventListener("change", updateEstimate);
   start.addEventListener("click", async () => {
     message.textContent = "";
@@ -298,7 +306,7 @@ function newPage() {
       field("Sampling steps", f.sampling_steps, "of the Aux images and validation grids"),
       field("Gradient checkpointing", f.gradient_checkpointing, "less memory, ~25% slower"),
       field("8-bit AdamW", f.adamw8bit, "a quarter of the optimizer memory")),
-    images,
+    images, images2,
     el("h2", {}, "Memory estimate"), estimate,
     el("p", {}, start), message);
   show2();
