@@ -3,6 +3,8 @@
 //! trainer and generator are a stand-in script (a `train` that waits to be stopped, a
 //! `generate` that copies a picture), so this runs in seconds; the real binary is driven
 //! end to end by the CLI crate's browser test.
+// The stand-in trainer is a shell script.
+#![cfg(unix)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
