@@ -46,6 +46,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// The paper's evaluation of trained models: generate from content prompts, score, one table.
     Protocol(commands::protocol::ProtocolArgs),
+    /// A local web app: pick style images, train, watch runs live, generate, compare.
+    Studio(commands::studio::StudioArgs),
     /// Toy-world tools: `toy probes` trains the style/content probes.
     Toy(commands::toy::ToyArgs),
     /// Check the tool under adversity: `selftest faults` kills, resumes and compares a
@@ -92,6 +94,7 @@ fn main() -> std::process::ExitCode {
         Command::Protocol(args) => commands::protocol::run(args, cli.quiet),
         Command::Pretrain(args) => commands::pretrain::run(args, cli.quiet),
         Command::Toy(args) => commands::toy::run(args, cli.quiet),
+        Command::Studio(args) => commands::studio::run(args),
         Command::Selftest(args) => commands::selftest::run(args),
     };
     match result {

@@ -12,6 +12,7 @@ pub mod pretrain;
 pub mod protocol;
 pub mod sampling;
 pub mod selftest;
+pub mod studio;
 pub mod stylize;
 pub mod tokenize;
 pub mod toy;
