@@ -9,10 +9,12 @@
 #[path = "../../styleforge/tests/support/eval_data.rs"]
 mod eval_data;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use eval_data::{clip_fixture, random_inception_weights, write_images};
+
+mod browser;
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_styleforge"))
@@ -20,17 +22,6 @@ fn run(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the binary runs")
-}
-
-fn find_browser() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CHROME").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-        .find(|p| p.is_file())
 }
 
 fn dump_dom(browser: &Path, page: &Path, profile: &Path) -> String {
@@ -171,11 +162,7 @@ fn eval_writes_a_report_that_renders() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--inception"));
 
-    let Some(browser) = find_browser() else {
-        if std::env::var("STYLEFORGE_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("no Chromium found (chromium, chromium-browser, google-chrome or $CHROME) and STYLEFORGE_REQUIRE_BROWSER=1");
-        }
-        eprintln!("skipped: no Chromium (set STYLEFORGE_REQUIRE_BROWSER=1 to require it)");
+    let Some(browser) = browser::browser_or_skip() else {
         return;
     };
     let dom = dump_dom(&browser, &report, &tmp.path().join("chromium-profile"));

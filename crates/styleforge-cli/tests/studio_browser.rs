@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,16 +20,7 @@ use styleforge::toy::data::{style_ref_samples, write_samples, CaptionText, Compo
 use styleforge::world::Style;
 use tungstenite::{Message, WebSocket};
 
-fn find_browser() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CHROME").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-        .find(|p| p.is_file())
-}
+mod browser;
 
 /// A child process killed when the test ends, however it ends.
 struct Killed(Child);
@@ -205,12 +196,7 @@ fn fill(dt: &mut DevTools, fields: &[(&str, String)]) {
 
 #[test]
 fn studio_trains_watches_generates_and_compares_in_a_browser() {
-    let Some(browser) = find_browser() else {
-        assert!(
-            std::env::var("STYLEFORGE_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "STYLEFORGE_REQUIRE_BROWSER=1 but no chromium (or $CHROME) found"
-        );
-        eprintln!("skipped: no chromium, chromium-browser or google-chrome on PATH");
+    let Some(browser) = browser::browser_or_skip() else {
         return;
     };
     let started = Instant::now();
