@@ -706,7 +706,14 @@ mod tests {
             first.settings.stop = stop.clone();
             first.start(false).unwrap();
             let sitting = first
-                .run(8, None, &mut StopAt { at, stop: stop.clone() })
+                .run(
+                    8,
+                    None,
+                    &mut StopAt {
+                        at,
+                        stop: stop.clone(),
+                    },
+                )
                 .unwrap();
             assert_eq!(sitting.stopped, Some(StopReason::Requested));
             assert_eq!((sitting.steps, first.step()), (at, at));

@@ -20,10 +20,10 @@ use super::config::{ResolvedConfig, SaveFormat};
 use super::core::{normal, LoopSettings, RunLoop, TrainTask, TrainedWeights};
 use super::log::read_log;
 use super::models::{load_models, Models};
-use super::stop::{StopReason, StopSignal};
 use super::step::{
     compute_masked_loss, compute_split_loss, LossParts, NoiseSchedule, StepBatch, StepModels,
 };
+use super::stop::{StopReason, StopSignal};
 use super::validation::ValidationSet;
 use crate::data::{EpochSampler, SamplerState};
 use crate::error::{Error, Result};

@@ -136,7 +136,9 @@ pub fn pretrain_vae(
     for step in 0..steps {
         if stop.is_requested() {
             progress.finish();
-            tracing::info!("stop requested: the VAE stage ends at step {step} (it keeps no checkpoints)");
+            tracing::info!(
+                "stop requested: the VAE stage ends at step {step} (it keeps no checkpoints)"
+            );
             return Ok(None);
         }
         let t0 = Instant::now();
