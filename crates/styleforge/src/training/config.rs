@@ -790,7 +790,7 @@ impl TrainConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfigFile {
     /// A hand-written config, sections and defaults ([`TrainConfig`]).
-    Written(TrainConfig),
+    Written(Box<TrainConfig>),
     /// A run's effective config ([`ResolvedConfig`], flat keys such as `steps`, `output_dir`).
     Effective(Box<ResolvedConfig>),
 }
@@ -809,7 +809,7 @@ impl ConfigFile {
         if effective {
             ResolvedConfig::from_toml(&text, path).map(|c| Self::Effective(Box::new(c)))
         } else {
-            TrainConfig::from_toml(&text, path).map(Self::Written)
+            TrainConfig::from_toml(&text, path).map(|c| Self::Written(Box::new(c)))
         }
     }
 }
