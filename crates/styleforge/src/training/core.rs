@@ -160,8 +160,8 @@ pub struct RunLoop<T: TrainTask> {
     device: Device,
     ema: Option<Ema>,
     scaler: Option<LossScaler>,
-    /// The step of the newest checkpoint on disk that holds the current state's history
-    /// (restored from, or written by this process).
+    /// The step of the newest checkpoint this process restored or wrote: a sitting that
+    /// ends at that step need not write it again.
     checkpointed: Option<usize>,
 }
 
