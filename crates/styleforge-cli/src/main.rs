@@ -3,6 +3,7 @@
 mod commands;
 mod progress;
 mod runtime;
+mod stop;
 
 use clap::{Parser, Subcommand};
 
@@ -82,23 +83,26 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet, cli.verbose);
     tracing::debug!("CPU runtime: {runtime}");
+    let done = |r: anyhow::Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
+    // `train` and `pretrain` choose their exit code: a run stopped by a signal is not a
+    // success (see `stop`).
     let result = match &cli.command {
-        Command::Demo(args) => commands::demo::run(args, cli.quiet),
+        Command::Demo(args) => done(commands::demo::run(args, cli.quiet)),
         Command::Train(args) => commands::train::run(args, cli.quiet),
-        Command::Generate(args) => commands::generate::run(args, cli.quiet),
-        Command::Stylize(args) => commands::stylize::run(args, cli.quiet),
-        Command::Tokenize(args) => commands::tokenize::run(args),
-        Command::Bench(args) => commands::bench::run(args),
-        Command::Convert(args) => commands::convert::run(args, cli.quiet),
-        Command::Eval(args) => commands::eval::run(args, cli.quiet),
-        Command::Protocol(args) => commands::protocol::run(args, cli.quiet),
+        Command::Generate(args) => done(commands::generate::run(args, cli.quiet)),
+        Command::Stylize(args) => done(commands::stylize::run(args, cli.quiet)),
+        Command::Tokenize(args) => done(commands::tokenize::run(args)),
+        Command::Bench(args) => done(commands::bench::run(args)),
+        Command::Convert(args) => done(commands::convert::run(args, cli.quiet)),
+        Command::Eval(args) => done(commands::eval::run(args, cli.quiet)),
+        Command::Protocol(args) => done(commands::protocol::run(args, cli.quiet)),
         Command::Pretrain(args) => commands::pretrain::run(args, cli.quiet),
-        Command::Toy(args) => commands::toy::run(args, cli.quiet),
-        Command::Studio(args) => commands::studio::run(args),
-        Command::Selftest(args) => commands::selftest::run(args),
+        Command::Toy(args) => done(commands::toy::run(args, cli.quiet)),
+        Command::Studio(args) => done(commands::studio::run(args)),
+        Command::Selftest(args) => done(commands::selftest::run(args)),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {

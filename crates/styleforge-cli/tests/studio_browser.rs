@@ -498,8 +498,11 @@ fn studio_stops_a_real_run_and_resumes_it_from_its_checkpoint() {
     });
     call("POST", "/api/runs/r/stop", Value::Null);
     let stopped = wait("the stop", &|v| v["state"] == "stopped");
+    // The trainer finished the step in progress and saved it: nothing is lost.
     let at = stopped["checkpoint"].as_u64().unwrap();
-    assert!(stopped["step"].as_u64().unwrap() < steps, "{stopped}");
+    assert_eq!(stopped["step"], at, "{stopped}");
+    assert_eq!(stopped["stopped_at"], at, "{stopped}");
+    assert!(at < steps, "{stopped}");
     assert_eq!(call("GET", "/api/runs", Value::Null)[0]["state"], "stopped");
     call("POST", "/api/runs/r/resume", Value::Null);
     let done = wait("the end", &|v| v["state"] == "finished");
@@ -507,6 +510,10 @@ fn studio_stops_a_real_run_and_resumes_it_from_its_checkpoint() {
     let log = std::fs::read_to_string(tmp.path().join("runs/r/studio/train.log")).unwrap();
     assert!(
         log.contains(&format!("(step {at})")) && log.contains("resuming from"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("stopped at step {at}; continue with")),
         "{log}"
     );
     let logged: Vec<u64> = done["points"]

@@ -51,6 +51,13 @@ function stateBadge(state) {
   return el("span", { class: "state " + state, id: "state" }, state);
 }
 
+// A stopped run's step, when the trainer saved a checkpoint of it as it stopped.
+function stoppedNote(v) {
+  return v.state === "stopped" && v.stopped_at !== null && v.stopped_at !== undefined
+    ? el("span", { class: "note stopped-at" }, ` stopped at step ${v.stopped_at} (checkpoint saved)`)
+    : null;
+}
+
 function duration(s) {
   if (s === null || s === undefined) return "–";
   s = Math.round(s);
@@ -111,7 +118,7 @@ async function runsPage() {
   const rows = runs.map((r) =>
     el("tr", { "data-run": r.name },
       el("td", {}, el("a", { href: "#run/" + encodeURIComponent(r.name) }, r.name)),
-      el("td", {}, stateBadge(r.state)),
+      el("td", {}, stateBadge(r.state), stoppedNote(r)),
       el("td", {}, r.method || "–"),
       el("td", {}, `${r.step} / ${r.steps ?? "?"}`),
       el("td", {}, r.loss === null ? "–" : r.loss.toFixed(4)),
@@ -148,7 +155,7 @@ function runPage(name) {
   function show(v) {
     if (v.reset) points = [];
     points = points.concat(v.points);
-    title.replaceChildren("Run ", name, " ", stateBadge(v.state));
+    title.replaceChildren("Run ", name, " ", stateBadge(v.state), ...[stoppedNote(v)].filter(Boolean));
     const stat = (label, value, id) => el("div", {}, label, el("b", { id }, value));
     stats.replaceChildren(
       stat("step", `${v.step} / ${v.steps ?? "?"}`, "step"),

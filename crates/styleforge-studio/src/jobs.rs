@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Result, StudioError};
-use crate::runs::{locked, ExitRecord, RunState, StudioFiles};
+use crate::runs::{locked, ExitRecord, Resume, RunState, StudioFiles};
 
 /// The children the studio started, by run name.
 #[derive(Debug, Default)]
@@ -28,16 +28,18 @@ impl Jobs {
         self.live.lock().expect("not poisoned").contains_key(name)
     }
 
-    /// Starts `exe train --config <run>/studio/train.toml` (with `--resume`), its output
-    /// appended to `studio/train.log`.
+    /// Starts `exe train --config <plan.config>` (with `--resume`) in `plan.cwd`, its
+    /// output appended to `studio/train.log`.
     pub fn start_training(
         self: &Arc<Self>,
         exe: &Path,
         name: &str,
         run: &Path,
+        plan: &Resume,
         resume: bool,
     ) -> Result<()> {
         let studio = StudioFiles::of(run);
+        std::fs::create_dir_all(studio.dir()).map_err(StudioError::io(studio.dir()))?;
         let mut live = self.live.lock().expect("not poisoned");
         if live.contains_key(name) || locked(&styleforge::RunDir::new(run)) {
             return Err(StudioError::Conflict(format!("{name} is already running")));
@@ -52,12 +54,15 @@ impl Jobs {
         command
             .arg("train")
             .arg("--config")
-            .arg(studio.config())
+            .arg(&plan.config)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
         if resume {
             command.arg("--resume");
+        }
+        if let Some(cwd) = &plan.cwd {
+            command.current_dir(cwd);
         }
         // Its own process group: Ctrl-C in the studio's terminal stops the studio, not the
         // training, which a restarted studio finds again (and can stop by its recorded id).
@@ -91,7 +96,9 @@ impl Jobs {
             .is_some_and(|l| l.stop_requested);
         let _ = std::fs::remove_file(studio.pid());
         let code = status.as_ref().ok().and_then(|s| s.code());
-        let state = if stop_requested {
+        // 130 and 143: the trainer caught Ctrl-C or SIGTERM (from anyone) and stopped with
+        // a checkpoint.
+        let state = if stop_requested || matches!(code, Some(130 | 143)) {
             Some(RunState::Stopped)
         } else if status.as_ref().is_ok_and(|s| s.success()) {
             None
@@ -108,7 +115,9 @@ impl Jobs {
     }
 
     /// Stops run `name`: SIGTERM to its trainer (the studio's child, or the process whose
-    /// id the studio recorded before a restart). The run resumes from its newest checkpoint.
+    /// id the studio recorded before a restart), which finishes the step in progress,
+    /// writes a checkpoint of it and exits; the run resumes from that step. (On Windows the
+    /// trainer is ended at once and resumes from its newest periodic checkpoint.)
     pub fn stop(&self, name: &str, run: &Path) -> Result<()> {
         let studio = StudioFiles::of(run);
         let pid = {

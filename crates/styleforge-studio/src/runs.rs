@@ -11,12 +11,18 @@
 //! studio/pid          the trainer's process id while it runs
 //! studio/exit.json    how the trainer's last sitting ended (stopped by the user, failed)
 //! ```
+//!
+//! Where a run stopped is the trainer's own record (`<run>/stopped.json`, written when a
+//! sitting stops between steps with a checkpoint); runs started from the command line are
+//! resumed from their effective `config.toml`, in the folder they were started from.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use styleforge::training::{checkpoint, read_log, LogEntry, ResolvedConfig};
+use styleforge::training::{checkpoint, read_log, LogEntry, ResolvedConfig, StopRecord};
 use styleforge::RunDir;
+
+use crate::error::{Result, StudioError};
 
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,9 +123,13 @@ pub struct RunView {
     pub grids: Vec<String>,
     /// The newest checkpoint's step: where a resume starts.
     pub checkpoint: Option<usize>,
+    /// The step a stop ended the run at, with its checkpoint saved (the trainer's
+    /// `stopped.json`); `None` for a run killed without one, or not stopped.
+    pub stopped_at: Option<usize>,
     /// Whether the trained model is there.
     pub has_model: bool,
-    /// Whether the studio can resume it (it has the config the run was started with).
+    /// Whether the studio can resume it (it has the config the studio started it with, or
+    /// the trainer's effective config).
     pub resumable: bool,
     /// Lines in the training log.
     pub logged: usize,
@@ -208,6 +218,10 @@ pub fn view(runs: &Path, name: &str, live: bool, skip: usize) -> RunView {
         })
         .unwrap_or_default();
     grids.sort();
+    let checkpoint = checkpoint::list(&run.checkpoints()).last().map(|c| c.0);
+    let stopped_at = StopRecord::read(&run)
+        .filter(|r| state == RunState::Stopped && checkpoint == Some(r.step))
+        .map(|r| r.step);
     RunView {
         name: name.to_string(),
         state,
@@ -218,9 +232,10 @@ pub fn view(runs: &Path, name: &str, live: bool, skip: usize) -> RunView {
         eta_s,
         status: last_line(&studio.log()),
         grids,
-        checkpoint: checkpoint::list(&run.checkpoints()).last().map(|c| c.0),
+        checkpoint,
+        stopped_at,
         has_model,
-        resumable: studio.config().is_file(),
+        resumable: studio.config().is_file() || cfg.is_some(),
         logged: log.len(),
         points: log
             .iter()
@@ -228,6 +243,63 @@ pub fn view(runs: &Path, name: &str, live: bool, skip: usize) -> RunView {
             .filter(|e| e.loss.is_finite())
             .map(|e| (e.step, e.loss))
             .collect(),
+    }
+}
+
+/// How the studio runs `styleforge train` to continue a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The config given to `--config`.
+    pub config: PathBuf,
+    /// The folder the trainer runs in (the relative paths of `config` start there).
+    pub cwd: Option<PathBuf>,
+}
+
+/// How to continue the run in `root`: the studio's own config when the studio started it;
+/// else the trainer's effective `config.toml`, run from the folder the run was started in.
+/// That folder is found from the config's output folder, which names `root`: as written
+/// (absolute), or relative to one of `root`'s ancestors.
+pub fn resume_plan(root: &Path) -> Result<Resume> {
+    let studio = StudioFiles::of(root);
+    if studio.config().is_file() {
+        return Ok(Resume {
+            config: studio.config(),
+            cwd: None,
+        });
+    }
+    let run = RunDir::new(root);
+    let name = root.file_name().map_or_else(
+        || root.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let Some(cfg) = effective_config(&run) else {
+        return Err(StudioError::Conflict(format!(
+            "{name} has no config to resume with (neither studio/train.toml nor a readable              config.toml)"
+        )));
+    };
+    let here = root.canonicalize().map_err(StudioError::io(root))?;
+    let names_root = |dir: &Path| {
+        dir.join(&cfg.output_dir)
+            .canonicalize()
+            .is_ok_and(|p| p == here)
+    };
+    let cwd = if cfg.output_dir.is_absolute() {
+        names_root(Path::new("/")).then_some(None)
+    } else {
+        here.ancestors()
+            .skip(1)
+            .find(|dir| names_root(dir))
+            .map(|dir| Some(dir.to_path_buf()))
+    };
+    match cwd {
+        Some(cwd) => Ok(Resume {
+            config: run.config(),
+            cwd,
+        }),
+        None => Err(StudioError::Conflict(format!(
+            "{name}: its config.toml writes to {}, not this folder (was the run moved?); resume              it with styleforge train --config <its config> --resume",
+            cfg.output_dir.display()
+        ))),
     }
 }
 

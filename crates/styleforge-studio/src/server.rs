@@ -235,8 +235,12 @@ async fn create_run(State(app): Shared, Json(form): Json<NewRunForm>) -> Result<
         newrun::to_toml(&cfg)?
     );
     std::fs::write(studio.config(), text).map_err(StudioError::io(studio.config()))?;
+    let plan = runs::Resume {
+        config: studio.config(),
+        cwd: None,
+    };
     app.jobs
-        .start_training(&app.exe, &form.name, &root, false)?;
+        .start_training(&app.exe, &form.name, &root, &plan, false)?;
     let v = runs::view(runs_dir, &form.name, true, 0);
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
@@ -249,16 +253,11 @@ async fn stop_run(State(app): Shared, UrlPath(name): UrlPath<String>) -> Result<
 
 async fn resume_run(State(app): Shared, UrlPath(name): UrlPath<String>) -> Result<Response> {
     let root = existing(&app, &name)?;
-    if !StudioFiles::of(&root).config().is_file() {
-        return Err(StudioError::Conflict(format!(
-            "{name} was not started by the studio: resume it with styleforge train --config \
-             <its config> --resume"
-        )));
-    }
+    let plan = runs::resume_plan(&root)?;
     let run = styleforge::RunDir::new(&root);
     let has_checkpoint = !styleforge::training::checkpoint::list(&run.checkpoints()).is_empty();
     app.jobs
-        .start_training(&app.exe, &name, &root, has_checkpoint)?;
+        .start_training(&app.exe, &name, &root, &plan, has_checkpoint)?;
     Ok(Json(runs::view(app.roots.runs(), &name, true, 0)).into_response())
 }
 

@@ -133,7 +133,7 @@ fn fake_exe(dir: &Path) -> PathBuf {
     std::fs::write(
         &exe,
         format!(
-            "#!/bin/sh\ncase \"$1\" in\n  train) echo \"step 0/3 | $*\"; exec sleep 60 ;;\n  \
+            "#!/bin/sh\ncase \"$1\" in\n  train) echo \"step 0/3 | $* | in $(pwd -P)\"; exec sleep 60 ;;\n  \
              generate) while [ $# -gt 0 ]; do [ \"$1\" = --out ] && out=\"$2\"; shift; done; \
              cp '{}' \"$out\" ;;\nesac\n",
             picture.display()
@@ -481,6 +481,62 @@ fn runs_are_started_watched_stopped_resumed_and_found_again() {
     assert_eq!(list[0]["name"], "cel");
     assert_eq!(list[0]["state"], "stopped");
     assert_eq!(list[0]["resumable"], true);
+}
+
+#[test]
+fn a_run_started_from_the_command_line_shows_its_stop_and_resumes_from_its_folder() {
+    let s = start();
+    // `styleforge train` started in the runs folder's parent with `output.dir =
+    // "runs/cli"`, stopped at step 2 with a checkpoint: its folder holds no studio files.
+    let root = s.runs.join("cli");
+    let style = style_folder(s.runs.parent().unwrap(), 3);
+    let text = format!(
+        "method = \"styleforge\"\n[model]\nbase = {:?}\n[[data.concepts]]\nstyle_dir = {:?}\n\
+         [optim]\nsteps = 6\n[output]\ndir = \"runs/cli\"\n",
+        toy_base().display().to_string(),
+        style.display().to_string()
+    );
+    let cfg = styleforge::training::TrainConfig::from_toml(&text, Path::new("t.toml"))
+        .unwrap()
+        .resolve()
+        .unwrap();
+    std::fs::create_dir_all(root.join("checkpoints/step-0000002")).unwrap();
+    std::fs::write(root.join("config.toml"), cfg.to_toml().unwrap()).unwrap();
+    std::fs::write(root.join("checkpoints/step-0000002/state.json"), "{}").unwrap();
+    std::fs::write(
+        root.join("stopped.json"),
+        r#"{"step": 2, "reason": "requested"}"#,
+    )
+    .unwrap();
+    let v = s.get("/api/runs/cli").json();
+    assert_eq!(v["state"], "stopped", "{v}");
+    assert_eq!(v["stopped_at"], 2, "{v}");
+    assert_eq!(v["resumable"], true, "{v}");
+
+    let r = s.post("/api/runs/cli/resume", json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let expect = format!(
+        "train --config {} --resume | in {}",
+        root.join("config.toml").display(),
+        s.runs.parent().unwrap().display()
+    );
+    wait_for("the trainer's output", || {
+        s.get("/api/runs/cli").json()["status"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&expect))
+    });
+    s.post("/api/runs/cli/stop", json!({}));
+    wait_for("the stop", || {
+        s.get("/api/runs/cli").json()["state"] == "stopped"
+    });
+
+    // A folder whose config writes elsewhere (moved, or copied) is not resumed blindly.
+    let moved = s.runs.join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::copy(root.join("config.toml"), moved.join("config.toml")).unwrap();
+    let r = s.post("/api/runs/moved/resume", json!({}));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("runs/cli"), "{}", r.body);
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! <run>/base.json                   a fingerprint of the base model (checked by --resume)
 //! <run>/run.lock                    held by the process training into the folder
 //! <run>/train_log.jsonl             one JSON line per optimizer step
+//! <run>/stopped.json                where the last sitting stopped early (removed on resume)
 //! <run>/checkpoints/step-NNNNNNN/   weights, optimizer, RNG and sampler state
 //! <run>/validation/step-NNNNNNN.png validation grids
 //! <run>/samples/step-NNNNNNN.png    pretraining sample grids
@@ -137,6 +138,12 @@ impl RunDir {
     /// `train_log.jsonl`: one JSON line per optimizer step.
     pub fn log(&self) -> PathBuf {
         self.root.join("train_log.jsonl")
+    }
+
+    /// `stopped.json`: the step a sitting stopped at before the run's end, and why
+    /// ([`crate::training::stop::StopRecord`]).
+    pub fn stop_record(&self) -> PathBuf {
+        self.root.join("stopped.json")
     }
 
     /// `checkpoints/`: one `step-NNNNNNN/` folder per checkpoint.

@@ -368,3 +368,55 @@ fn a_warm_start_begins_from_the_given_model_and_min_snr_changes_the_steps() {
         .to_string();
     assert!(err.contains("shape") || err.contains("no tensor"), "{err}");
 }
+
+/// Raises `stop` when UNet step `at` is reported, as SIGTERM arriving during that step.
+struct StopAt {
+    at: usize,
+    stop: styleforge::training::StopSignal,
+}
+
+impl styleforge::progress::Progress for StopAt {
+    fn step(&mut self, report: &styleforge::progress::StepReport) {
+        if report.step == self.at {
+            self.stop.request();
+        }
+    }
+}
+
+#[test]
+fn a_stop_request_ends_the_vae_stage_at_once_and_the_unet_stage_with_a_checkpoint() {
+    use styleforge::training::{StopReason, StopSignal};
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = micro_run(tmp.path(), "stopped");
+    let out = &cfg.output.dir;
+    // Raised before the call: the VAE stage, which keeps no checkpoints, writes nothing.
+    let stop = StopSignal::new();
+    stop.request();
+    let opts = PretrainOptions {
+        stop: stop.clone(),
+        ..Default::default()
+    };
+    let s = pretrain(&cfg, &opts, &mut NoProgress).unwrap();
+    assert_eq!(s.stopped, Some(StopReason::Requested));
+    assert!(s.vae.is_none() && !out.join("vae").exists());
+
+    let stop = StopSignal::new();
+    let opts = PretrainOptions {
+        stop: stop.clone(),
+        ..Default::default()
+    };
+    let s = pretrain(&cfg, &opts, &mut StopAt { at: 1, stop }).unwrap();
+    assert_eq!(
+        (s.steps, s.stopped, s.finished),
+        (1, Some(StopReason::Requested), false)
+    );
+    assert!(out.join("checkpoints/step-0000001/state.json").is_file());
+    assert!(out.join("stopped.json").is_file());
+    let resume = PretrainOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let s = pretrain(&cfg, &resume, &mut NoProgress).unwrap();
+    assert_eq!((s.steps, s.stopped, s.finished), (3, None, true));
+    assert!(!out.join("stopped.json").exists());
+}

@@ -570,3 +570,73 @@ fn a_held_out_split_gives_a_validation_loss_and_needs_the_images() {
     .to_string();
     assert!(err.contains("style"), "{err}");
 }
+
+/// Raises `stop` when step `at` is reported, as SIGTERM arriving during that step would.
+struct StopAt {
+    at: usize,
+    stop: styleforge::training::StopSignal,
+}
+
+impl styleforge::progress::Progress for StopAt {
+    fn step(&mut self, report: &styleforge::progress::StepReport) {
+        if report.step == self.at {
+            self.stop.request();
+        }
+    }
+}
+
+#[test]
+fn a_stop_request_checkpoints_its_step_and_the_resumed_run_ends_bit_exactly() {
+    use styleforge::training::{StopReason, StopRecord, StopSignal};
+    let data = dataset();
+    let straight = data.path().join("straight");
+    let cfg = config(Method::Styleforge, data.path(), &straight)
+        .resolve()
+        .unwrap();
+    let whole = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
+    assert_eq!(whole.stopped, None);
+
+    // Steps 6, a checkpoint every 3: the stop after step 2 falls between two.
+    let split = data.path().join("split");
+    let cfg = config(Method::Styleforge, data.path(), &split)
+        .resolve()
+        .unwrap();
+    let stop = StopSignal::new();
+    let opts = RunOptions {
+        stop: stop.clone(),
+        ..Default::default()
+    };
+    let s = train(&cfg, &opts, &mut StopAt { at: 2, stop }).unwrap();
+    assert_eq!(s.stopped, Some(StopReason::Requested));
+    assert_eq!(s.steps, 2);
+    assert!(s.model_dir.is_none());
+    assert!(split.join("checkpoints/step-0000002/state.json").is_file());
+    let run = styleforge::RunDir::new(&split);
+    assert_eq!(
+        StopRecord::read(&run),
+        Some(StopRecord {
+            step: 2,
+            reason: StopReason::Requested
+        })
+    );
+    assert_eq!(read_log(&run.log()).len(), 2);
+
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let s = train(&cfg, &resume, &mut NoProgress).unwrap();
+    assert_eq!((s.steps, s.stopped), (6, None));
+    assert_eq!(StopRecord::read(&run), None);
+    assert!(same_weights(
+        &weights(&whole.model_dir.unwrap()),
+        &weights(&s.model_dir.unwrap())
+    ));
+    let losses = |dir: &Path| -> Vec<u64> {
+        read_log(&dir.join("train_log.jsonl"))
+            .iter()
+            .map(|e| e.loss.to_bits())
+            .collect()
+    };
+    assert_eq!(losses(&straight), losses(&split));
+}

@@ -3,10 +3,12 @@
 //! diffusers folder. All behaviour is in `styleforge::training::pretrain`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use styleforge::training::pretrain::{pretrain, PretrainConfig, PretrainOptions, Stage, Style};
+use styleforge::training::{StopReason, StopSignal};
 
 use crate::progress::Bar;
 
@@ -34,6 +36,11 @@ pub enum StageArg {
 /// (steps, max_minutes, batch, lr, warmup_steps, lr_schedule = "cosine" | "constant",
 /// caption_dropout, max_grad_norm, weight_decay, ema_decay, ema_power); `[output]` (dir, checkpoint_every,
 /// keep_checkpoints, sample_every, sample_steps, sample_guidance, f16, probes).
+///
+/// Stopping: SIGTERM or Ctrl-C finishes the UNet step in progress, writes a checkpoint of
+/// it and the model, and exits with code 130 (Ctrl-C) or 143 (SIGTERM); `--resume`
+/// continues from that step (the VAE stage keeps no checkpoints: stopped, it starts again).
+/// A second Ctrl-C quits at once.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct PretrainArgs {
@@ -103,8 +110,9 @@ pub struct PretrainArgs {
     dry_run: bool,
 }
 
-/// Runs `styleforge pretrain`.
-pub fn run(args: &PretrainArgs, quiet: bool) -> Result<()> {
+/// Runs `styleforge pretrain`: exit code 0 when the call ran to its end (or its time
+/// budget), 130/143 when a signal stopped it (see [`crate::stop`]).
+pub fn run(args: &PretrainArgs, quiet: bool) -> Result<ExitCode> {
     let base = match &args.config {
         Some(p) => PretrainConfig::from_file(p)?,
         None => PretrainConfig::default(),
@@ -168,20 +176,27 @@ pub fn run(args: &PretrainArgs, quiet: bool) -> Result<()> {
     cfg.validate()?;
     if args.dry_run {
         print!("{}", cfg.to_toml()?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     let stage = match (args.vae_only, args.stage) {
         (true, _) | (_, StageArg::Vae) => Stage::Vae,
         (_, StageArg::Unet) => Stage::Unet,
         (_, StageArg::Both) => Stage::Both,
     };
+    let stop = StopSignal::new();
+    crate::stop::install(&stop);
     let opts = PretrainOptions {
         stage,
         resume: args.resume,
         stop_after: None,
         device: args.device.resolve(Default::default())?,
+        stop,
     };
     let summary = pretrain(&cfg, &opts, &mut Bar::new(quiet))?;
+    if summary.stopped == Some(StopReason::Requested) && summary.vae.is_none() {
+        println!("stopped in the VAE stage, which keeps no checkpoints: run the command again");
+        return Ok(crate::stop::exit_code());
+    }
     if let Some(v) = &summary.vae {
         println!(
             "VAE: {} parameters, {} steps, PSNR {:.2} dB on held-out renders, scaling_factor {:.4} ({:.0} s)",
@@ -208,9 +223,18 @@ pub fn run(args: &PretrainArgs, quiet: bool) -> Result<()> {
     if let Some(m) = &summary.model_dir {
         println!("model: {}", m.display());
     }
+    if summary.stopped == Some(StopReason::Requested) {
+        println!(
+            "stopped at step {}; continue with `{}`",
+            summary.steps,
+            crate::stop::resume_command("pretrain", &summary.out_dir.join("pretrain.toml"))
+        );
+        println!("run folder: {}", summary.out_dir.display());
+        return Ok(crate::stop::exit_code());
+    }
     if !summary.finished && stage != Stage::Vae {
         println!("not finished: continue with the same command and --resume");
     }
     println!("run folder: {}", summary.out_dir.display());
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

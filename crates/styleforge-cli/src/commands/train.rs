@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 
+use std::process::ExitCode;
+
 use anyhow::{Context, Result};
 use clap::Args;
 use styleforge::training::config::{Method, SaveFormat};
-use styleforge::training::{train, RunOptions, TrainConfig};
+use styleforge::training::{train, ConfigFile, RunOptions, StopReason, StopSignal};
+use styleforge::RunDir;
 
 use super::choices::{MethodArg, SaveFormatArg};
 use crate::progress::Bar;
@@ -32,7 +35,16 @@ ema_decay, ema_warmup, ema_power, ema_update_after_step), [optim] (steps, lr, be
 beta2, weight_decay, eps, gradient_accumulation, max_grad_norm, lr_schedule,
 warmup_steps, optimizer) and [output] (dir, checkpoint_every, keep_checkpoints,
 validate_every, validation_prompts, validation_steps, validation_loss_every, save_format,
-save_ema, save_raw), plus top-level method, seed and device. See examples/train/*.toml.";
+save_ema, save_raw), plus top-level method, seed and device. See examples/train/*.toml.
+
+A run folder's config.toml (the effective config, every default applied) is a config
+too: `train --config <run>/config.toml --resume` continues that run with exactly its
+settings; with it, --set takes its own flat keys (steps=, output_dir=, adamw.lr=).
+
+Stopping: SIGTERM or Ctrl-C finishes the step in progress, writes a checkpoint of it and
+exits with code 130 (Ctrl-C) or 143 (SIGTERM); `--resume` continues from that step with
+nothing lost. A second Ctrl-C quits at once (the run then resumes from its newest
+checkpoint).";
 
 /// Arguments of `styleforge train` (its config keys close `--help`: `CONFIG_KEYS`).
 #[derive(Args, Debug)]
@@ -41,7 +53,7 @@ pub struct TrainArgs {
     /// Where to compute.
     #[command(flatten)]
     device: super::device::DeviceArg,
-    /// The run's TOML config.
+    /// The run's TOML config, or a run folder's effective `config.toml`.
     #[arg(long)]
     config: PathBuf,
     /// Override a config key: `--set optim.lr=2e-6 --set output.dir=runs/b` (repeatable).
@@ -77,48 +89,93 @@ pub struct TrainArgs {
     ignore_memory_check: bool,
 }
 
-/// Runs `styleforge train`.
-pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
-    let config = TrainConfig::from_file(&args.config)?;
+/// The keys the shortcut flags set: in a written config's sections, or in a run's
+/// effective config.
+struct Keys {
+    steps: &'static str,
+    lr: &'static str,
+    output: &'static str,
+    save_format: &'static str,
+    ignore_memory_check: &'static str,
+}
+
+const WRITTEN_KEYS: Keys = Keys {
+    steps: "optim.steps",
+    lr: "optim.lr",
+    output: "output.dir",
+    save_format: "output.save_format",
+    ignore_memory_check: "training.ignore_memory_check",
+};
+
+const EFFECTIVE_KEYS: Keys = Keys {
+    steps: "steps",
+    lr: "adamw.lr",
+    output: "output_dir",
+    save_format: "save_format",
+    ignore_memory_check: "ignore_memory_check",
+};
+
+/// Runs `styleforge train`: exit code 0 when the run finished, 130/143 when a signal
+/// stopped it (see [`crate::stop`]).
+pub fn run(args: &TrainArgs, quiet: bool) -> Result<ExitCode> {
+    let config = ConfigFile::from_file(&args.config)?;
+    let keys = match &config {
+        ConfigFile::Written(_) => &WRITTEN_KEYS,
+        ConfigFile::Effective(_) => &EFFECTIVE_KEYS,
+    };
     let mut overrides = args.overrides.clone();
     if let Some(m) = args.method {
         overrides.push(format!("method={:?}", Method::from(m).name()));
     }
     if let Some(s) = args.steps {
-        overrides.push(format!("optim.steps={s}"));
+        overrides.push(format!("{}={s}", keys.steps));
     }
     if let Some(lr) = args.lr {
-        overrides.push(format!("optim.lr={lr:e}"));
+        overrides.push(format!("{}={lr:e}", keys.lr));
     }
     if let Some(o) = &args.output {
-        overrides.push(format!("output.dir={:?}", o.display().to_string()));
+        overrides.push(format!("{}={:?}", keys.output, o.display().to_string()));
     }
     if let Some(s) = args.seed {
         overrides.push(format!("seed={s}"));
     }
     if let Some(f) = args.save_format {
         overrides.push(format!(
-            "output.save_format={:?}",
+            "{}={:?}",
+            keys.save_format,
             SaveFormat::from(f).name()
         ));
     }
     if args.ignore_memory_check {
-        overrides.push("training.ignore_memory_check=true".to_string());
+        overrides.push(format!("{}=true", keys.ignore_memory_check));
     }
-    let resolved = config
-        .with_overrides(&overrides)?
-        .resolve()
-        .with_context(|| format!("invalid config {}", args.config.display()))?;
+    let resolved = match config {
+        ConfigFile::Written(c) => c.with_overrides(&overrides)?.resolve(),
+        ConfigFile::Effective(c) => c.with_overrides(&overrides),
+    }
+    .with_context(|| format!("invalid config {}", args.config.display()))?;
     if args.dry_run {
         print!("{}", resolved.to_toml()?);
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
+    let stop = StopSignal::new();
+    crate::stop::install(&stop);
     let opts = RunOptions {
         resume: args.resume,
         stop_after: None,
         device: args.device.resolve(resolved.device)?,
+        stop,
     };
     let summary = train(&resolved, &opts, &mut Bar::new(quiet))?;
+    if summary.stopped == Some(StopReason::Requested) {
+        let config = RunDir::new(&summary.run_dir).config();
+        println!(
+            "stopped at step {}; continue with `{}`",
+            summary.steps,
+            crate::stop::resume_command("train", &config)
+        );
+        return Ok(crate::stop::exit_code());
+    }
     if let Some(model) = &summary.model_dir {
         println!(
             "trained {} steps (last loss {:.4}); model: {}",
@@ -128,5 +185,5 @@ pub fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
         );
     }
     println!("run folder: {}", summary.run_dir.display());
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

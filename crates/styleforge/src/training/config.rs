@@ -784,7 +784,54 @@ impl TrainConfig {
     }
 }
 
+/// A file `styleforge train --config` reads: a config as written by hand, or the effective
+/// `config.toml` a run leaves in its folder (every default applied), which continues that
+/// run (`--resume`) with exactly its settings whatever the config and flags that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigFile {
+    /// A hand-written config, sections and defaults ([`TrainConfig`]).
+    Written(Box<TrainConfig>),
+    /// A run's effective config ([`ResolvedConfig`], flat keys such as `steps`, `output_dir`).
+    Effective(Box<ResolvedConfig>),
+}
+
+impl ConfigFile {
+    /// Reads `path`: a run's effective config is told apart by its top-level `output_dir`
+    /// (a written config has an `[output]` section instead).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let effective = text
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.contains_key("output_dir"));
+        if effective {
+            ResolvedConfig::from_toml(&text, path).map(|c| Self::Effective(Box::new(c)))
+        } else {
+            TrainConfig::from_toml(&text, path).map(|c| Self::Written(Box::new(c)))
+        }
+    }
+}
+
 impl ResolvedConfig {
+    /// Reads an effective config (a run folder's `config.toml`) and checks it.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Applies `key=value` overrides with the effective config's own keys (`steps=2000`,
+    /// `output_dir="runs/b"`, `adamw.lr=1e-5`) and checks the result.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Self> {
+        let text = apply_overrides(self, overrides, "steps=2000")?;
+        Self::from_toml(&text, Path::new("<command-line overrides>"))
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidConfig(m));
         if self.steps == 0 {

@@ -2,9 +2,11 @@
 //! ([`super::pretrain`]) are [`TrainTask`]s: they say what is trained and how a micro-batch
 //! becomes a loss; [`RunLoop`] owns the rest — the optimizer and its learning-rate plan,
 //! gradient accumulation and clipping, fp16 loss scaling ([`super::precision`]), the
-//! non-finite-loss stop, the JSONL log, periodic checkpoints and pictures, and exact resume
+//! non-finite-loss stop, the JSONL log, periodic checkpoints and pictures, exact resume
 //! (weights, optimizer, loss scale, the run's generator and the tasks' samplers all come
-//! back from the checkpoint).
+//! back from the checkpoint), and the early stop between steps ([`super::stop`]): a raised
+//! [`StopSignal`], a spent time budget or a step limit ends the sitting with a checkpoint
+//! of its last step and a `stopped.json` record.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,6 +25,7 @@ use super::lr::LrPlan;
 use super::memory::peak_rss_bytes;
 use super::precision::{LossScaleConfig, LossScaler, Unscaled};
 use super::step::{clip_grad_norm, LossParts};
+use super::stop::{StopReason, StopRecord, StopSignal};
 use crate::data::{RngState, SamplerState};
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, AdamWConfig};
@@ -126,6 +129,9 @@ pub struct LoopSettings {
     pub label: &'static str,
     /// Dynamic loss scaling (fp16 training); `None`: the loss is not scaled.
     pub loss_scaling: Option<LossScaleConfig>,
+    /// Read between steps: once raised, the sitting ends after the step in progress, with
+    /// a checkpoint.
+    pub stop: StopSignal,
 }
 
 /// What one sitting of [`RunLoop::run`] did.
@@ -137,6 +143,8 @@ pub struct Sitting {
     pub last_loss: f64,
     /// Wall-clock seconds of the sitting.
     pub seconds: f64,
+    /// Why the sitting ended before the run's last step (`None`: it reached it).
+    pub stopped: Option<StopReason>,
 }
 
 /// A training run in progress: the task, the optimizer over its variables, the generator
@@ -152,6 +160,9 @@ pub struct RunLoop<T: TrainTask> {
     device: Device,
     ema: Option<Ema>,
     scaler: Option<LossScaler>,
+    /// The step of the newest checkpoint this process restored or wrote: a sitting that
+    /// ends at that step need not write it again.
+    checkpointed: Option<usize>,
 }
 
 impl<T: TrainTask> RunLoop<T> {
@@ -179,6 +190,7 @@ impl<T: TrainTask> RunLoop<T> {
             settings,
             run,
             device: device.clone(),
+            checkpointed: None,
         })
     }
 
@@ -302,13 +314,14 @@ impl<T: TrainTask> RunLoop<T> {
         self.task
             .restore_samplers(loaded.state.style_sampler, loaded.state.aux_samplers)?;
         self.step = loaded.state.step;
+        self.checkpointed = Some(self.step);
         Ok(())
     }
 
     /// Writes a checkpoint of the current step (keeping the newest `keep_checkpoints`). A
     /// write that fails leaves the checkpoints before it as they were and returns
     /// [`Error::OutputWrite`].
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
         let dir = checkpoint::checkpoint_dir(&self.run.checkpoints(), self.step);
         tracing::info!("writing checkpoint {}", dir.display());
         let start = Instant::now();
@@ -320,6 +333,7 @@ impl<T: TrainTask> RunLoop<T> {
             written.display(),
             start.elapsed().as_secs_f64()
         );
+        self.checkpointed = Some(self.step);
         Ok(written)
     }
 
@@ -442,9 +456,11 @@ impl<T: TrainTask> RunLoop<T> {
         Ok(acc)
     }
 
-    /// Trains until step `end` or `deadline`, appending to the log and writing the periodic
-    /// checkpoints and pictures (none at the run's last step: what ends a run is the
-    /// caller's). A sitting stopped before the run's last step leaves a checkpoint.
+    /// Trains until step `end`, `deadline` or a raised [`LoopSettings::stop`], appending to
+    /// the log and writing the periodic checkpoints and pictures (none at the run's last
+    /// step: what ends a run is the caller's). A sitting that ends before the run's last
+    /// step leaves a checkpoint of its last step and a [`StopRecord`]; a stop is not an
+    /// error, [`Sitting::stopped`] says why the sitting ended.
     pub fn run(
         &mut self,
         end: usize,
@@ -456,20 +472,30 @@ impl<T: TrainTask> RunLoop<T> {
         let total = self.settings.total_steps;
         let end = end.min(total);
         let mut log = LogWriter::open(&self.run.log(), self.step)?;
+        // This sitting trains on: an earlier sitting's stop no longer describes the run.
+        StopRecord::clear(&self.run)?;
         let mut last_loss = f64::NAN;
+        let mut stopped = None;
         if self.step < end {
             tracing::info!("training steps {} to {end} of {total}", self.step + 1);
         }
         progress.begin(self.settings.label, end.saturating_sub(self.step));
         while self.step < end {
+            if self.settings.stop.is_requested() {
+                tracing::info!("stop requested at step {}", self.step);
+                stopped = Some(StopReason::Requested);
+                break;
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 tracing::info!(
                     "the time budget is spent at step {}; stopping with a checkpoint",
                     self.step
                 );
+                stopped = Some(StopReason::TimeBudget);
                 break;
             }
             tracing::debug!("step {} begins", self.step + 1);
+            self.settings.stop.set_training_step(Some(self.step + 1));
             let mut entry = self.train_step()?;
             let every_val = self.settings.validation_loss_every;
             if every_val > 0 && (self.step.is_multiple_of(every_val) || self.step == total) {
@@ -504,14 +530,29 @@ impl<T: TrainTask> RunLoop<T> {
                 }
             }
         }
+        self.settings.stop.set_training_step(None);
         progress.finish();
         if self.step < total {
-            self.save_checkpoint()?;
+            let reason = stopped.unwrap_or(StopReason::StepLimit);
+            // A stop right after a periodic checkpoint (or before the first step of a
+            // resumed sitting) finds the step's checkpoint already written.
+            if self.checkpointed != Some(self.step) {
+                self.save_checkpoint()?;
+            }
+            StopRecord {
+                step: self.step,
+                reason,
+            }
+            .write(&self.run)?;
+            if reason == StopReason::Requested {
+                tracing::info!("stopped at step {} with a checkpoint", self.step);
+            }
         }
         Ok(Sitting {
             steps: self.step - first,
             last_loss,
             seconds: sitting.elapsed().as_secs_f64(),
+            stopped: (self.step < total).then(|| stopped.unwrap_or(StopReason::StepLimit)),
         })
     }
 }
@@ -607,6 +648,7 @@ mod tests {
             ema: None,
             loss_scaling: None,
             label: "training",
+            stop: StopSignal::new(),
         };
         let named = vec![("w".to_string(), task.w.clone())];
         RunLoop::new(
@@ -618,6 +660,83 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap()
+    }
+
+    /// Raises `stop` when step `at` is reported, as a signal arriving during that step.
+    struct StopAt {
+        at: usize,
+        stop: StopSignal,
+    }
+
+    impl Progress for StopAt {
+        fn step(&mut self, report: &StepReport) {
+            assert_eq!(self.stop.training_step(), Some(report.step));
+            if report.step == self.at {
+                self.stop.request();
+            }
+        }
+    }
+
+    fn weight(run_loop: &RunLoop<Pull>) -> Vec<f32> {
+        run_loop.task().w.as_tensor().to_vec1().unwrap()
+    }
+
+    fn losses(run: &RunDir) -> Vec<f64> {
+        super::super::log::read_log(&run.log())
+            .iter()
+            .map(|e| e.loss)
+            .collect()
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_sitting_with_a_checkpoint_of_its_step_and_resumes_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let straight_run = RunDir::new(dir.path().join("straight"));
+        std::fs::create_dir_all(straight_run.root()).unwrap();
+        let mut straight = run_loop(Pull::new(None), &straight_run);
+        straight.start(false).unwrap();
+        straight.run(8, None, &mut NoProgress).unwrap();
+
+        // Step 3 is between periodic checkpoints (every 2); step 4 is one of them.
+        for at in [3, 4] {
+            let run = RunDir::new(dir.path().join(format!("stop-{at}")));
+            std::fs::create_dir_all(run.root()).unwrap();
+            let mut first = run_loop(Pull::new(None), &run);
+            let stop = StopSignal::new();
+            first.settings.stop = stop.clone();
+            first.start(false).unwrap();
+            let sitting = first
+                .run(
+                    8,
+                    None,
+                    &mut StopAt {
+                        at,
+                        stop: stop.clone(),
+                    },
+                )
+                .unwrap();
+            assert_eq!(sitting.stopped, Some(StopReason::Requested));
+            assert_eq!((sitting.steps, first.step()), (at, at));
+            assert_eq!(stop.training_step(), None);
+            let newest = checkpoint::list(&run.checkpoints()).last().unwrap().0;
+            assert_eq!(newest, at, "the checkpoint of the stop step");
+            assert_eq!(
+                StopRecord::read(&run),
+                Some(StopRecord {
+                    step: at,
+                    reason: StopReason::Requested
+                })
+            );
+
+            let mut resumed = run_loop(Pull::new(None), &run);
+            resumed.start(true).unwrap();
+            assert_eq!(resumed.step(), at);
+            let sitting = resumed.run(8, None, &mut NoProgress).unwrap();
+            assert_eq!(sitting.stopped, None);
+            assert_eq!(StopRecord::read(&run), None, "the record goes on resume");
+            assert_eq!(weight(&resumed), weight(&straight), "stop at {at}");
+            assert_eq!(losses(&run), losses(&straight_run), "stop at {at}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::models::{load_models, Models};
 use super::step::{
     compute_masked_loss, compute_split_loss, LossParts, NoiseSchedule, StepBatch, StepModels,
 };
+use super::stop::{StopReason, StopSignal};
 use super::validation::ValidationSet;
 use crate::data::{EpochSampler, SamplerState};
 use crate::error::{Error, Result};
@@ -41,6 +42,9 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// Where the run computes (see [`crate::device`]).
     pub device: Device,
+    /// Raised to stop the run after the step in progress, with a checkpoint (see
+    /// [`super::stop`]).
+    pub stop: StopSignal,
 }
 
 impl Default for RunOptions {
@@ -49,15 +53,19 @@ impl Default for RunOptions {
             resume: false,
             stop_after: None,
             device: Device::Cpu,
+            stop: StopSignal::new(),
         }
     }
 }
 
-/// What a finished run produced.
+/// What a run produced: the model when it reached its last step, else where it stopped.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
     /// Optimizer steps done in total.
     pub steps: usize,
+    /// Why the run stopped before its last step (`None`: it finished); its checkpoint of
+    /// [`Self::steps`] is where `--resume` continues.
+    pub stopped: Option<StopReason>,
     /// Loss of the last step.
     pub last_loss: f64,
     /// The fine-tuned model (when the run reached its last step): the diffusers folder, or
@@ -705,6 +713,7 @@ fn start<'a>(
         ema: cfg.ema,
         label: "training",
         loss_scaling: cfg.precision.scales_loss().then_some(cfg.loss_scale),
+        stop: opts.stop.clone(),
     };
     let mut run_loop = RunLoop::new(task, named, cfg.adamw, settings, run.clone(), &device)?;
     run_loop.start(opts.resume)?;
@@ -763,6 +772,7 @@ pub fn train(
     if steps < cfg.steps {
         return Ok(TrainSummary {
             steps,
+            stopped: sitting.stopped,
             last_loss: sitting.last_loss,
             model_dir: None,
             run_dir: cfg.output_dir.clone(),
@@ -779,6 +789,7 @@ pub fn train(
     super::report::loss_curve(&read_log(&run.log()), &run.loss_curve())?;
     Ok(TrainSummary {
         steps,
+        stopped: None,
         last_loss: sitting.last_loss,
         model_dir: Some(model_dir),
         run_dir: cfg.output_dir.clone(),

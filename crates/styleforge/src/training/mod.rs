@@ -13,6 +13,7 @@
 //!   loss masks, aspect-ratio buckets),
 //!   validation and the final model.
 //! - [`pretrain`]: `styleforge pretrain`, stage by stage.
+//! - [`stop`]: stopping a run between steps with a checkpoint (the [`stop::StopSignal`]).
 //! - [`validation`]: the validation loss on held-out images.
 //! - [`report`]: validation grids and the loss curve.
 //! - [`memory`]: the peak-memory estimate and the guard that refuses runs that cannot fit.
@@ -35,8 +36,10 @@ pub mod precision;
 pub mod pretrain;
 pub mod report;
 pub mod step;
+pub mod stop;
 pub mod validation;
 
-pub use config::{Method, ResolvedConfig, TrainConfig};
+pub use config::{ConfigFile, Method, ResolvedConfig, TrainConfig};
 pub use engine::{train, RunOptions, TrainSummary};
 pub use log::{read_log, LogEntry};
+pub use stop::{StopReason, StopRecord, StopSignal};

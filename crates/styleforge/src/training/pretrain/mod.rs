@@ -79,6 +79,7 @@ use super::ema::EmaConfig;
 use super::log::read_log;
 use super::lr::{LrPlan, LrSchedule};
 use super::objective::Objective;
+use super::stop::{StopReason, StopSignal};
 use crate::error::{Error, Result};
 use crate::optim::AdamWConfig;
 use crate::progress::Progress;
@@ -382,6 +383,9 @@ pub struct PretrainOptions {
     pub stop_after: Option<usize>,
     /// Where both stages compute (see [`crate::device`]).
     pub device: Device,
+    /// Raised to stop after the step in progress: the UNet stage with a checkpoint (see
+    /// [`super::stop`]); the VAE stage, which keeps no checkpoints, at once.
+    pub stop: StopSignal,
 }
 
 impl Default for PretrainOptions {
@@ -391,6 +395,7 @@ impl Default for PretrainOptions {
             resume: false,
             stop_after: None,
             device: Device::Cpu,
+            stop: StopSignal::new(),
         }
     }
 }
@@ -432,6 +437,9 @@ pub struct PretrainSummary {
     pub model_dir: Option<PathBuf>,
     /// Whether stage 2 reached `unet.steps`.
     pub finished: bool,
+    /// Why this call stopped before `unet.steps` (`None`: it finished, or ran the VAE
+    /// stage alone to its end).
+    pub stopped: Option<StopReason>,
     /// The run folder.
     pub out_dir: PathBuf,
 }
@@ -496,6 +504,7 @@ pub fn pretrain(
         parameters: (0, 0),
         model_dir: None,
         finished: false,
+        stopped: None,
         out_dir: out.to_path_buf(),
     };
     let want_vae = match opts.stage {
@@ -506,7 +515,11 @@ pub fn pretrain(
     if let (Some(init), true) = (&cfg.model.init, want_vae) {
         summary.vae = Some(vae::adopt_vae(cfg, init, &opts.device)?);
     } else if want_vae {
-        summary.vae = Some(pretrain_vae(cfg, &opts.device, progress)?);
+        summary.vae = pretrain_vae(cfg, &opts.device, &opts.stop, progress)?;
+        if summary.vae.is_none() {
+            summary.stopped = Some(StopReason::Requested);
+            return Ok(summary);
+        }
     } else if opts.stage == Stage::Both {
         tracing::info!("reusing the trained VAE in {}", run.vae().display());
     }
@@ -546,6 +559,7 @@ pub fn pretrain(
         }),
         label: "pretrain",
         loss_scaling: None,
+        stop: opts.stop.clone(),
     };
     let adamw = AdamWConfig {
         lr: cfg.unet.lr,
@@ -567,9 +581,12 @@ pub fn pretrain(
     }
     summary.steps = run_loop.step();
     summary.finished = summary.steps >= total;
+    summary.stopped = sitting.stopped;
     let steps = summary.steps;
     summary.model_dir = Some(run_loop.with_ema_weights(|task| task.save_model())?);
-    if cfg.output.sample_every > 0 && sitting.steps > 0 {
+    // A stop asked for now, not grids and probe scores that the next sitting makes anyway.
+    let requested = sitting.stopped == Some(StopReason::Requested);
+    if cfg.output.sample_every > 0 && sitting.steps > 0 && !requested {
         run_loop.with_ema_weights(|task| {
             task.sample_grid(steps)?;
             task.probe_scores(steps)

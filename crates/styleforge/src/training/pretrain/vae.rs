@@ -25,6 +25,7 @@ use crate::progress::Progress;
 use crate::run_dir::RunDir;
 use crate::training::core::normal;
 use crate::training::lr::{LrPlan, LrSchedule};
+use crate::training::stop::StopSignal;
 
 /// The held-out renders of the VAE evaluation: every style in turn, from another seed.
 fn vae_eval_world(cfg: &PretrainConfig) -> World {
@@ -88,12 +89,14 @@ struct VaeLogEntry {
 /// of every world style, measures it on held-out renders, sets its `scaling_factor` to
 /// `1 / std` of the latents and writes `<out>/vae/` and `<out>/vae_metrics.json`.
 ///
-/// Not checkpointed (a few minutes); an interrupted stage 1 starts again.
+/// Not checkpointed (a few minutes); an interrupted stage 1 starts again. A raised `stop`
+/// ends it after the step in progress with nothing written but its log (`Ok(None)`).
 pub fn pretrain_vae(
     cfg: &PretrainConfig,
     device: &Device,
+    stop: &StopSignal,
     progress: &mut dyn Progress,
-) -> Result<VaeReport> {
+) -> Result<Option<VaeReport>> {
     let device = device.clone();
     let start = Instant::now();
     let run = RunDir::new(&cfg.output.dir);
@@ -131,6 +134,13 @@ pub fn pretrain_vae(
     let lr_plan = LrPlan::new(cfg.vae.lr, 20.min(steps), steps, LrSchedule::Cosine);
     progress.begin("vae", steps);
     for step in 0..steps {
+        if stop.is_requested() {
+            progress.finish();
+            tracing::info!(
+                "stop requested: the VAE stage ends at step {step} (it keeps no checkpoints)"
+            );
+            return Ok(None);
+        }
         let t0 = Instant::now();
         let x = world_images(&world, (step * b) as u64..((step + 1) * b) as u64, &device)?;
         let post = vae.encode(&x)?;
@@ -202,7 +212,7 @@ pub fn pretrain_vae(
     tracing::info!(
         "VAE: {steps} steps, PSNR {psnr_db:.2} dB on held-out renders, latent std {latent_std:.4}, scaling_factor {scaling_factor:.4}"
     );
-    Ok(report)
+    Ok(Some(report))
 }
 
 pub(super) fn read_vae_report(run: &RunDir) -> Option<VaeReport> {
