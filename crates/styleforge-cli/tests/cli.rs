@@ -557,3 +557,46 @@ fn half_precision_generation_and_training_precision_are_options() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("half"), "{}", stderr(&o));
 }
+
+#[test]
+fn toy_score_measures_a_model_and_prints_json() {
+    let assets = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/toy");
+    let model = assets.join("base-model");
+    let o = run(&[
+        "toy",
+        "score",
+        "--device",
+        "cpu",
+        "--model",
+        model.to_str().unwrap(),
+        "--probes",
+        assets.to_str().unwrap(),
+        "--prompts",
+        "4",
+        "--seeds",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["images"], 4);
+    for key in ["style_accuracy", "object_recall", "colour_accuracy"] {
+        let x = v[key].as_f64().unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+    }
+
+    // A folder without a model is a clear error naming it.
+    let o = run(&[
+        "toy",
+        "score",
+        "--device",
+        "cpu",
+        "--model",
+        assets.join("no-such-model").to_str().unwrap(),
+        "--probes",
+        assets.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no-such-model"), "{}", stderr(&o));
+}
