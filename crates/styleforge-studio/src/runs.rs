@@ -274,7 +274,8 @@ pub fn resume_plan(root: &Path) -> Result<Resume> {
     );
     let Some(cfg) = effective_config(&run) else {
         return Err(StudioError::Conflict(format!(
-            "{name} has no config to resume with (neither studio/train.toml nor a readable              config.toml)"
+            "{name} has no config to resume with (neither studio/train.toml nor a readable \
+             config.toml)"
         )));
     };
     let here = root.canonicalize().map_err(StudioError::io(root))?;
@@ -297,7 +298,8 @@ pub fn resume_plan(root: &Path) -> Result<Resume> {
             cwd,
         }),
         None => Err(StudioError::Conflict(format!(
-            "{name}: its config.toml writes to {}, not this folder (was the run moved?); resume              it with styleforge train --config <its config> --resume",
+            "{name}: its config.toml writes to {}, not this folder (was the run moved?); resume \
+             it with styleforge train --config <its config> --resume",
             cfg.output_dir.display()
         ))),
     }

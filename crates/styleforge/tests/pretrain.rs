@@ -14,6 +14,10 @@ use styleforge_models::folder::LoadOptions;
 use styleforge_models::tokenizer::ClipTokenizer;
 use styleforge_schedulers::SeededNoise;
 
+#[path = "support/training.rs"]
+mod training_support;
+use training_support::StopAt;
+
 /// A micro architecture: UNet [32, 64], text encoder hidden 16 / 2 layers with the real
 /// 49,408-token vocabulary, a one-block VAE with 8 channels.
 fn micro_config_dir(root: &Path) -> PathBuf {
@@ -367,20 +371,6 @@ fn a_warm_start_begins_from_the_given_model_and_min_snr_changes_the_steps() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("shape") || err.contains("no tensor"), "{err}");
-}
-
-/// Raises `stop` when UNet step `at` is reported, as SIGTERM arriving during that step.
-struct StopAt {
-    at: usize,
-    stop: styleforge::training::StopSignal,
-}
-
-impl styleforge::progress::Progress for StopAt {
-    fn step(&mut self, report: &styleforge::progress::StepReport) {
-        if report.step == self.at {
-            self.stop.request();
-        }
-    }
 }
 
 #[test]

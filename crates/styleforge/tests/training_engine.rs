@@ -15,7 +15,7 @@ use styleforge::Error;
 
 #[path = "support/training.rs"]
 mod training_support;
-use training_support::{base, config, dataset, same_weights, train_interrupted, weights};
+use training_support::{base, config, dataset, same_weights, train_interrupted, weights, StopAt};
 
 fn file_digest(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -569,20 +569,6 @@ fn a_held_out_split_gives_a_validation_loss_and_needs_the_images() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("style"), "{err}");
-}
-
-/// Raises `stop` when step `at` is reported, as SIGTERM arriving during that step would.
-struct StopAt {
-    at: usize,
-    stop: styleforge::training::StopSignal,
-}
-
-impl styleforge::progress::Progress for StopAt {
-    fn step(&mut self, report: &styleforge::progress::StepReport) {
-        if report.step == self.at {
-            self.stop.request();
-        }
-    }
 }
 
 #[test]

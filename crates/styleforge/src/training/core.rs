@@ -532,8 +532,9 @@ impl<T: TrainTask> RunLoop<T> {
         }
         self.settings.stop.set_training_step(None);
         progress.finish();
-        if self.step < total {
-            let reason = stopped.unwrap_or(StopReason::StepLimit);
+        // Short of the run's last step without a stop or a spent budget: `end` came first.
+        let stopped = (self.step < total).then(|| stopped.unwrap_or(StopReason::StepLimit));
+        if let Some(reason) = stopped {
             // A stop right after a periodic checkpoint (or before the first step of a
             // resumed sitting) finds the step's checkpoint already written.
             if self.checkpointed != Some(self.step) {
@@ -552,7 +553,7 @@ impl<T: TrainTask> RunLoop<T> {
             steps: self.step - first,
             last_loss,
             seconds: sitting.elapsed().as_secs_f64(),
-            stopped: (self.step < total).then(|| stopped.unwrap_or(StopReason::StepLimit)),
+            stopped,
         })
     }
 }

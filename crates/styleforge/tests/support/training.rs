@@ -1,6 +1,7 @@
 //! Helpers shared by the training tests (`training_engine.rs`, `training_data.rs`,
-//! `mixed_precision.rs`): the tiny SD1 fixture, a small striped dataset with a run config
-//! over it, and the weights of a trained model folder.
+//! `mixed_precision.rs`, `pretrain.rs`): the tiny SD1 fixture, a small striped dataset
+//! with a run config over it, the weights of a trained model folder, and a progress
+//! sink that raises a stop at a chosen step.
 
 #![allow(dead_code)]
 
@@ -134,4 +135,18 @@ pub fn same_weights(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) ->
                     == u.flatten_all().unwrap().to_vec1::<f32>().unwrap()
             })
         })
+}
+
+/// Raises `stop` when step `at` is reported, as SIGTERM arriving during that step would.
+pub struct StopAt {
+    pub at: usize,
+    pub stop: styleforge::training::StopSignal,
+}
+
+impl styleforge::progress::Progress for StopAt {
+    fn step(&mut self, report: &styleforge::progress::StepReport) {
+        if report.step == self.at {
+            self.stop.request();
+        }
+    }
 }
