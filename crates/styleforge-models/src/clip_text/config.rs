@@ -20,6 +20,22 @@ pub enum Activation {
     GeluNew,
 }
 
+impl Activation {
+    /// Applies the activation: the fused kernels for CPU `f32` tensors, candle's ops
+    /// elsewhere (CUDA, half precision).
+    pub fn apply(self, x: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+        use crate::nn::kernels;
+        let fused = kernels::use_cpu_kernels(x);
+        match self {
+            Self::QuickGelu if fused => kernels::gelu::quick_gelu(x),
+            Self::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
+            Self::Gelu if fused => kernels::gelu::gelu_erf(x),
+            Self::Gelu => x.gelu_erf(),
+            Self::GeluNew => x.gelu(),
+        }
+    }
+}
+
 fn d_vocab() -> usize {
     49408
 }

@@ -106,15 +106,7 @@ impl ClipMlp {
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.fc1.forward(x)?;
-        let h = match self.act {
-            Activation::QuickGelu if kernels::use_cpu_kernels(&h) => {
-                kernels::quick_gelu::quick_gelu(&h)?
-            }
-            Activation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
-            Activation::Gelu => h.gelu_erf()?,
-            Activation::GeluNew => h.gelu()?,
-        };
-        self.fc2.forward(&h)
+        self.fc2.forward(&self.act.apply(&h)?)
     }
 }
 

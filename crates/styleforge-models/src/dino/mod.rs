@@ -101,61 +101,53 @@ impl VitAttention {
     }
 }
 
+/// One pre-norm encoder layer. DINOv2's learned `layer_scale` of each branch is folded into
+/// the branch's output projection (`attention.output.dense`, `mlp.fc2`) at load time.
 #[derive(Debug, Clone)]
 struct VitLayer {
     norm1: LayerNorm,
     attention: VitAttention,
-    scale1: Option<Tensor>,
     norm2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
-    scale2: Option<Tensor>,
     act: Activation,
 }
 
 impl VitLayer {
     fn new(config: &DinoConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         let (d, eps, m) = (config.hidden_size, config.eps(), config.mlp_width());
-        let attention = VitAttention::new(config, vb.pp("attention"))?;
+        let mut attention = VitAttention::new(config, vb.pp("attention"))?;
         Ok(match config.model_type {
             DinoFamily::Vit => Self {
                 norm1: LayerNorm::new(d, eps, vb.pp("layernorm_before"))?,
                 attention,
-                scale1: None,
                 norm2: LayerNorm::new(d, eps, vb.pp("layernorm_after"))?,
                 fc1: crate::nn::linear(d, m, vb.pp("intermediate").pp("dense"))?,
                 fc2: crate::nn::linear(m, d, vb.pp("output").pp("dense"))?,
-                scale2: None,
                 act: config.hidden_act,
             },
-            DinoFamily::Dinov2 => Self {
-                norm1: LayerNorm::new(d, eps, vb.pp("norm1"))?,
-                attention,
-                scale1: Some(vb.pp("layer_scale1").get(d, "lambda1")?),
-                norm2: LayerNorm::new(d, eps, vb.pp("norm2"))?,
-                fc1: crate::nn::linear(d, m, vb.pp("mlp").pp("fc1"))?,
-                fc2: crate::nn::linear(m, d, vb.pp("mlp").pp("fc2"))?,
-                scale2: Some(vb.pp("layer_scale2").get(d, "lambda1")?),
-                act: config.hidden_act,
-            },
+            DinoFamily::Dinov2 => {
+                let scale1 = vb.pp("layer_scale1").get(d, "lambda1")?;
+                let scale2 = vb.pp("layer_scale2").get(d, "lambda1")?;
+                attention.output = attention.output.scale_outputs(&scale1)?;
+                Self {
+                    norm1: LayerNorm::new(d, eps, vb.pp("norm1"))?,
+                    attention,
+                    norm2: LayerNorm::new(d, eps, vb.pp("norm2"))?,
+                    fc1: crate::nn::linear(d, m, vb.pp("mlp").pp("fc1"))?,
+                    fc2: crate::nn::linear(m, d, vb.pp("mlp").pp("fc2"))?.scale_outputs(&scale2)?,
+                    act: config.hidden_act,
+                }
+            }
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let scaled = |h: Tensor, s: &Option<Tensor>| match s {
-            Some(s) => h.broadcast_mul(s),
-            None => Ok(h),
-        };
         let h = self.attention.forward(&self.norm1.forward(x)?)?;
-        let x = (scaled(h, &self.scale1)? + x)?;
+        let x = (h + x)?;
         let h = self.fc1.forward(&self.norm2.forward(&x)?)?;
-        let h = match self.act {
-            Activation::Gelu => h.gelu_erf()?,
-            Activation::GeluNew => h.gelu()?,
-            Activation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
-        };
-        let h = self.fc2.forward(&h)?;
-        scaled(h, &self.scale2)? + x
+        let h = self.fc2.forward(&self.act.apply(&h)?)?;
+        h + x
     }
 }
 

@@ -29,6 +29,19 @@ impl Linear {
     pub fn weight(&self) -> &Tensor {
         self.inner.weight()
     }
+
+    /// The bias `[out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+
+    /// The layer followed by a per-output scale `s` `[out]` (`s ⊙ (W·x + b)`), folded into
+    /// the weight and bias: one pass less over the output, for frozen layers.
+    pub fn scale_outputs(&self, s: &Tensor) -> Result<Self> {
+        let weight = self.weight().broadcast_mul(&s.unsqueeze(1)?)?;
+        let bias = self.bias().map(|b| b * s).transpose()?;
+        Self::new(weight, bias)
+    }
 }
 
 impl Module for Linear {
