@@ -57,7 +57,19 @@ WORKLOADS = {
     # Tiny models of the same two workloads (the GPU check's dry run).
     "tiny-styleforge-ckpt-8bit": ("styleforge-step", "unet-tiny.json", 2, 2),
     "tiny-ddim30": ("generate", "unet-tiny.json", 1, 2),
+    # The VAE decode at 512 px (64x64 latents, LATENT_SIDE).
+    "vae-decode-sd15-512": ("vae-decode", "vae-sd15.json", 1, 3),
+    # txt2img in stages (text encoding, 5 DDIM steps with guidance 7.5, VAE decode), each
+    # stage timed; and its tiny twin.
+    "sd15-generate-512": ("generate-stages", "unet-sd15.json", 1, 2),
+    "tiny-generate": ("generate-stages", "unet-tiny.json", 1, 2),
 }
+
+# Latent side of the workloads that do not use LATENT_HW.
+LATENT_SIDE = {"vae-decode-sd15-512": 64}
+
+# Denoising steps of the "generate-stages" workloads.
+STAGED_STEPS = 5
 
 # The text encoder and VAE that go with each UNet in the end-to-end workloads, and the
 # latents' side.
@@ -143,6 +155,9 @@ def build(name, configs_dir):
     if kind == "generate":
         return build_generate(cfg_file, configs_dir, info)
 
+    if kind == "generate-stages":
+        return build_generate_stages(cfg_file, configs_dir, info)
+
     if kind == "text-encoder":
         from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -162,7 +177,7 @@ def build(name, configs_dir):
         from diffusers import AutoencoderKL
 
         model = AutoencoderKL.from_config(cfg).to(DEVICE, torch.float32).eval()
-        h, w = LATENT_HW
+        h, w = (LATENT_SIDE[name],) * 2 if name in LATENT_SIDE else LATENT_HW
         z = torch.randn(b, model.config.latent_channels, h, w, generator=g).to(DEVICE)
         info["attention"] = sorted({type(p).__name__ for p in model.attn_processors.values()})
         info["params"] = sum(p.numel() for p in model.parameters())
@@ -403,6 +418,90 @@ def build_generate(unet_file, configs_dir, info):
     return step, info
 
 
+def build_generate_stages(unet_file, configs_dir, info):
+    """txt2img as StableDiffusionPipeline.__call__ runs it (DDIM, STAGED_STEPS steps,
+    guidance 7.5, one image, output_type="pt"), written out so that each stage is timed:
+    text encoding (prompt and empty negative prompt from fixed ids, as build_generate), the
+    denoising loop, and the VAE decode with the [0, 1] postprocessing. The scheduler's
+    timesteps and the initial latents come first, outside the stages. step() returns the
+    stage times in ms."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    te_file, vae_file, side = TOPOLOGIES[unet_file]
+    unet = UNet2DConditionModel.from_config(load_config(os.path.join(configs_dir, unet_file)))
+    unet = unet.to(DEVICE, torch.float32).eval()
+    te_cfg = load_config(os.path.join(configs_dir, te_file))
+    te = CLIPTextModel(CLIPTextConfig.from_dict(te_cfg)).to(DEVICE, torch.float32).eval()
+    vae = AutoencoderKL.from_config(load_config(os.path.join(configs_dir, vae_file)))
+    vae = vae.to(DEVICE, torch.float32).eval()
+    sched = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    bos, eos = 49406, 49407
+    prompt = torch.tensor([[bos] + [320 + i for i in range(8)] + [eos] * (SEQ_LEN - 9)], device=DEVICE)
+    negative = torch.tensor([[bos] + [eos] * (SEQ_LEN - 1)], device=DEVICE)
+    guidance = 7.5
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    info["params"] = sum(p.numel() for m in (unet, te, vae) for p in m.parameters())
+    info["inputs"] = {"image": [1, 3, side * scale, side * scale], "steps": STAGED_STEPS, "guidance_scale": guidance}
+    info["attention"] = sorted({type(p).__name__ for p in unet.attn_processors.values()})
+
+    def step():
+        with torch.no_grad():
+            sched.set_timesteps(STAGED_STEPS, device=DEVICE)
+            g = torch.Generator(DEVICE).manual_seed(0)
+            latents = torch.randn((1, unet.config.in_channels, side, side), generator=g, device=DEVICE)
+            sync()
+            t0 = time.perf_counter()
+            cond = te(prompt)[0]
+            uncond = te(negative)[0]
+            context = torch.cat([uncond, cond])
+            sync()
+            t1 = time.perf_counter()
+            latents = latents * sched.init_noise_sigma
+            for t in sched.timesteps:
+                model_input = sched.scale_model_input(torch.cat([latents] * 2), t)
+                pred = unet(model_input, t, encoder_hidden_states=context).sample
+                pred_uncond, pred_cond = pred.chunk(2)
+                pred = pred_uncond + guidance * (pred_cond - pred_uncond)
+                latents = sched.step(pred, t, latents).prev_sample
+            sync()
+            t2 = time.perf_counter()
+            image = vae.decode(latents / vae.config.scaling_factor).sample
+            (image / 2 + 0.5).clamp(0, 1)
+            sync()
+            t3 = time.perf_counter()
+        return {
+            "text_encoding": (t1 - t0) * 1000.0,
+            "denoising": (t2 - t1) * 1000.0,
+            "vae_decode": (t3 - t2) * 1000.0,
+        }
+
+    return step, info
+
+
+def median_stages(times, stages):
+    """The stages of the median repetition (the mean of the two middle ones for an even
+    count), as `styleforge bench` reports them: [{"name", "median_ms"}] in run order."""
+    if not stages or not stages[0]:
+        return []
+    order = sorted(range(len(times)), key=lambda i: times[i])
+    n = len(order)
+    middle = order[n // 2 : n // 2 + 1] if n % 2 == 1 else order[n // 2 - 1 : n // 2 + 1]
+    return [
+        {"name": name, "median_ms": sum(stages[i][name] for i in middle) / len(middle)}
+        for name in stages[0]
+    ]
+
+
 def sync():
     if DEVICE != "cpu":
         import torch
@@ -460,11 +559,14 @@ def child_main(args):
         step()
         sync()
     times = []
+    stages = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        step()
+        stage_ms = step()
         sync()
         times.append((time.perf_counter() - t0) * 1000.0)
+        if stage_ms:
+            stages.append(stage_ms)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     if DEVICE != "cpu":
         info["device"] = torch.cuda.get_device_name(DEVICE)
@@ -486,6 +588,9 @@ def child_main(args):
         "times_ms": times,
         **info,
     }
+    if stages:
+        res["stages"] = median_stages(times, stages)
+        res["stage_times_ms"] = stages
     print("RESULT " + json.dumps(res), flush=True)
 
 
@@ -554,6 +659,8 @@ def print_table(results):
             f"{name:24s} {r['median_ms']:11.2f} {r['min_ms']:11.2f} {r['max_ms']:11.2f} "
             f"{r['repeats']:5d} {r['peak_rss_mb']:12.1f}"
         )
+        for stage in r.get("stages", []):
+            print(f"  {stage['name']:22s} {stage['median_ms']:11.2f}")
 
 
 def main():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: parity tests on a CUDA GPU, then StyleForge beside PyTorch + diffusers on
-# the same GPU (an SD-1.5 training step at 512 px and 30-step DDIM generation): step
-# times, peak GPU memory, ratios. Built beforehand on any machine, run on the GPU machine.
+# the same GPU (an SD-1.5 training step at 512 px, 30-step DDIM generation, and 5-step
+# generation timed by stage): step times, peak GPU memory, ratios. Built beforehand on any machine, run on the GPU machine.
 #
 #   tools/gpu/check.sh build            # here: the CUDA binary and test executables
 #   tools/gpu/check.sh run [options]    # there: runs them (no compiler needed)
@@ -50,11 +50,13 @@ if [ "$dry_run" = 1 ]; then
     device=cpu
     train=tiny-styleforge-ckpt-8bit
     generate=tiny-ddim30
+    stages=tiny-generate
 else
     base=$repo/target/gpu-check
     device=cuda
     train=sd15-512-styleforge-ckpt-8bit
     generate=sd15-512-ddim30
+    stages=sd15-generate-512
 fi
 bundle=$base/bundle
 out=${out:-$base/results}
@@ -170,7 +172,7 @@ run() {
         fi
         local torch_device=$device
         local w
-        for w in "$train" "$generate"; do
+        for w in "$train" "$generate" "$stages"; do
             echo "== $w: StyleForge on $device"
             with_gpu_peak "$out/ours-$w.peak" "$bundle/styleforge" bench --device "$device" \
                 --workloads "$w" --warmup 1 --repeats "$repeats" --json "$out/ours-$w.json" ||
@@ -182,7 +184,7 @@ run() {
                     --json "$out/torch-$w.json" || failures+=("PyTorch $w")
             fi
         done
-        python3 tools/gpu/report.py "$out" "$train" "$generate" || failures+=("the report")
+        python3 tools/gpu/report.py "$out" "$train" "$generate" "$stages" || failures+=("the report")
     fi
     if [ ${#failures[@]} -gt 0 ]; then
         printf 'FAILED: %s\n' "${failures[@]}"

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Prints the GPU check's side-by-side table from the results `check.sh run` wrote.
 
-    python3 tools/gpu/report.py RESULTS_DIR TRAIN_WORKLOAD GENERATE_WORKLOAD
+    python3 tools/gpu/report.py RESULTS_DIR TRAIN_WORKLOAD GENERATE_WORKLOAD [STAGES_WORKLOAD]
 
 RESULTS_DIR holds, per workload W, `ours-W.json` (`styleforge bench --json`),
 `torch-W.json` (`bench_torch.py --json`, absent when PyTorch was skipped) and
 `ours-W.peak` / `torch-W.peak` (peak GPU memory in MiB from nvidia-smi, or "-" on a CPU, where
 the peak resident memory of each process is shown instead). Exits 1 when a StyleForge
-workload has no result. Standard library only.
+workload has no result. A STAGES_WORKLOAD (generation timed by stage) adds a row per stage.
+Standard library only.
 """
 
 import json
@@ -15,7 +16,7 @@ import os
 import sys
 
 # Issue targets: StyleForge's time and memory over PyTorch's.
-TARGETS = {"train": 1.2, "generate": 1.0, "memory": 1.0}
+TARGETS = {"train": 1.2, "generate": 1.0, "stages": 0.9, "memory": 1.0}
 
 
 def load(path):
@@ -49,6 +50,7 @@ def side(results, workload, who):
         if "error" in r:
             return {"error": r["error"].strip().splitlines()[-1]}
         ms = (r.get("timing") or {}).get("median_ms")
+        stages = (r.get("timing") or {}).get("stages") or []
         rss = r.get("peak_rss_mb")
         optimizer = "StyleForge AdamW8bit" if workload.endswith("-8bit") else ""
     else:
@@ -56,16 +58,19 @@ def side(results, workload, who):
         if "error" in r:
             return {"error": r["error"]}
         ms = r.get("median_ms")
+        stages = r.get("stages") or []
         rss = r.get("peak_rss_mb")
         optimizer = r.get("optimizer", "")
+    stages = {s["name"]: s["median_ms"] for s in stages}
     gpu = peak(os.path.join(results, f"{who}-{workload}.peak"))
     if gpu is not None:
-        return {"ms": ms, "mem": gpu, "mem_kind": "GPU", "optimizer": optimizer}
-    return {"ms": ms, "mem": rss, "mem_kind": "RSS", "optimizer": optimizer}
+        return {"ms": ms, "mem": gpu, "mem_kind": "GPU", "optimizer": optimizer, "stages": stages}
+    return {"ms": ms, "mem": rss, "mem_kind": "RSS", "optimizer": optimizer, "stages": stages}
 
 
 def main():
     results, train, generate = sys.argv[1:4]
+    stages = sys.argv[4] if len(sys.argv) > 4 else None
     print()
     print("precision: f32 on both sides (StyleForge's bench workloads have no bf16 mode yet)")
     head = f"{'workload':32s} {'ours ms':>10s} {'torch ms':>10s} {'time x':>7s} {'ours MiB':>9s} {'torch MiB':>9s} {'mem x':>6s}  memory"
@@ -73,7 +78,10 @@ def main():
     print("-" * len(head))
     notes = []
     failed = False
-    for workload, target in ((train, TARGETS["train"]), (generate, TARGETS["generate"])):
+    workloads = [(train, TARGETS["train"]), (generate, TARGETS["generate"])]
+    if stages:
+        workloads.append((stages, TARGETS["stages"]))
+    for workload, target in workloads:
         ours = side(results, workload, "ours")
         torch = side(results, workload, "torch")
         if ours is None or "error" in ours:
@@ -91,6 +99,10 @@ def main():
             f"{workload:32s} {fmt(ours['ms']):>10s} {fmt(t_ms):>10s} {fmt(ratio, 2):>7s} "
             f"{fmt(ours['mem'], 0):>9s} {fmt(t_mem, 0):>9s} {fmt(mem_ratio, 2):>6s}  {ours['mem_kind']}"
         )
+        for name, ms in ours["stages"].items():
+            t_stage = torch["stages"].get(name) if torch else None
+            stage_ratio = ms / t_stage if t_stage else None
+            print(f"{'  ' + name:32s} {fmt(ms):>10s} {fmt(t_stage):>10s} {fmt(stage_ratio, 2):>7s}")
         if torch is None:
             notes.append(f"{workload}: no PyTorch result (skipped or failed): no ratio")
         else:

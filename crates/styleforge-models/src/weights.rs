@@ -217,10 +217,11 @@ impl WeightStore {
                 ),
             });
         }
-        let tensor = view.load(device).map_err(|e| ModelError::InvalidWeights {
-            path: path.clone(),
-            reason: format!("tensor `{stored}`: {e}"),
-        })?;
+        let tensor =
+            load_mapped(mmap, &stored, device).map_err(|e| ModelError::InvalidWeights {
+                path: path.clone(),
+                reason: format!("tensor `{stored}`: {e}"),
+            })?;
         self.used
             .lock()
             .expect("weight store lock poisoned")
@@ -280,6 +281,48 @@ impl WeightStore {
             device.clone(),
         )
     }
+}
+
+/// Copies tensor `name` of a mapped safetensors file onto `device`, then lets the mapped
+/// pages it was read from go: the file's pages would otherwise stay resident beside the
+/// copies until the file is closed, and loading a model would take twice its size at the
+/// end (the whole UNet file beside the UNet). The pages stay in the OS's file cache, and a
+/// second read of the tensor maps them again.
+pub(crate) fn load_mapped(
+    mmap: &MmapedSafetensors,
+    name: &str,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let view = mmap.get(name)?;
+    let tensor = view.load(device)?;
+    release_mapped_pages(view.data());
+    Ok(tensor)
+}
+
+/// Drops the whole pages inside `bytes`, a part of a read-only file mapping, from this
+/// process's resident memory (`madvise(MADV_DONTNEED)`); nothing off Unix.
+fn release_mapped_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf only reads a system value.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            p if p > 0 => p as usize,
+            _ => return,
+        };
+        let start = bytes.as_ptr() as usize;
+        let first = start.div_ceil(page) * page;
+        let end = (start + bytes.len()) / page * page;
+        if end > first {
+            // SAFETY: [first, end) lies inside `bytes`, which a read-only, never-written file
+            // mapping holds: its dropped pages are read back from the file, unchanged, if
+            // touched again. A failure only leaves the pages resident.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = bytes;
 }
 
 /// The `VarBuilder` backend: a shared handle, so the store can still be asked for
@@ -454,6 +497,37 @@ pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tensors_read_again_after_their_pages_are_let_go() -> Result<()> {
+        let dev = Device::Cpu;
+        let path = std::env::temp_dir().join(format!(
+            "styleforge-released-pages-{}.safetensors",
+            std::process::id()
+        ));
+        // Several pages each, and a small one between them, so that page boundaries fall
+        // inside tensors.
+        let values = |n: usize, k: f32| (0..n).map(|i| i as f32 * k).collect::<Vec<f32>>();
+        let tensors = HashMap::from([
+            ("a".to_string(), Tensor::new(values(5000, 0.5), &dev)?),
+            ("b".to_string(), Tensor::new(values(3, -1.0), &dev)?),
+            ("c".to_string(), Tensor::new(values(9000, 0.25), &dev)?),
+        ]);
+        save_safetensors_atomic(&tensors, &path)?;
+        let store = WeightStore::frozen(&[&path])?;
+        for _ in 0..2 {
+            for (name, expected) in &tensors {
+                let got = store.load(name, DType::F32, &dev)?;
+                assert_eq!(got.to_vec1::<f32>()?, expected.to_vec1::<f32>()?, "{name}");
+            }
+        }
+        drop(store);
+        std::fs::remove_file(&path).map_err(|source| ModelError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(())
+    }
 
     #[test]
     fn cast_copies_pass_f32_gradients_and_follow_their_masters() -> Result<()> {

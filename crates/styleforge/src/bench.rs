@@ -24,8 +24,8 @@ pub enum BenchModel {
     UNet(&'static str),
     /// SD 1.5's text encoder.
     TextEncoder,
-    /// SD 1.5's VAE decoder.
-    VaeDecode,
+    /// SD 1.5's VAE decoder on latents of this side (32: 256 px images, 64: 512 px).
+    VaeDecode(usize),
     /// The FID InceptionV3 (pool3 features of 299×299 images).
     Inception,
     /// CLIP ViT-B/16's vision tower (image features for CLIP-T / CLIP-I).
@@ -51,10 +51,15 @@ pub enum BenchModel {
         /// 8-bit AdamW instead of f32 AdamW.
         adamw8bit: bool,
     },
-    /// Text-to-image through the txt2img pipeline: one image, 30 DDIM steps with
-    /// classifier-free guidance 7.5 (the UNet on a batch of 2), prompt encoding and the VAE
-    /// decode included.
-    Generate(Topology),
+    /// Text-to-image through the txt2img pipeline: one image, DDIM with classifier-free
+    /// guidance 7.5 (the UNet on a batch of 2), prompt encoding and the VAE decode included;
+    /// the time of each stage is reported beside the total ([`Timing::stages`]).
+    Generate {
+        /// The models and latent size.
+        topology: Topology,
+        /// Denoising steps.
+        steps: usize,
+    },
 }
 
 /// The models of the end-to-end workloads: SD 1.5's at 512 px, or tiny ones of the same
@@ -108,17 +113,17 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The full-size workloads, the SD-1.5 training steps and generation at 512 px: tens
-    /// of GB of memory and minutes a repetition on a CPU, run only when named
+    /// The full-size workloads, the SD-1.5 training steps, generation and the VAE decode at
+    /// 512 px: GBs of memory and up to minutes a repetition on a CPU, run only when named
     /// (`styleforge bench --workloads memory` for the training steps).
     pub fn is_large(&self) -> bool {
-        matches!(
-            self.model,
-            BenchModel::StyleForgeStep {
-                topology: Topology::Sd15,
-                ..
-            } | BenchModel::Generate(Topology::Sd15)
-        )
+        match self.model {
+            BenchModel::StyleForgeStep { topology, .. } | BenchModel::Generate { topology, .. } => {
+                topology == Topology::Sd15
+            }
+            BenchModel::VaeDecode(side) => side >= 64,
+            _ => false,
+        }
     }
 }
 
@@ -156,6 +161,7 @@ pub fn workloads() -> Vec<Workload> {
         checkpointing,
         adamw8bit,
     };
+    let generate = |topology, steps| Generate { topology, steps };
     let tiny = UNet("unet-tiny.json");
     let half = UNet("unet-sd15-half.json");
     vec![
@@ -168,7 +174,7 @@ pub fn workloads() -> Vec<Workload> {
         w("sd15-half-train-b1", half, TrainStep, 1),
         w("sd15-forward-b2", UNet("unet-sd15.json"), Forward, 2),
         w("text-encoder-sd15-b2", TextEncoder, Forward, 2),
-        w("vae-decode-sd15-b1", VaeDecode, Forward, 1),
+        w("vae-decode-sd15-b1", VaeDecode(32), Forward, 1),
         w("inception-fid-b16", Inception, Forward, 16),
         w("clip-b16-image-b16", ClipVision, Forward, 16),
         w("csd-l14-style-b8", Csd, Forward, 8),
@@ -185,7 +191,8 @@ pub fn workloads() -> Vec<Workload> {
             TrainStep,
             2,
         ),
-        w("tiny-ddim30", Generate(Topology::Tiny), Forward, 1),
+        w("tiny-ddim30", generate(Topology::Tiny, 30), Forward, 1),
+        w("tiny-generate", generate(Topology::Tiny, 5), Forward, 1),
         w("sd15-512-styleforge", sf(false, false), TrainStep, 2),
         w("sd15-512-styleforge-ckpt", sf(true, false), TrainStep, 2),
         w(
@@ -194,7 +201,9 @@ pub fn workloads() -> Vec<Workload> {
             TrainStep,
             2,
         ),
-        w("sd15-512-ddim30", Generate(Topology::Sd15), Forward, 1),
+        w("sd15-512-ddim30", generate(Topology::Sd15, 30), Forward, 1),
+        w("vae-decode-sd15-512", VaeDecode(64), Forward, 1),
+        w("sd15-generate-512", generate(Topology::Sd15, 5), Forward, 1),
     ]
 }
 
@@ -219,6 +228,33 @@ pub struct Timing {
     /// products of the same size).
     #[serde(default)]
     pub gflop: f64,
+    /// The stages of a workload that reports them (generation: `text_encoding`,
+    /// `denoising`, `vae_decode`), in the order they run, timed in the median repetition
+    /// (the mean of the two middle ones for an even count), so they sum to at most
+    /// `median_ms`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageTiming>,
+}
+
+/// The time of one stage of a workload.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StageTiming {
+    /// The stage's name, shared with the PyTorch script.
+    pub name: String,
+    /// Milliseconds in the median repetition.
+    pub median_ms: f64,
+}
+
+/// Named stage times of one repetition in milliseconds (empty for workloads without
+/// stages).
+type Stages = Vec<(&'static str, f64)>;
+
+/// One repetition of a workload, returning its stage times.
+type Repetition = Box<dyn FnMut() -> crate::Result<Stages>>;
+
+/// A repetition without stages.
+fn plain(mut f: impl FnMut() -> crate::Result<()> + 'static) -> Repetition {
+    Box::new(move || f().map(|()| Stages::new()))
 }
 
 impl Timing {
@@ -229,20 +265,34 @@ impl Timing {
 }
 
 impl Timing {
-    fn from_samples(mut ms: Vec<f64>) -> Self {
-        ms.sort_by(|a, b| a.total_cmp(b));
-        let n = ms.len();
-        let median = if n % 2 == 1 {
-            ms[n / 2]
+    /// The timing of repetitions, each its milliseconds and stages; at least one.
+    fn from_samples(mut samples: Vec<(f64, Stages)>) -> Self {
+        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let n = samples.len();
+        let middle = if n % 2 == 1 {
+            &samples[n / 2..n / 2 + 1]
         } else {
-            (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+            &samples[n / 2 - 1..n / 2 + 1]
         };
+        let mean = |f: &dyn Fn(&(f64, Stages)) -> f64| {
+            middle.iter().map(f).sum::<f64>() / middle.len() as f64
+        };
+        let stages = middle[0]
+            .1
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| StageTiming {
+                name: name.to_string(),
+                median_ms: mean(&|s| s.1.get(i).map_or(0.0, |st| st.1)),
+            })
+            .collect();
         Self {
-            median_ms: median,
-            min_ms: ms[0],
-            max_ms: ms[n - 1],
+            median_ms: mean(&|s| s.0),
+            min_ms: samples[0].0,
+            max_ms: samples[n - 1].0,
             repeats: n,
             gflop: 0.0,
+            stages,
         }
     }
 }
@@ -280,9 +330,9 @@ fn frozen_weights(
 
 /// Builds the workload's model with fresh weights and returns a closure running one
 /// repetition.
-fn prepare(w: &Workload, device: &Device) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
+fn prepare(w: &Workload, device: &Device) -> crate::Result<Repetition> {
     if w.kind == BenchKind::Forward
-        && !matches!(w.model, BenchModel::Fid(_) | BenchModel::Generate(_))
+        && !matches!(w.model, BenchModel::Fid(_) | BenchModel::Generate { .. })
     {
         let vb = frozen_weights(device, |vb| {
             prepare_with(w, device, VarMap::new(), vb).map(|_| ())
@@ -299,7 +349,7 @@ fn prepare_with(
     device: &Device,
     varmap: VarMap,
     vb: candle_nn::VarBuilder<'static>,
-) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
+) -> crate::Result<Repetition> {
     let b = w.batch;
     match w.model {
         BenchModel::UNet(file) => {
@@ -313,7 +363,7 @@ fn prepare_with(
             let t: Vec<f32> = (0..b).map(|i| (100 + 400 * i) as f32).collect();
             let timesteps = Tensor::from_vec(t, b, device)?;
             match w.kind {
-                BenchKind::Forward => Ok(Box::new(move || {
+                BenchKind::Forward => Ok(plain(move || {
                     unet.forward(&sample, &timesteps, &context)?;
                     Ok(())
                 })),
@@ -327,7 +377,7 @@ fn prepare_with(
                             ..Default::default()
                         },
                     )?;
-                    Ok(Box::new(move || {
+                    Ok(plain(move || {
                         let pred = unet.forward(&sample, &timesteps, &context)?;
                         let loss = (pred - &target)?.sqr()?.mean_all()?;
                         let grads = loss.backward()?;
@@ -344,7 +394,7 @@ fn prepare_with(
             let te = ClipTextModel::new(&cfg, vb)?;
             let ids: Vec<u32> = (0..b * 77).map(|i| (i * 7919 % 49000) as u32).collect();
             let ids = Tensor::from_vec(ids, (b, 77), device)?;
-            Ok(Box::new(move || {
+            Ok(plain(move || {
                 te.forward(&ids)?;
                 Ok(())
             }))
@@ -354,7 +404,7 @@ fn prepare_with(
             let x = seeded_normal(&[b, 3, 299, 299], 5, device)?
                 .tanh()?
                 .affine(0.5, 0.5)?;
-            Ok(Box::new(move || {
+            Ok(plain(move || {
                 net.features(&x)?;
                 Ok(())
             }))
@@ -371,7 +421,7 @@ fn prepare_with(
                 vb.pp("visual_projection"),
             )?;
             let x = seeded_normal(&[b, 3, cfg.image_size, cfg.image_size], 6, device)?;
-            Ok(Box::new(move || {
+            Ok(plain(move || {
                 use candle_core::Module;
                 projection.forward(&tower.forward(&x)?.pooled)?;
                 Ok(())
@@ -383,7 +433,7 @@ fn prepare_with(
                 parse_config(text, Path::new("csd-vit-l14.json"))?;
             let csd = styleforge_models::csd::CsdModel::new(&cfg, vb, false)?;
             let x = seeded_normal(&[b, 3, cfg.image_size, cfg.image_size], 9, device)?;
-            Ok(Box::new(move || {
+            Ok(plain(move || {
                 csd.forward(&x)?;
                 Ok(())
             }))
@@ -395,7 +445,7 @@ fn prepare_with(
             let processor = styleforge_models::clip_vision::ClipImageProcessor::default();
             let dino = styleforge_models::dino::DinoModel::new(&cfg, vb, processor)?;
             let x = seeded_normal(&[b, 3, 224, 224], 10, device)?;
-            Ok(Box::new(move || {
+            Ok(plain(move || {
                 dino.cls_embeddings(&x)?;
                 Ok(())
             }))
@@ -414,7 +464,7 @@ fn prepare_with(
                 .to_vec1::<f32>()?;
             let err = |e| crate::evaluation::eval_error("the FID workload")(e);
             if n < d {
-                return Ok(Box::new(move || {
+                return Ok(plain(move || {
                     let x = styleforge_eval::FeatureMatrix::new(&a, d).map_err(err)?;
                     let y = styleforge_eval::FeatureMatrix::new(&b2, d).map_err(err)?;
                     styleforge_eval::fid(&x, &y).map_err(err)?;
@@ -426,7 +476,7 @@ fn prepare_with(
                 styleforge_eval::FeatureStats::from_features(&m).map_err(err)
             };
             let (s1, s2) = (stats(&a)?, stats(&b2)?);
-            Ok(Box::new(move || {
+            Ok(plain(move || {
                 styleforge_eval::frechet_distance(&s1, &s2).map_err(err)?;
                 Ok(())
             }))
@@ -436,14 +486,14 @@ fn prepare_with(
             checkpointing,
             adamw8bit,
         } => styleforge_step(device, varmap, vb, topology, checkpointing, adamw8bit),
-        BenchModel::Generate(topology) => generate(device, topology),
-        BenchModel::VaeDecode => {
+        BenchModel::Generate { topology, steps } => generate(device, topology, steps),
+        BenchModel::VaeDecode(side) => {
             let path = Path::new("vae-sd15.json");
             let text = config_text("vae-sd15.json").expect("embedded");
             let cfg: VaeConfig = parse_config(text, path)?;
             let vae = AutoencoderKL::new(&cfg, vb)?;
-            let z = seeded_normal(&[b, cfg.latent_channels, 32, 32], 4, device)?;
-            Ok(Box::new(move || {
+            let z = seeded_normal(&[b, cfg.latent_channels, side, side], 4, device)?;
+            Ok(plain(move || {
                 vae.decode(&z)?;
                 Ok(())
             }))
@@ -467,7 +517,7 @@ fn styleforge_step(
     topology: Topology,
     checkpointing: bool,
     adamw8bit: bool,
-) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
+) -> crate::Result<Repetition> {
     use crate::training::step::{
         clip_grad_norm, compute_loss, NoiseSchedule, StepBatch, StepModels,
     };
@@ -519,7 +569,7 @@ fn styleforge_step(
             ..Default::default()
         },
     )?;
-    Ok(Box::new(move || {
+    Ok(plain(move || {
         let models = StepModels {
             unet: &unet,
             text_encoder: &text_encoder,
@@ -546,14 +596,12 @@ const SD15_PIPELINE_SCHEDULER: &str = r#"{"_class_name": "PNDMScheduler",
     "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "clip_sample": false,
     "set_alpha_to_one": false, "steps_offset": 1, "skip_prk_steps": true}"#;
 
-/// Text-to-image through [`StableDiffusion::txt2img`] on fresh weights (frozen tensors,
-/// as loaded weights are), DDIM, 30 steps, guidance 7.5, one image.
+/// Text-to-image through [`StableDiffusion::txt2img_timed`] on fresh weights (frozen
+/// tensors, as loaded weights are), DDIM, `steps` steps, guidance 7.5, one image; the
+/// repetition reports the pipeline's stage times.
 ///
-/// [`StableDiffusion::txt2img`]: crate::pipelines::StableDiffusion::txt2img
-fn generate(
-    device: &Device,
-    topology: Topology,
-) -> crate::Result<Box<dyn FnMut() -> crate::Result<()>>> {
+/// [`StableDiffusion::txt2img_timed`]: crate::pipelines::StableDiffusion::txt2img_timed
+fn generate(device: &Device, topology: Topology, steps: usize) -> crate::Result<Repetition> {
     use crate::pipelines::{SamplingOptions, SchedulerChoice, StableDiffusion, Txt2ImgRequest};
     let [unet_file, te_file, vae_file] = topology.configs();
     let unet_cfg: UNetConfig = embedded_config(unet_file)?;
@@ -578,7 +626,7 @@ fn generate(
     let request = Txt2ImgRequest {
         sampling: SamplingOptions {
             prompt: "a watercolor painting of a lighthouse at dawn".into(),
-            steps: 30,
+            steps,
             guidance_scale: 7.5,
             scheduler: SchedulerChoice {
                 name: Some("ddim".into()),
@@ -592,8 +640,13 @@ fn generate(
     };
     Ok(Box::new(move || {
         let mut noise = styleforge_schedulers::SeededNoise::new(0);
-        sd.txt2img(&request, &mut noise, &mut crate::progress::NoProgress)?;
-        Ok(())
+        let (_, times) =
+            sd.txt2img_timed(&request, &mut noise, &mut crate::progress::NoProgress)?;
+        Ok(times
+            .named()
+            .iter()
+            .map(|&(name, d)| (name, d.as_secs_f64() * 1e3))
+            .collect())
     }))
 }
 
@@ -612,9 +665,9 @@ pub fn run(w: &Workload, warmup: usize, repeats: usize, device: &Device) -> crat
     let mut samples = Vec::with_capacity(repeats.max(1));
     for _ in 0..repeats.max(1) {
         let start = Instant::now();
-        once()?;
+        let stages = once()?;
         device.synchronize()?;
-        samples.push(start.elapsed().as_secs_f64() * 1e3);
+        samples.push((start.elapsed().as_secs_f64() * 1e3, stages));
     }
     let passes = match w.kind {
         BenchKind::Forward => 1.0,
@@ -624,4 +677,69 @@ pub fn run(w: &Workload, warmup: usize, repeats: usize, device: &Device) -> crat
         gflop: flop as f64 * passes / 1e9,
         ..Timing::from_samples(samples)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_come_from_the_median_repetitions() {
+        let rep = |ms: f64, a: f64, b: f64| (ms, vec![("a", a), ("b", b)]);
+        let odd = Timing::from_samples(vec![
+            rep(30.0, 9.0, 20.0),
+            rep(10.0, 1.0, 8.0),
+            rep(20.0, 5.0, 14.0),
+        ]);
+        assert_eq!((odd.median_ms, odd.min_ms, odd.max_ms), (20.0, 10.0, 30.0));
+        let stage = |name: &str, median_ms| StageTiming {
+            name: name.into(),
+            median_ms,
+        };
+        assert_eq!(odd.stages, [stage("a", 5.0), stage("b", 14.0)]);
+        let even = Timing::from_samples(vec![
+            rep(40.0, 2.0, 37.0),
+            rep(10.0, 1.0, 8.0),
+            rep(20.0, 5.0, 14.0),
+            rep(30.0, 9.0, 20.0),
+        ]);
+        assert_eq!(even.median_ms, 25.0);
+        assert_eq!(even.stages, [stage("a", 7.0), stage("b", 17.0)]);
+        let none = Timing::from_samples(vec![(3.0, Stages::new())]);
+        assert!(none.stages.is_empty());
+        let json = serde_json::to_value(&none).unwrap();
+        assert!(json.get("stages").is_none(), "{json}");
+    }
+
+    #[test]
+    fn tiny_generation_reports_its_stages() {
+        let w = workload("tiny-generate").unwrap();
+        assert!(!w.is_large());
+        let t = run(&w, 1, 3, &Device::Cpu).unwrap();
+        let names: Vec<&str> = t.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["text_encoding", "denoising", "vae_decode"]);
+        assert!(t.stages.iter().all(|s| s.median_ms > 0.0), "{t:?}");
+        let sum: f64 = t.stages.iter().map(|s| s.median_ms).sum();
+        assert!(
+            sum <= t.median_ms,
+            "stages {sum} ms > total {} ms",
+            t.median_ms
+        );
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["stages"][1]["name"], "denoising");
+    }
+
+    #[test]
+    fn the_full_size_workloads_are_large() {
+        for name in [
+            "sd15-generate-512",
+            "vae-decode-sd15-512",
+            "sd15-512-ddim30",
+        ] {
+            assert!(workload(name).unwrap().is_large(), "{name}");
+        }
+        for name in ["tiny-generate", "tiny-ddim30", "vae-decode-sd15-b1"] {
+            assert!(!workload(name).unwrap().is_large(), "{name}");
+        }
+    }
 }

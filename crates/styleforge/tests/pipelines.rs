@@ -111,6 +111,31 @@ fn check_txt2img(name: &str) {
 }
 
 #[test]
+fn timed_generation_reports_its_stages() {
+    let (case, tensors) = case("sd1_txt2img_ddim");
+    let sd = pipeline(case["model"].as_str().unwrap());
+    let req = Txt2ImgRequest {
+        sampling: sampling(&case),
+        width: case["width"].as_u64().unwrap() as usize,
+        height: case["height"].as_u64().unwrap() as usize,
+        latents: Some(tensors["latents"].clone()),
+    };
+    let plain = sd.txt2img(&req, &mut NoNoise, &mut NoProgress).unwrap();
+    let start = std::time::Instant::now();
+    let (image, times) = sd
+        .txt2img_timed(&req, &mut NoNoise, &mut NoProgress)
+        .unwrap();
+    let total = start.elapsed();
+    assert_eq!(max_abs_diff(&image, &plain), 0.0);
+    let named = times.named();
+    let names: Vec<&str> = named.iter().map(|s| s.0).collect();
+    assert_eq!(names, ["text_encoding", "denoising", "vae_decode"]);
+    assert!(named.iter().all(|s| !s.1.is_zero()), "{times:?}");
+    let sum: std::time::Duration = named.iter().map(|s| s.1).sum();
+    assert!(sum <= total, "stages {sum:?} > total {total:?}");
+}
+
+#[test]
 fn txt2img_ddim_with_negative_prompt_matches_diffusers() {
     check_txt2img("sd1_txt2img_ddim");
 }

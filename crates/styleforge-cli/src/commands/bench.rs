@@ -18,7 +18,8 @@ pub struct BenchArgs {
     device: super::device::DeviceArg,
     /// Comma-separated workload names, `all` (see `--list`), or `memory`: the SD-1.5 512 px
     /// StyleForge training steps (tens of GB and minutes each on a CPU; not part of `all`,
-    /// nor is `sd15-512-ddim30`, 30-step generation at 512 px).
+    /// nor are the other 512 px workloads: `sd15-512-ddim30`, `sd15-generate-512` and
+    /// `vae-decode-sd15-512`).
     #[arg(long, default_value = "all")]
     workloads: String,
     /// Timed repetitions per workload.
@@ -244,6 +245,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             100.0 * t.gflops() / peak_gflops,
             fmt(tms.map(|x| t.gflop / (x / 1e3)), 1),
         );
+        // A workload's stages, each beside PyTorch's stage of the same name.
+        for stage in &t.stages {
+            let tms = tw.and_then(|w| {
+                w["stages"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["name"] == stage.name.as_str())?["median_ms"]
+                    .as_f64()
+            });
+            println!(
+                "{:<22} {:>11.1} {:>17} {:>9} {:>11} {:>9} {:>7}",
+                format!("  {}", stage.name),
+                stage.median_ms,
+                "",
+                "",
+                fmt(tms, 1),
+                "",
+                fmt(tms.map(|x| stage.median_ms / x), 2),
+            );
+        }
     }
     if let Some(path) = &args.json {
         let all = json!({

@@ -57,13 +57,16 @@ impl StableDiffusion {
         scheduler.set_eta(opts.eta)?;
         let schedule = img2img_timesteps(scheduler.as_mut(), opts.steps, req.strength)?;
 
-        let image = req.image.to_device(self.device())?.to_dtype(DType::F32)?;
-        let posterior = self.vae.encode(&image)?;
-        let eps = noise.sample(posterior.mean.shape(), DType::F32, self.device())?;
-        let init = (posterior.sample_with(&eps)? * self.vae.scaling_factor())?;
-        let init = init.repeat((opts.num_images, 1, 1, 1))?;
-        let start_noise = noise.sample(init.shape(), DType::F32, self.device())?;
-        let latents = scheduler.add_noise(&init, &start_noise, &[schedule.latent_timestep()])?;
+        // The encoding's image, posterior and noise are not kept through the denoising.
+        let latents = {
+            let image = req.image.to_device(self.device())?.to_dtype(DType::F32)?;
+            let posterior = self.vae.encode(&image)?;
+            let eps = noise.sample(posterior.mean.shape(), DType::F32, self.device())?;
+            let init = (posterior.sample_with(&eps)? * self.vae.scaling_factor())?;
+            let init = init.repeat((opts.num_images, 1, 1, 1))?;
+            let start_noise = noise.sample(init.shape(), DType::F32, self.device())?;
+            scheduler.add_noise(&init, &start_noise, &[schedule.latent_timestep()])?
+        };
         let latents = self.denoise(
             scheduler.as_mut(),
             &schedule.timesteps,
@@ -72,6 +75,8 @@ impl StableDiffusion {
             noise,
             progress,
         )?;
+        drop(context);
+        drop(scheduler);
         self.decode_latents(&latents)
     }
 }

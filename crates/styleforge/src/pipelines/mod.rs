@@ -22,7 +22,7 @@ use crate::progress::Progress;
 
 pub use img2img::Img2ImgRequest;
 pub use parameters::GenerationParameters;
-pub use txt2img::Txt2ImgRequest;
+pub use txt2img::{StageTimes, Txt2ImgRequest};
 
 /// The scheduler to sample with: the model's own, or one the user names.
 #[derive(Debug, Clone, Default, PartialEq)]

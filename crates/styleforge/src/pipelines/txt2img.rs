@@ -1,5 +1,7 @@
 //! Text-to-image: noise → denoise with the prompt → decode.
 
+use std::time::{Duration, Instant};
+
 use candle_core::{DType, Tensor};
 use styleforge_schedulers::{NoiseSource, PerRowNoise};
 
@@ -22,6 +24,30 @@ pub struct Txt2ImgRequest {
     pub latents: Option<Tensor>,
 }
 
+/// How long the stages of one [`StableDiffusion::txt2img_timed`] generation took, each
+/// ending with the device synchronised (a GPU's queued work counts in its stage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTimes {
+    /// Encoding the prompt and the negative prompt.
+    pub text_encoding: Duration,
+    /// The denoising loop: every UNet evaluation and scheduler step.
+    pub denoising: Duration,
+    /// The VAE decode of the final latents into images in [0, 1].
+    pub decoding: Duration,
+}
+
+impl StageTimes {
+    /// The stages by name (`text_encoding`, `denoising`, `vae_decode`), in the order they
+    /// run.
+    pub fn named(&self) -> [(&'static str, Duration); 3] {
+        [
+            ("text_encoding", self.text_encoding),
+            ("denoising", self.denoising),
+            ("vae_decode", self.decoding),
+        ]
+    }
+}
+
 impl StableDiffusion {
     /// Generates `[num_images, 3, height, width]` images in [0, 1].
     ///
@@ -33,6 +59,16 @@ impl StableDiffusion {
         noise: &mut dyn NoiseSource,
         progress: &mut dyn Progress,
     ) -> Result<Tensor> {
+        Ok(self.txt2img_timed(req, noise, progress)?.0)
+    }
+
+    /// [`Self::txt2img`], also saying how long each stage took.
+    pub fn txt2img_timed(
+        &self,
+        req: &Txt2ImgRequest,
+        noise: &mut dyn NoiseSource,
+        progress: &mut dyn Progress,
+    ) -> Result<(Tensor, StageTimes)> {
         let f = self.vae_scale_factor();
         check_side("width", req.width, f)?;
         check_side("height", req.height, f)?;
@@ -63,7 +99,11 @@ impl StableDiffusion {
             }
             None => noise.sample(&shape.into(), DType::F32, self.device())?,
         };
+        let mut times = StageTimes::default();
+        let start = Instant::now();
         let context = self.conditioning(opts)?;
+        times.text_encoding = self.stage_end(start)?;
+        let start = Instant::now();
         let latents = (latents * scheduler.init_noise_sigma())?;
         let timesteps = scheduler.timesteps().to_vec();
         let latents = self.denoise(
@@ -74,7 +114,22 @@ impl StableDiffusion {
             noise,
             progress,
         )?;
-        self.decode_latents(&latents)
+        times.denoising = self.stage_end(start)?;
+        // Only the latents are needed from here: the prompt embeddings and the scheduler's
+        // state go before the decode allocates its full-resolution activations.
+        drop(context);
+        drop(scheduler);
+        let start = Instant::now();
+        let images = self.decode_latents(&latents)?;
+        drop(latents);
+        times.decoding = self.stage_end(start)?;
+        Ok((images, times))
+    }
+
+    /// Time since `start` once the device has finished the work queued so far.
+    fn stage_end(&self, start: Instant) -> Result<Duration> {
+        self.device().synchronize()?;
+        Ok(start.elapsed())
     }
 }
 
@@ -139,6 +194,8 @@ impl StableDiffusion {
             &mut noise,
             progress,
         )?;
+        drop(conditioning);
+        drop(scheduler);
         self.decode_latents(&latents)
     }
 }
