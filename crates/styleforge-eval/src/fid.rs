@@ -6,9 +6,10 @@
 //! pytorch-fid takes `scipy.linalg.sqrtm(Σ₁Σ₂)`, a non-symmetric square root that breaks
 //! down (complex parts, NaN) when the covariances are singular, which they are whenever a
 //! set has no more images than feature dimensions. Here the trace is computed from the
-//! symmetric positive semi-definite matrix `Σ₁^½ Σ₂ Σ₁^½`: it has the same eigenvalues as
-//! `Σ₁Σ₂`, so `Tr((Σ₁Σ₂)^½) = Σᵢ √λᵢ(Σ₁^½ Σ₂ Σ₁^½)`, with both eigen-decompositions symmetric
-//! and eigenvalues at the rounding-noise level (`≤ d·ε·λ_max`) or negative set to 0.
+//! symmetric positive semi-definite matrix `Σ₁^½ Σ₂ Σ₁^½` (or `Lᵀ Σ₂ L` with the Cholesky
+//! factor of a definite `Σ₁`): it has the same eigenvalues as `Σ₁Σ₂`, so
+//! `Tr((Σ₁Σ₂)^½) = Σᵢ √λᵢ`, with every decomposition symmetric and eigenvalues at the
+//! rounding-noise level (`≤ d·ε·λ_max`) or negative set to 0.
 //!
 //! Covariances use the unbiased `n − 1` normaliser, as `numpy.cov` (and so pytorch-fid).
 
@@ -203,22 +204,39 @@ impl FeatureStats {
     }
 }
 
-/// `Tr((Σ₁Σ₂)^½)` for symmetric positive semi-definite `Σ₁`, `Σ₂`, through the symmetric
-/// `Σ₁^½ Σ₂ Σ₁^½`. With `Σ₁ = V Λ Vᵀ` and `B = V Λ^½`, `Bᵀ Σ₂ B` is orthogonally similar
-/// to `Σ₁^½ Σ₂ Σ₁^½`, so its eigenvalues are used (one product fewer).
+/// `Tr((Σ₁Σ₂)^½)` for symmetric positive semi-definite `Σ₁`, `Σ₂`, from the eigenvalues
+/// of a symmetric matrix similar to `Σ₁Σ₂`.
+///
+/// When `Σ₁` is positive definite (`s1_definite`: more samples than dimensions) that matrix
+/// is `Lᵀ Σ₂ L` with the Cholesky factor `Σ₁ = L Lᵀ` (`L⁻¹ Σ₁Σ₂ L = Lᵀ Σ₂ L`): a
+/// factorisation and one eigenvalue-only decomposition. Otherwise, or when the
+/// factorisation fails (`Σ₁` singular to rounding), it is `Bᵀ Σ₂ B` with `Σ₁ = V Λ Vᵀ` and
+/// `B = V Λ^½`, orthogonally similar to `Σ₁^½ Σ₂ Σ₁^½`: a full eigen-decomposition with
+/// vectors first, several times the work.
 ///
 /// Eigenvalues below `d · ε · λ_max` are rounding noise of a singular matrix (rank
 /// `n − 1 < d`); they are set to 0 rather than only clamped, since `√` would turn noise of
 /// order `ε λ_max` into terms of order `√ε` in the trace.
-fn trace_sqrt_product(s1: DMatrix<f64>, s2: &DMatrix<f64>) -> f64 {
+fn trace_sqrt_product(s1: DMatrix<f64>, s2: &DMatrix<f64>, s1_definite: bool) -> f64 {
     let d = s1.nrows();
-    let eig = SymmetricEigen::new(s1);
-    let floor1 = noise_floor(eig.eigenvalues.as_slice(), d);
-    let mut b = eig.eigenvectors;
-    for (j, &l) in eig.eigenvalues.iter().enumerate() {
-        let s = if l > floor1 { l.sqrt() } else { 0.0 };
-        b.column_mut(j).scale_mut(s);
-    }
+    let factor = if s1_definite {
+        nalgebra::Cholesky::new(s1.clone()).map(|c| c.unpack())
+    } else {
+        None
+    };
+    let b = match factor {
+        Some(l) => l,
+        None => {
+            let eig = SymmetricEigen::new(s1);
+            let floor1 = noise_floor(eig.eigenvalues.as_slice(), d);
+            let mut b = eig.eigenvectors;
+            for (j, &l) in eig.eigenvalues.iter().enumerate() {
+                let s = if l > floor1 { l.sqrt() } else { 0.0 };
+                b.column_mut(j).scale_mut(s);
+            }
+            b
+        }
+    };
     let m = b.transpose() * (s2 * &b);
     let m = (&m + m.transpose()) * 0.5;
     let eigenvalues = m.symmetric_eigenvalues();
@@ -268,7 +286,17 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     }
     let diff = DVector::from_iterator(a.dim, a.mean.iter().zip(&b.mean).map(|(x, y)| x - y));
     let mean_term = diff.dot(&diff);
-    let tr_sqrt = trace_sqrt_product(a.cov_matrix(), &b.cov_matrix());
+    // `Tr((Σ₁Σ₂)^½) = Tr((Σ₂Σ₁)^½)`: factor a set whose covariance can be definite.
+    let (first, second) = if a.count > a.dim || b.count <= b.dim {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let tr_sqrt = trace_sqrt_product(
+        first.cov_matrix(),
+        &second.cov_matrix(),
+        first.count > first.dim,
+    );
     let value = mean_term + a.cov_trace() + b.cov_trace() - 2.0 * tr_sqrt;
     Ok(value.max(0.0))
 }
@@ -348,4 +376,59 @@ fn centred_rows<T: FeatureScalar>(f: &FeatureMatrix<'_, T>) -> Result<(DMatrix<f
     mean.iter_mut().for_each(|m| *m /= n as f64);
     let m = DMatrix::from_fn(n, d, |i, j| f.row(i)[j].to_f64() - mean[j]);
     Ok((m, mean))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `d × d` covariance of `n` deterministic pseudo-random rows (an LCG, mixed so the
+    /// matrix is not diagonal).
+    fn covariance(n: usize, d: usize, seed: u64) -> DMatrix<f64> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let rows = DMatrix::from_fn(n, d, |_, _| next());
+        let mixed = DMatrix::from_fn(n, d, |i, j| {
+            rows[(i, j)] + if j > 0 { 0.7 * rows[(i, j - 1)] } else { 0.0 }
+        });
+        let mean = mixed.row_mean();
+        let centred = DMatrix::from_fn(n, d, |i, j| mixed[(i, j)] - mean[j]);
+        centred.transpose() * centred / (n as f64 - 1.0)
+    }
+
+    #[test]
+    fn cholesky_and_eigen_routes_agree() {
+        let (s1, s2) = (covariance(60, 24, 1), covariance(50, 24, 2));
+        let cholesky = trace_sqrt_product(s1.clone(), &s2, true);
+        let eigen = trace_sqrt_product(s1, &s2, false);
+        assert!(
+            (cholesky - eigen).abs() <= 1e-12 * eigen.abs(),
+            "{cholesky} vs {eigen}"
+        );
+    }
+
+    #[test]
+    fn a_singular_covariance_gives_one_trace_by_every_route_and_order() {
+        // 10 rows in 24 dimensions: rank 9. Claimed definite, its factorisation fails or
+        // holds rounding noise only, which the noise floor removes.
+        let (s1, s2) = (covariance(10, 24, 3), covariance(50, 24, 4));
+        let claimed = trace_sqrt_product(s1.clone(), &s2, true);
+        let eigen = trace_sqrt_product(s1.clone(), &s2, false);
+        // Its trace with a definite partner, through the partner's factor.
+        let swapped = trace_sqrt_product(s2, &s1, true);
+        assert!(eigen > 0.0);
+        assert!(
+            (swapped - eigen).abs() <= 1e-9 * eigen,
+            "{swapped} vs {eigen}"
+        );
+        assert!(
+            (claimed - eigen).abs() <= 1e-6 * eigen,
+            "{claimed} vs {eigen}"
+        );
+    }
 }
