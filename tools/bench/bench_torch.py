@@ -360,20 +360,11 @@ def build_styleforge_step(name, unet_file, configs_dir, g, info):
     return step, info
 
 
-def build_generate(unet_file, configs_dir, info):
-    """diffusers' StableDiffusionPipeline, DDIM, 30 steps, guidance 7.5, one image. There is
-    no tokenizer offline: the prompt and the empty negative prompt are fixed token ids (77
-    each, as the tokenizer pads them), encoded by the text encoder inside the timed call."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def sd_ddim_scheduler():
+    """Stable Diffusion 1.x's DDIM scheduler settings (its scheduler_config.json)."""
+    from diffusers import DDIMScheduler
 
-    te_file, vae_file, side = TOPOLOGIES[unet_file]
-    unet = UNet2DConditionModel.from_config(load_config(os.path.join(configs_dir, unet_file)))
-    te_cfg = load_config(os.path.join(configs_dir, te_file))
-    te = CLIPTextModel(CLIPTextConfig.from_dict(te_cfg))
-    vae = AutoencoderKL.from_config(load_config(os.path.join(configs_dir, vae_file)))
-    sched = DDIMScheduler(
+    return DDIMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
@@ -382,6 +373,33 @@ def build_generate(unet_file, configs_dir, info):
         set_alpha_to_one=False,
         steps_offset=1,
     )
+
+
+def fixed_prompt_ids():
+    """A prompt of 8 fixed tokens and the empty negative prompt, as CLIP token ids padded
+    with end-of-text to SEQ_LEN (no tokenizer offline)."""
+    import torch
+
+    bos, eos = 49406, 49407
+    prompt = torch.tensor([[bos] + [320 + i for i in range(8)] + [eos] * (SEQ_LEN - 9)], device=DEVICE)
+    negative = torch.tensor([[bos] + [eos] * (SEQ_LEN - 1)], device=DEVICE)
+    return prompt, negative
+
+
+def build_generate(unet_file, configs_dir, info):
+    """diffusers' StableDiffusionPipeline, DDIM, 30 steps, guidance 7.5, one image. There is
+    no tokenizer offline: the prompt and the empty negative prompt are fixed token ids (77
+    each, as the tokenizer pads them), encoded by the text encoder inside the timed call."""
+    import torch
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    te_file, vae_file, side = TOPOLOGIES[unet_file]
+    unet = UNet2DConditionModel.from_config(load_config(os.path.join(configs_dir, unet_file)))
+    te_cfg = load_config(os.path.join(configs_dir, te_file))
+    te = CLIPTextModel(CLIPTextConfig.from_dict(te_cfg))
+    vae = AutoencoderKL.from_config(load_config(os.path.join(configs_dir, vae_file)))
+    sched = sd_ddim_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=te,
@@ -393,9 +411,7 @@ def build_generate(unet_file, configs_dir, info):
         requires_safety_checker=False,
     ).to(DEVICE, torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    bos, eos = 49406, 49407
-    prompt = torch.tensor([[bos] + [320 + i for i in range(8)] + [eos] * (SEQ_LEN - 9)], device=DEVICE)
-    negative = torch.tensor([[bos] + [eos] * (SEQ_LEN - 1)], device=DEVICE)
+    prompt, negative = fixed_prompt_ids()
     size = side * pipe.vae_scale_factor
     info["params"] = sum(p.numel() for m in (unet, te, vae) for p in m.parameters())
     info["inputs"] = {"image": [1, 3, size, size], "steps": 30, "guidance_scale": 7.5}
@@ -426,7 +442,7 @@ def build_generate_stages(unet_file, configs_dir, info):
     timesteps and the initial latents come first, outside the stages. step() returns the
     stage times in ms."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     te_file, vae_file, side = TOPOLOGIES[unet_file]
@@ -436,18 +452,8 @@ def build_generate_stages(unet_file, configs_dir, info):
     te = CLIPTextModel(CLIPTextConfig.from_dict(te_cfg)).to(DEVICE, torch.float32).eval()
     vae = AutoencoderKL.from_config(load_config(os.path.join(configs_dir, vae_file)))
     vae = vae.to(DEVICE, torch.float32).eval()
-    sched = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-    bos, eos = 49406, 49407
-    prompt = torch.tensor([[bos] + [320 + i for i in range(8)] + [eos] * (SEQ_LEN - 9)], device=DEVICE)
-    negative = torch.tensor([[bos] + [eos] * (SEQ_LEN - 1)], device=DEVICE)
+    sched = sd_ddim_scheduler()
+    prompt, negative = fixed_prompt_ids()
     guidance = 7.5
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     info["params"] = sum(p.numel() for m in (unet, te, vae) for p in m.parameters())
