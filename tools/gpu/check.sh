@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: parity tests on a CUDA GPU, then StyleForge beside PyTorch + diffusers on
 # the same GPU (an SD-1.5 training step at 512 px, 30-step DDIM generation, and 5-step
-# generation timed by stage): step times, peak GPU memory, ratios. Built beforehand on any machine, run on the GPU machine.
+# generation timed by stage): step times, peak GPU memory, ratios. Built beforehand on any
+# machine, run on the GPU machine.
 #
 #   tools/gpu/check.sh build            # here: the CUDA binary and test executables
 #   tools/gpu/check.sh run [options]    # there: runs them (no compiler needed)

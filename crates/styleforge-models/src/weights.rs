@@ -217,11 +217,10 @@ impl WeightStore {
                 ),
             });
         }
-        let tensor =
-            load_mapped(mmap, &stored, device).map_err(|e| ModelError::InvalidWeights {
-                path: path.clone(),
-                reason: format!("tensor `{stored}`: {e}"),
-            })?;
+        let tensor = load_mapped(&view, device).map_err(|e| ModelError::InvalidWeights {
+            path: path.clone(),
+            reason: format!("tensor `{stored}`: {e}"),
+        })?;
         self.used
             .lock()
             .expect("weight store lock poisoned")
@@ -283,17 +282,15 @@ impl WeightStore {
     }
 }
 
-/// Copies tensor `name` of a mapped safetensors file onto `device`, then lets the mapped
-/// pages it was read from go: the file's pages would otherwise stay resident beside the
-/// copies until the file is closed, and loading a model would take twice its size at the
-/// end (the whole UNet file beside the UNet). The pages stay in the OS's file cache, and a
-/// second read of the tensor maps them again.
+/// Copies a tensor of a mapped safetensors file onto `device`, then lets the mapped pages
+/// it was read from go: the file's pages would otherwise stay resident beside the copies
+/// until the file is closed, and loading a model would take twice its size at the end (the
+/// whole UNet file beside the UNet). The pages stay in the OS's file cache, and a second
+/// read of the tensor maps them again.
 pub(crate) fn load_mapped(
-    mmap: &MmapedSafetensors,
-    name: &str,
+    view: &safetensors::tensor::TensorView<'_>,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
-    let view = mmap.get(name)?;
     let tensor = view.load(device)?;
     release_mapped_pages(view.data());
     Ok(tensor)

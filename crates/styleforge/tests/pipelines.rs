@@ -90,15 +90,20 @@ fn noise_draws(tensors: &HashMap<String, Tensor>) -> QueuedNoise {
     }
 }
 
-fn check_txt2img(name: &str) {
-    let (case, tensors) = case(name);
-    let sd = pipeline(case["model"].as_str().unwrap());
-    let req = Txt2ImgRequest {
-        sampling: sampling(&case),
+/// The fixture case's txt2img request, starting from its recorded latents.
+fn txt2img_request(case: &Value, tensors: &HashMap<String, Tensor>) -> Txt2ImgRequest {
+    Txt2ImgRequest {
+        sampling: sampling(case),
         width: case["width"].as_u64().unwrap() as usize,
         height: case["height"].as_u64().unwrap() as usize,
         latents: Some(tensors["latents"].clone()),
-    };
+    }
+}
+
+fn check_txt2img(name: &str) {
+    let (case, tensors) = case(name);
+    let sd = pipeline(case["model"].as_str().unwrap());
+    let req = txt2img_request(&case, &tensors);
     let mut noise = noise_draws(&tensors);
     let image = sd.txt2img(&req, &mut noise, &mut NoProgress).unwrap();
     assert_eq!(
@@ -114,12 +119,7 @@ fn check_txt2img(name: &str) {
 fn timed_generation_reports_its_stages() {
     let (case, tensors) = case("sd1_txt2img_ddim");
     let sd = pipeline(case["model"].as_str().unwrap());
-    let req = Txt2ImgRequest {
-        sampling: sampling(&case),
-        width: case["width"].as_u64().unwrap() as usize,
-        height: case["height"].as_u64().unwrap() as usize,
-        latents: Some(tensors["latents"].clone()),
-    };
+    let req = txt2img_request(&case, &tensors);
     let plain = sd.txt2img(&req, &mut NoNoise, &mut NoProgress).unwrap();
     let start = std::time::Instant::now();
     let (image, times) = sd

@@ -188,7 +188,8 @@ fn read_model_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, Vec<Strin
     let mut skipped = Vec::new();
     for (name, _) in mmap.tensors() {
         if EXPECTED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            let t = crate::weights::load_mapped(&mmap, &name, &Device::Cpu).map_err(invalid)?;
+            let view = mmap.get(&name).map_err(invalid)?;
+            let t = crate::weights::load_mapped(&view, &Device::Cpu).map_err(invalid)?;
             tensors.insert(name, t);
         } else {
             skipped.push(name);
