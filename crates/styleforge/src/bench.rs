@@ -321,11 +321,61 @@ fn frozen_weights(
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
         .collect();
-    Ok(candle_nn::VarBuilder::from_tensors(
-        tensors,
+    Ok(candle_nn::VarBuilder::from_backend(
+        Box::new(TakeOnce(std::sync::Mutex::new(tensors))),
         DType::F32,
-        device,
+        device.clone(),
     ))
+}
+
+/// A weights backend that hands each tensor out once and forgets it, as loading from a
+/// file does: a model that keeps a re-laid-out copy of a weight then holds the only one,
+/// and the benchmark's peak memory is the model's, not the model's beside the originals.
+struct TakeOnce(std::sync::Mutex<std::collections::HashMap<String, Tensor>>);
+
+impl TakeOnce {
+    fn take(&self, name: &str) -> candle_core::Result<Tensor> {
+        self.0
+            .lock()
+            .expect("bench weights lock")
+            .remove(name)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!(
+                    "bench weights: `{name}` is missing or was already taken"
+                ))
+            })
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for TakeOnce {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _init: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.get_unchecked(name, dtype, dev)?;
+        if tensor.shape() != &s {
+            candle_core::bail!(
+                "bench weights: `{name}` has shape {:?}, the model asks for {s:?}",
+                tensor.shape()
+            );
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.take(name)?.to_device(dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .expect("bench weights lock")
+            .contains_key(name)
+    }
 }
 
 /// Builds the workload's model with fresh weights and returns a closure running one
