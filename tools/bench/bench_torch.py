@@ -729,6 +729,7 @@ def main():
         "threads": args.threads,
         "device": args.device,
         "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": sys.version.split()[0],
         "warmup": args.warmup,
         "latent_hw": list(LATENT_HW),

@@ -119,7 +119,16 @@ fn torch_results(
         .context("cannot create a temporary file for the PyTorch results")?
         .into_temp_path();
     let out = tmp.to_path_buf();
-    let status = Command::new(python)
+    let mut command = Command::new(python);
+    if styleforge::models::nn::kernels::simd::kernel_isa() == "avx2" {
+        // Like for like: a build taking the AVX2 paths is compared with PyTorch capped at
+        // AVX2 as well (ATen's kernels, MKL and oneDNN); no-ops on an AVX2-only CPU.
+        command
+            .env("ATEN_CPU_CAPABILITY", "avx2")
+            .env("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+            .env("ONEDNN_MAX_CPU_ISA", "AVX2");
+    }
+    let status = command
         .arg(&args.torch_script)
         .args(["--workloads", &names.join(",")])
         .args(["--repeats", &args.repeats.to_string()])
@@ -202,6 +211,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let torch_peak = torch.as_ref().and_then(|t| t["gemm_peak_gflops"].as_f64());
     let fmt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |x| format!("{x:.p$}"));
+    let cpu = cpu_model();
+    let isa = styleforge::models::nn::kernels::simd::kernel_isa();
+    println!(
+        "cpu: {}; our kernels: {isa}; PyTorch's: {}",
+        cpu.as_deref().unwrap_or("unknown"),
+        torch
+            .as_ref()
+            .and_then(|t| t["cpu_capability"].as_str())
+            .unwrap_or("-")
+    );
     println!(
         "f32 gemm peak ({PEAK_SIZE}³, {} threads): ours {peak_gflops:.1} GFLOP/s, PyTorch {} GFLOP/s",
         args.threads,
@@ -269,6 +288,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let all = json!({
             "threads": args.threads,
+            "cpu": cpu,
+            "kernels": isa,
             "gemm_peak_gflops": { "styleforge": peak_gflops, "pytorch": torch_peak },
             "styleforge": ours,
             "pytorch": torch,
@@ -277,4 +298,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), where the system says it.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, name)| name.trim().to_string())
 }

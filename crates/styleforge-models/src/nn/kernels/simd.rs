@@ -6,10 +6,13 @@
 /// Lanes of the accumulators below (one AVX-512 register of `f32`).
 pub const LANES: usize = 16;
 
-/// Whether the CPU has the AVX-512 subset the `v4` versions are compiled for.
+/// Whether the AVX-512 kernels run: the CPU has the subset the `v4` versions are compiled
+/// for, and the build has the `avx512` feature (on by default; a build without it takes the
+/// AVX2 paths here and in gemm, to check them on an AVX-512 machine).
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx512() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
+    cfg!(feature = "avx512")
+        && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512dq")
@@ -20,6 +23,21 @@ pub fn has_avx512() -> bool {
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// The widest instruction set the CPU kernels (ours and gemm's) use on this CPU in this
+/// build: `"avx512"`, `"avx2"` or `"baseline"`.
+pub fn kernel_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            return "avx512";
+        }
+        if has_avx2() {
+            return "avx2";
+        }
+    }
+    "baseline"
 }
 
 /// Defines a function compiled three times (AVX-512, AVX2+FMA, baseline) and dispatched on
