@@ -71,6 +71,7 @@ fn sampling(case: &Value) -> SamplingOptions {
         negative_prompt: case["negative_prompt"].as_str().map(str::to_string),
         steps: case["num_inference_steps"].as_u64().unwrap() as usize,
         guidance_scale: case["guidance_scale"].as_f64().unwrap(),
+        guidance_rescale: case["guidance_rescale"].as_f64().unwrap_or(0.0),
         scheduler: SchedulerChoice {
             name: (class != own).then(|| class.to_string()),
             karras: false,
@@ -168,6 +169,41 @@ fn txt2img_sd2_v_prediction_ddim_matches_diffusers() {
 #[test]
 fn txt2img_sd2_v_prediction_euler_matches_diffusers() {
     check_txt2img("sd2_txt2img_euler");
+}
+
+#[test]
+fn txt2img_guidance_rescale_two_images_matches_diffusers() {
+    let name = "sd2_txt2img_ddim_rescale";
+    check_txt2img(name);
+    // The rescale is doing something in this case: without it the image is another one.
+    let (case, tensors) = case(name);
+    let sd = pipeline(case["model"].as_str().unwrap());
+    let mut req = txt2img_request(&case, &tensors);
+    req.sampling.guidance_rescale = 0.0;
+    let plain = sd
+        .txt2img(&req, &mut noise_draws(&tensors), &mut NoProgress)
+        .unwrap();
+    let diff = max_abs_diff(&plain, &tensors["image"]);
+    assert!(
+        diff > 1e-2,
+        "{name}: rescale changed the image by only {diff:e}"
+    );
+}
+
+#[test]
+fn guidance_rescale_outside_zero_to_one_is_refused() {
+    let (case, tensors) = case("sd2_txt2img_ddim_rescale");
+    let sd = pipeline(case["model"].as_str().unwrap());
+    let mut req = txt2img_request(&case, &tensors);
+    req.sampling.guidance_rescale = 1.5;
+    let err = sd
+        .txt2img(&req, &mut NoNoise, &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("guidance rescale 1.5 is outside [0, 1]"),
+        "{err}"
+    );
 }
 
 fn check_img2img(name: &str) {

@@ -69,6 +69,7 @@ pub fn run(args: &GenerateArgs, quiet: bool) -> Result<()> {
         scheduler: req.sampling.scheduler.clone(),
         default_sampler: sd.scheduler_config_class(),
         guidance_scale: s.guidance,
+        guidance_rescale: s.guidance_rescale,
         seed: args.latents.is_none().then_some(seed),
         size: (width, height),
         model: sd.model_name(),

@@ -115,6 +115,9 @@ pub struct ProtocolInputs {
     /// Guidance scale [default: 7.5].
     #[arg(long)]
     guidance: Option<f64>,
+    /// Guidance rescale φ, 0 to 1 [default: 0, off].
+    #[arg(long, value_parser = super::sampling::unit_interval)]
+    guidance_rescale: Option<f64>,
     /// Sampler [default: ddim].
     #[arg(long)]
     scheduler: Option<String>,
@@ -239,6 +242,9 @@ fn toy_options(args: &ProtocolInputs) -> Result<ToyProtocolOptions> {
     if let Some(g) = args.guidance {
         opts.guidance = g;
     }
+    if let Some(phi) = args.guidance_rescale {
+        opts.guidance_rescale = phi;
+    }
     if let Some(s) = args.seed {
         opts.seed = s;
     }
@@ -331,6 +337,9 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
     }
     if let Some(g) = args.guidance.or(file.guidance) {
         settings.sampling.guidance_scale = g;
+    }
+    if let Some(phi) = args.guidance_rescale {
+        settings.sampling.guidance_rescale = phi;
     }
     if let Some(s) = args.scheduler.clone().or(file.scheduler) {
         styleforge::schedulers::SchedulerKind::from_name(&s, false)?;

@@ -65,6 +65,7 @@ pub fn run(args: &StylizeArgs, quiet: bool) -> Result<()> {
         scheduler: req.sampling.scheduler.clone(),
         default_sampler: sd.scheduler_config_class(),
         guidance_scale: s.guidance,
+        guidance_rescale: s.guidance_rescale,
         seed: Some(seed),
         size: (width, height),
         model: sd.model_name(),

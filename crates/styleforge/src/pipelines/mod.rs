@@ -45,6 +45,11 @@ pub struct SamplingOptions {
     pub steps: usize,
     /// Classifier-free guidance scale; guidance is off at 1 or below.
     pub guidance_scale: f64,
+    /// Guidance rescale φ in [0, 1] (diffusers' `guidance_rescale`, "CFG rescale"): the
+    /// guided prediction is scaled to the conditional prediction's standard deviation, and
+    /// mixed with the unscaled one in proportion φ; 0 (the default) leaves it as it is.
+    /// Tames the over-exposed, over-contrasted look of high guidance.
+    pub guidance_rescale: f64,
     /// The sampler.
     pub scheduler: SchedulerChoice,
     /// Images to make for the prompt.
@@ -60,6 +65,7 @@ impl Default for SamplingOptions {
             negative_prompt: None,
             steps: 30,
             guidance_scale: 7.5,
+            guidance_rescale: 0.0,
             scheduler: SchedulerChoice::default(),
             num_images: 1,
             eta: 0.0,
@@ -233,6 +239,7 @@ impl StableDiffusion {
     /// The conditioning for `opts`: `[uncond × n, cond × n]` when guidance is on (the order
     /// diffusers concatenates them in), else `[cond × n]`.
     fn conditioning(&self, opts: &SamplingOptions) -> Result<Conditioning> {
+        check_rescale(opts.guidance_rescale)?;
         let n = opts.num_images;
         let cond = self.encode_prompts(&[opts.prompt.as_str()])?;
         let cond = cond.repeat((n, 1, 1))?;
@@ -241,6 +248,7 @@ impl StableDiffusion {
             return Ok(Conditioning {
                 context: cond,
                 guidance_scale,
+                guidance_rescale: opts.guidance_rescale,
             });
         }
         let negative = opts.negative_prompt.as_deref().unwrap_or("");
@@ -248,6 +256,7 @@ impl StableDiffusion {
         Ok(Conditioning {
             context: Tensor::cat(&[&uncond, &cond], 0)?,
             guidance_scale,
+            guidance_rescale: opts.guidance_rescale,
         })
     }
 
@@ -262,6 +271,7 @@ impl StableDiffusion {
         progress: &mut dyn Progress,
     ) -> Result<Tensor> {
         let (context, guidance_scale) = (&cond.context, cond.guidance_scale);
+        let phi = cond.guidance_rescale;
         let guided = guidance_on(guidance_scale);
         progress.begin("denoising", timesteps.len());
         for &t in timesteps {
@@ -286,6 +296,9 @@ impl StableDiffusion {
                 let halves = pred.chunk(2, 0)?;
                 let (uncond, cond) = (&halves[0], &halves[1]);
                 pred = (uncond + ((cond - uncond)? * guidance_scale)?)?;
+                if rescale_on(phi) {
+                    pred = rescale_guidance(&pred, cond, phi)?;
+                }
             }
             latents = scheduler.step(&pred, t, &latents, noise)?.prev_sample;
             progress.advance(1);
@@ -306,10 +319,43 @@ impl StableDiffusion {
 struct Conditioning {
     context: Tensor,
     guidance_scale: f64,
+    guidance_rescale: f64,
 }
 
 fn guidance_on(scale: f64) -> bool {
     scale > 1.0
+}
+
+fn rescale_on(phi: f64) -> bool {
+    phi > 0.0
+}
+
+/// Refuses a guidance rescale outside [0, 1].
+fn check_rescale(phi: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&phi) {
+        return Ok(());
+    }
+    Err(Error::InvalidRequest(format!(
+        "guidance rescale {phi} is outside [0, 1]; 0 is off, 0.7 is the usual value"
+    )))
+}
+
+/// Guidance rescale ("Common Diffusion Noise Schedules and Sample Steps are Flawed", Lin et
+/// al. 2023, §3.4), as diffusers computes it: the guided prediction `guided` is scaled
+/// per image to the standard deviation (unbiased, over all but the batch dimension) of the
+/// conditional prediction `cond`, then mixed with itself: `φ·rescaled + (1 − φ)·guided`.
+pub fn rescale_guidance(guided: &Tensor, cond: &Tensor, phi: f64) -> Result<Tensor> {
+    let std = |x: &Tensor| -> Result<Tensor> {
+        let flat = x.flatten_from(1)?;
+        let n = flat.dim(1)?;
+        let centred = flat.broadcast_sub(&flat.mean_keepdim(1)?)?;
+        Ok((centred.sqr()?.sum_keepdim(1)? / (n.max(2) - 1) as f64)?.sqrt()?)
+    };
+    let mut shape = vec![guided.dim(0)?];
+    shape.resize(guided.rank(), 1);
+    let ratio = (std(cond)? / std(guided)?)?.reshape(shape)?;
+    let rescaled = guided.broadcast_mul(&ratio)?;
+    Ok(((rescaled * phi)? + (guided * (1.0 - phi))?)?)
 }
 
 /// Refuses a prompt holding a control character (other than tab and line breaks, which

@@ -18,6 +18,8 @@ pub struct GenerationParameters {
     pub default_sampler: String,
     /// Classifier-free guidance scale.
     pub guidance_scale: f64,
+    /// Guidance rescale φ (written only when on).
+    pub guidance_rescale: f64,
     /// Seed of the random stream (`None` when the latents were given).
     pub seed: Option<u64>,
     /// Width × height in pixels.
@@ -69,6 +71,10 @@ impl GenerationParameters {
             format!("Sampler: {sampler}"),
             format!("CFG scale: {}", self.guidance_scale),
         ];
+        if self.guidance_rescale > 0.0 {
+            // The key the A1111 CFG-rescale extension writes.
+            fields.push(format!("CFG Rescale phi: {}", self.guidance_rescale));
+        }
         if let Some(seed) = self.seed {
             fields.push(format!("Seed: {seed}"));
         }
@@ -119,6 +125,7 @@ mod tests {
             },
             default_sampler: "PNDMScheduler".into(),
             guidance_scale: 7.5,
+            guidance_rescale: 0.0,
             seed: Some(42),
             size: (512, 512),
             model: "sd15".into(),
@@ -131,6 +138,16 @@ mod tests {
         let (prompt, neg) = GenerationParameters::prompts_from_a1111_text(&text);
         assert_eq!(prompt, p.prompt);
         assert_eq!(neg.as_deref(), Some("blurry, lowres"));
+        assert!(!text.contains("Rescale"), "{text}");
+        let rescaled = GenerationParameters {
+            guidance_rescale: 0.7,
+            ..p
+        };
+        let text = rescaled.to_a1111_text();
+        assert!(
+            text.contains("CFG scale: 7.5, CFG Rescale phi: 0.7, Seed: 42"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 use styleforge_schedulers::{NoiseSource, PerRowNoise};
 
-use super::{check_side, guidance_on, Conditioning, SamplingOptions, StableDiffusion};
+use super::{
+    check_rescale, check_side, guidance_on, Conditioning, SamplingOptions, StableDiffusion,
+};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 
@@ -181,9 +183,11 @@ impl StableDiffusion {
         } else {
             cond
         };
+        check_rescale(sampling.guidance_rescale)?;
         let conditioning = Conditioning {
             context,
             guidance_scale: sampling.guidance_scale,
+            guidance_rescale: sampling.guidance_rescale,
         };
         let timesteps = scheduler.timesteps().to_vec();
         let latents = self.denoise(

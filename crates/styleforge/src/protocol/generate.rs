@@ -182,6 +182,7 @@ pub fn generate_missing(
                     scheduler: opts.sampling.scheduler.clone(),
                     default_sampler: sd.scheduler_config_class(),
                     guidance_scale: opts.sampling.guidance_scale,
+                    guidance_rescale: opts.sampling.guidance_rescale,
                     seed: Some(spec.seed),
                     size: (width, height),
                     model: model.clone(),

@@ -144,6 +144,7 @@ fn prepare_aux(
                 scheduler: SchedulerChoice::default(),
                 default_sampler: sd.scheduler_config_class(),
                 guidance_scale: 7.5,
+                guidance_rescale: 0.0,
                 seed: Some(seed),
                 size: (cfg.resolution as usize, cfg.resolution as usize),
                 model: sd.model_name(),

@@ -392,11 +392,16 @@ impl ToyProtocol<'_> {
             title: "Toy-world protocol".into(),
             intro: format!(
                 "{} token prompts and {} drift prompts per model, {} steps of the model's \
-                 sampler, guidance {}, seeds {}…; distances against {} renders per style.",
+                 sampler, guidance {}{}, seeds {}…; distances against {} renders per style.",
                 opts.eval_prompts,
                 opts.drift_prompts,
                 opts.sample_steps,
                 opts.guidance,
+                if opts.guidance_rescale > 0.0 {
+                    format!(" (rescale {})", opts.guidance_rescale)
+                } else {
+                    String::new()
+                },
                 opts.seed,
                 opts.reference_images
             ),

@@ -123,6 +123,8 @@ pub struct ToyProtocolOptions {
     pub sample_steps: usize,
     /// Guidance scale.
     pub guidance: f64,
+    /// Guidance rescale φ (0: off).
+    pub guidance_rescale: f64,
     /// Seed of training runs; picture `i` of every prompt set uses seed `seed + i`.
     pub seed: u64,
     /// Training keys varied one at a time against each method's recipe (a table of their
@@ -150,6 +152,7 @@ impl ToyProtocolOptions {
             reference_images: 200,
             sample_steps: 25,
             guidance: 4.0,
+            guidance_rescale: 0.0,
             seed: 1337,
             vary: Vec::new(),
             device: candle_core::Device::Cpu,
@@ -441,6 +444,7 @@ fn toy_sampling(opts: &ToyProtocolOptions) -> SamplingOptions {
     SamplingOptions {
         steps: opts.sample_steps,
         guidance_scale: opts.guidance,
+        guidance_rescale: opts.guidance_rescale,
         ..Default::default()
     }
 }
