@@ -333,6 +333,7 @@ async function generatePage(preset) {
     info.samplers.map((s) => el("option", { value: s }, s)));
   const n = (id, value, step) => el("input", { type: "number", id, value, step: step || "1" });
   const steps = n("gen-steps", 30), guidance = n("guidance", 7.5, "0.5"), seed = n("seed", 1);
+  const rescale = n("guidance-rescale", 0, "0.05");
   const width = n("width", ""), height = n("height", "");
   const message = el("p", { class: "error", id: "message" });
   const go = el("button", { class: "primary", id: "go" }, "Generate");
@@ -344,7 +345,7 @@ async function generatePage(preset) {
       e.image ? el("img", { src: e.image, alt: e.params.prompt }) : el("p", { class: e.state === "failed" ? "problem" : "note" }, e.state === "failed" ? (e.message || "failed") : "generating…"),
       el("div", {}, el("b", {}, e.params.prompt)),
       el("div", { class: "note" },
-        `${e.params.model} · ${e.params.sampler || "default"} · ${e.params.steps} steps · cfg ${e.params.guidance} · seed ${e.params.seed}` +
+        `${e.params.model} · ${e.params.sampler || "default"} · ${e.params.steps} steps · cfg ${e.params.guidance}${e.params.guidance_rescale > 0 ? ` (rescale ${e.params.guidance_rescale})` : ""} · seed ${e.params.seed}` +
         (e.params.negative ? ` · not: ${e.params.negative}` : "")))));
     return entries.some((e) => e.state === "running");
   }
@@ -358,7 +359,7 @@ async function generatePage(preset) {
     try {
       await api("POST", "/api/generate", {
         model: model.value || other.value, prompt: prompt.value, negative: negative.value || null,
-        sampler: sampler.value || null, steps: num(steps), guidance: num(guidance), seed: num(seed),
+        sampler: sampler.value || null, steps: num(steps), guidance: num(guidance), guidance_rescale: num(rescale) ?? 0, seed: num(seed),
         width: num(width), height: num(height),
       });
       clearTimeout(timer);
@@ -370,7 +371,9 @@ async function generatePage(preset) {
     el("div", { class: "grid" },
       field("Model", model), field("Other model", other), field("Prompt", prompt),
       field("Negative prompt", negative), field("Sampler", sampler), field("Steps", steps),
-      field("Guidance", guidance), field("Seed", seed), field("Width", width, "px, default: the model's"),
+      field("Guidance", guidance),
+      field("Guidance rescale", rescale, "0 to 1, 0 is off; 0.7 tames washed-out high guidance"),
+      field("Seed", seed), field("Width", width, "px, default: the model's"),
       field("Height", height)),
     el("p", {}, go), message, el("h2", {}, "Gallery"), gallery);
   poll();

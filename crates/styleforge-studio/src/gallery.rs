@@ -45,6 +45,9 @@ pub struct GenerateForm {
     pub steps: usize,
     /// Classifier-free guidance scale.
     pub guidance: f64,
+    /// Guidance rescale φ, 0 to 1 (0: off).
+    #[serde(default)]
+    pub guidance_rescale: f64,
     /// Seed.
     pub seed: u64,
     /// Width in pixels (default: the model's).
@@ -169,6 +172,11 @@ impl Gallery {
         if form.steps == 0 || form.steps > 1000 {
             return Err(StudioError::BadRequest("steps: 1 to 1000".into()));
         }
+        if !(0.0..=1.0).contains(&form.guidance_rescale) {
+            return Err(StudioError::BadRequest(
+                "guidance rescale: 0 to 1 (0 is off)".into(),
+            ));
+        }
         if let Some(s) = &form.sampler {
             if !SAMPLERS.contains(&s.as_str()) {
                 return Err(StudioError::BadRequest(format!("no sampler {s}")));
@@ -197,6 +205,12 @@ impl Gallery {
             "--seed".into(),
             form.seed.to_string().into(),
         ]);
+        if form.guidance_rescale > 0.0 {
+            args.extend([
+                "--guidance-rescale".into(),
+                form.guidance_rescale.to_string().into(),
+            ]);
+        }
         for (flag, v) in [("--width", form.width), ("--height", form.height)] {
             if let Some(v) = v {
                 args.extend([flag.into(), v.to_string().into()]);

@@ -550,10 +550,17 @@ fn generate_keeps_a_gallery_and_compare_reads_reports() {
     bad["sampler"] = json!("nope");
     bad["model"] = json!("somewhere");
     assert_eq!(s.post("/api/generate", bad).status, 400);
+    let mut bad = form.clone();
+    bad["model"] = json!(toy_base());
+    bad["guidance_rescale"] = json!(1.5);
+    let r = s.post("/api/generate", bad);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("guidance rescale"), "{}", r.body);
     let mut ok = form;
     ok["model"] = json!(toy_base());
     ok["sampler"] = json!("euler_a");
     ok["negative"] = json!("blurry");
+    ok["guidance_rescale"] = json!(0.7);
     let r = s.post("/api/generate", ok);
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.json()["id"].as_str().unwrap().to_string();
@@ -563,6 +570,7 @@ fn generate_keeps_a_gallery_and_compare_reads_reports() {
     let entry = &s.get("/api/gallery").json()[0];
     assert_eq!(entry["id"], id.as_str());
     assert_eq!(entry["params"]["negative"], "blurry");
+    assert_eq!(entry["params"]["guidance_rescale"], 0.7);
     let picture = s.get(entry["image"].as_str().unwrap());
     assert_eq!(picture.status, 200);
     assert!(s.runs.join(format!("gallery/{id}.json")).is_file());
