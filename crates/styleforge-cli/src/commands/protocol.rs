@@ -71,8 +71,8 @@ fn parse_shard(s: &str) -> std::result::Result<Shard, String> {
 /// Either a TOML file (`--config`) with `[[style]]` tables (name, reference) and
 /// `[[model]]` tables (run = a training run folder, or path = a model folder with phrase =
 /// "ohwx style"; optional label and style), plus any of the keys prompts, images_per_prompt,
-/// steps, guidance, scheduler, negative_prompt, seed, width, height, inception, clip, csd,
-/// dino, content_from, out;
+/// steps, guidance, guidance_rescale, scheduler, negative_prompt, seed, width, height,
+/// inception, clip, csd, dino, content_from, out;
 /// or the flags below for one style. Flags add to and override the file.
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -170,7 +170,8 @@ pub struct ProtocolInputs {
     out: Option<PathBuf>,
     /// Run the toy-world protocol instead: every method trained on each held-out style from
     /// the toy base model, then measured by the probes (style distance and accuracy,
-    /// content, drift), plus the two ablations; --steps, --guidance, --seed and --out apply.
+    /// content, drift), plus the two ablations; --steps, --guidance, --guidance-rescale,
+    /// --seed and --out apply.
     #[arg(long)]
     toy: bool,
     /// Toy: held-out styles to learn [default: cel,cubist,pointillist].
@@ -338,7 +339,10 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
     if let Some(g) = args.guidance.or(file.guidance) {
         settings.sampling.guidance_scale = g;
     }
-    if let Some(phi) = args.guidance_rescale {
+    if let Some(phi) = args.guidance_rescale.or(file.guidance_rescale) {
+        if !(0.0..=1.0).contains(&phi) {
+            bail!("guidance_rescale {phi} is outside [0, 1] (0 is off, 0.7 the usual value)");
+        }
         settings.sampling.guidance_rescale = phi;
     }
     if let Some(s) = args.scheduler.clone().or(file.scheduler) {

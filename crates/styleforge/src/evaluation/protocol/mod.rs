@@ -379,6 +379,8 @@ pub struct ProtocolFile {
     pub steps: Option<usize>,
     /// Guidance scale.
     pub guidance: Option<f64>,
+    /// Guidance rescale φ, 0 to 1 (0: off).
+    pub guidance_rescale: Option<f64>,
     /// Sampler name.
     pub scheduler: Option<String>,
     /// Negative prompt.
@@ -585,6 +587,24 @@ mod tests {
             ]
         );
         assert!(parse_prompts("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn protocol_files_take_the_sampling_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("protocol.toml");
+        std::fs::write(
+            &path,
+            "guidance = 7.0\nguidance_rescale = 0.7\nsteps = 20\n\n\
+             [[style]]\nname = \"x\"\nreference = \"refs\"\n",
+        )
+        .unwrap();
+        let f = ProtocolFile::from_file(&path).unwrap();
+        assert_eq!(
+            (f.guidance, f.guidance_rescale, f.steps),
+            (Some(7.0), Some(0.7), Some(20))
+        );
+        assert_eq!(f.style[0].reference, dir.path().join("refs"));
     }
 
     #[test]
