@@ -172,11 +172,8 @@ impl Gallery {
         if form.steps == 0 || form.steps > 1000 {
             return Err(StudioError::BadRequest("steps: 1 to 1000".into()));
         }
-        if !(0.0..=1.0).contains(&form.guidance_rescale) {
-            return Err(StudioError::BadRequest(
-                "guidance rescale: 0 to 1 (0 is off)".into(),
-            ));
-        }
+        styleforge::pipelines::check_guidance_rescale(form.guidance_rescale)
+            .map_err(|e| StudioError::BadRequest(e.to_string()))?;
         if let Some(s) = &form.sampler {
             if !SAMPLERS.contains(&s.as_str()) {
                 return Err(StudioError::BadRequest(format!("no sampler {s}")));

@@ -116,7 +116,7 @@ pub struct ProtocolInputs {
     #[arg(long)]
     guidance: Option<f64>,
     /// Guidance rescale φ, 0 to 1 [default: 0, off].
-    #[arg(long, value_parser = super::sampling::unit_interval)]
+    #[arg(long, value_parser = super::sampling::guidance_rescale)]
     guidance_rescale: Option<f64>,
     /// Sampler [default: ddim].
     #[arg(long)]
@@ -340,9 +340,7 @@ fn image_settings(args: &ProtocolInputs) -> Result<ProtocolSettings> {
         settings.sampling.guidance_scale = g;
     }
     if let Some(phi) = args.guidance_rescale.or(file.guidance_rescale) {
-        if !(0.0..=1.0).contains(&phi) {
-            bail!("guidance_rescale {phi} is outside [0, 1] (0 is off, 0.7 the usual value)");
-        }
+        styleforge::pipelines::check_guidance_rescale(phi)?;
         settings.sampling.guidance_rescale = phi;
     }
     if let Some(s) = args.scheduler.clone().or(file.scheduler) {

@@ -50,7 +50,7 @@ pub struct SamplingArgs {
     /// Guidance rescale φ, 0 to 1 ("CFG rescale", diffusers' `guidance_rescale`): pulls
     /// the guided prediction's spread back to the conditional one's; 0.7 is the usual value
     /// against the washed-out, over-contrasted look of high guidance.
-    #[arg(long, default_value_t = 0.0, value_parser = unit_interval)]
+    #[arg(long, default_value_t = 0.0, value_parser = guidance_rescale)]
     pub guidance_rescale: f64,
     /// Sampler [default: the model's own].
     #[arg(long, value_enum, ignore_case = true)]
@@ -273,26 +273,31 @@ pub fn check_writable(flag: &str, out: &std::path::Path) -> Result<()> {
         })
 }
 
-/// Parses a number in [0, 1].
-pub fn unit_interval(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        Ok(v) => Err(format!("{v} is outside [0, 1]")),
-        Err(e) => Err(format!("not a number: {e}")),
-    }
+/// Parses `--guidance-rescale`: a number in [0, 1].
+pub fn guidance_rescale(text: &str) -> Result<f64, String> {
+    let phi = text
+        .parse::<f64>()
+        .map_err(|e| format!("not a number: {e}"))?;
+    styleforge::pipelines::check_guidance_rescale(phi).map_err(|e| e.to_string())?;
+    Ok(phi)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::unit_interval;
+    use super::guidance_rescale;
 
     #[test]
-    fn unit_interval_takes_zero_to_one_only() {
-        assert_eq!(unit_interval("0.7"), Ok(0.7));
-        assert_eq!(unit_interval("0"), Ok(0.0));
-        assert_eq!(unit_interval("1"), Ok(1.0));
-        assert!(unit_interval("1.2").unwrap_err().contains("outside [0, 1]"));
-        assert!(unit_interval("-0.1").is_err());
-        assert!(unit_interval("much").unwrap_err().contains("not a number"));
+    fn guidance_rescale_takes_zero_to_one_only() {
+        assert_eq!(guidance_rescale("0.7"), Ok(0.7));
+        assert_eq!(guidance_rescale("0"), Ok(0.0));
+        assert_eq!(guidance_rescale("1"), Ok(1.0));
+        assert!(guidance_rescale("1.2")
+            .unwrap_err()
+            .contains("outside [0, 1]"));
+        assert!(guidance_rescale("-0.1").is_err());
+        assert!(guidance_rescale("NaN").is_err());
+        assert!(guidance_rescale("much")
+            .unwrap_err()
+            .contains("not a number"));
     }
 }

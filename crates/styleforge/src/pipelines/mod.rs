@@ -239,7 +239,7 @@ impl StableDiffusion {
     /// The conditioning for `opts`: `[uncond × n, cond × n]` when guidance is on (the order
     /// diffusers concatenates them in), else `[cond × n]`.
     fn conditioning(&self, opts: &SamplingOptions) -> Result<Conditioning> {
-        check_rescale(opts.guidance_rescale)?;
+        check_guidance_rescale(opts.guidance_rescale)?;
         let n = opts.num_images;
         let cond = self.encode_prompts(&[opts.prompt.as_str()])?;
         let cond = cond.repeat((n, 1, 1))?;
@@ -296,7 +296,7 @@ impl StableDiffusion {
                 let halves = pred.chunk(2, 0)?;
                 let (uncond, cond) = (&halves[0], &halves[1]);
                 pred = (uncond + ((cond - uncond)? * guidance_scale)?)?;
-                if rescale_on(phi) {
+                if phi > 0.0 {
                     pred = rescale_guidance(&pred, cond, phi)?;
                 }
             }
@@ -326,12 +326,9 @@ fn guidance_on(scale: f64) -> bool {
     scale > 1.0
 }
 
-fn rescale_on(phi: f64) -> bool {
-    phi > 0.0
-}
-
-/// Refuses a guidance rescale outside [0, 1].
-fn check_rescale(phi: f64) -> Result<()> {
+/// Refuses a guidance rescale outside [0, 1] (the one rule the CLI, protocol files and the
+/// studio check it by).
+pub fn check_guidance_rescale(phi: f64) -> Result<()> {
     if (0.0..=1.0).contains(&phi) {
         return Ok(());
     }

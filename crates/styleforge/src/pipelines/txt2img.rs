@@ -6,7 +6,7 @@ use candle_core::{DType, Tensor};
 use styleforge_schedulers::{NoiseSource, PerRowNoise};
 
 use super::{
-    check_rescale, check_side, guidance_on, Conditioning, SamplingOptions, StableDiffusion,
+    check_guidance_rescale, check_side, guidance_on, Conditioning, SamplingOptions, StableDiffusion,
 };
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -183,7 +183,7 @@ impl StableDiffusion {
         } else {
             cond
         };
-        check_rescale(sampling.guidance_rescale)?;
+        check_guidance_rescale(sampling.guidance_rescale)?;
         let conditioning = Conditioning {
             context,
             guidance_scale: sampling.guidance_scale,
