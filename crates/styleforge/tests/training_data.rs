@@ -12,7 +12,7 @@ use styleforge::schedulers::{DdpmScheduler, SchedulerConfig};
 use styleforge::training::config::{ConceptConfig, TrainConfig};
 use styleforge::training::read_log;
 use styleforge::training::step::{
-    compute_loss, compute_masked_loss, compute_split_loss, NoiseSchedule, StepBatch, StepModels,
+    compute_grouped_loss, compute_loss, compute_masked_loss, NoiseSchedule, StepBatch, StepModels,
 };
 use styleforge::training::{train, RunOptions};
 
@@ -155,6 +155,52 @@ fn bucketed_masked_run_with_a_caption_extension_resumes_bit_exactly() {
 }
 
 #[test]
+fn batches_of_pairs_over_buckets_resume_bit_exactly() {
+    // Three pairs a step over three bucket sizes: the rows go as one batch per size, each
+    // StyleRef row with its mask and min-SNR weight.
+    let data = dataset();
+    let run = |name: &str, stop: Option<usize>| {
+        let out = data.path().join(name);
+        let mut cfg = config(data.path(), &out);
+        cfg.optim.batch_size = Some(3);
+        let cfg = cfg.resolve().unwrap();
+        assert_eq!(cfg.batch_size, 3);
+        let s = match stop {
+            Some(k) => train_interrupted(&cfg, k),
+            None => train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap(),
+        };
+        (
+            weights(&s.model_dir.unwrap()),
+            read_log(&out.join("train_log.jsonl")),
+        )
+    };
+    let (wa, log_a) = run("straight", None);
+    let (wb, log_b) = run("split", Some(4));
+    assert!(same_weights(&wa, &wb), "the weights differ after resume");
+    assert_eq!(log_a.len(), 6);
+    assert!(log_a
+        .iter()
+        .all(|e| e.loss.is_finite() && e.loss_prior > 0.0));
+    assert_eq!(
+        log_a.iter().map(|e| e.loss).collect::<Vec<_>>(),
+        log_b.iter().map(|e| e.loss).collect::<Vec<_>>()
+    );
+    // not the one-pair run's losses
+    let one = data.path().join("one");
+    let cfg = config(data.path(), &one).resolve().unwrap();
+    train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
+    let log_one = read_log(&one.join("train_log.jsonl"));
+    assert_ne!(log_one[0].loss, log_a[0].loss);
+    let mut bad = config(data.path(), &one);
+    bad.optim.batch_size = Some(0);
+    assert!(bad
+        .resolve()
+        .unwrap_err()
+        .to_string()
+        .contains("batch_size"));
+}
+
+#[test]
 fn a_missing_mask_is_named_when_masked_loss_is_on() {
     let data = dataset();
     std::fs::remove_file(data.path().join("style/s2.mask.png")).unwrap();
@@ -224,7 +270,7 @@ fn captions_are_read_with_the_configured_extension() {
 }
 
 #[test]
-fn two_passes_give_the_loss_of_one_batch_and_a_white_mask_changes_nothing() {
+fn batches_by_size_give_the_loss_of_one_batch_and_a_white_mask_changes_nothing() {
     let folder = ModelFolder::open(base()).unwrap();
     let unet = folder.unet(&LoadOptions::default()).unwrap().model;
     let te = folder.text_encoder(&LoadOptions::default()).unwrap().model;
@@ -242,32 +288,52 @@ fn two_passes_give_the_loss_of_one_batch_and_a_white_mask_changes_nothing() {
     };
     let dev = Device::Cpu;
     let ids = |p: &str| tok.encode_padded(p).ids;
-    let latents = Tensor::randn(0f32, 1f32, (2, 4, 8, 8), &dev).unwrap();
-    let noise = Tensor::randn(0f32, 1f32, (2, 4, 8, 8), &dev).unwrap();
-    let all_ids: Vec<u32> = [ids("ohwx style"), ids("style")].concat();
+    // two StyleRef rows, then two Aux rows
+    let latents = Tensor::randn(0f32, 1f32, (4, 4, 8, 8), &dev).unwrap();
+    let noise = Tensor::randn(0f32, 1f32, (4, 4, 8, 8), &dev).unwrap();
+    let prompts = ["ohwx style", "a cat, ohwx style", "style", "a car, style"];
+    let all_ids: Vec<u32> = prompts.iter().flat_map(|p| ids(p)).collect();
+    let timesteps = vec![200.0, 450.0, 700.0, 90.0];
     let joint = StepBatch {
         latents: latents.clone(),
         noise: noise.clone(),
         input_noise: None,
-        timesteps: vec![200.0, 700.0],
-        input_ids: Tensor::from_vec(all_ids, (2, 77), &dev).unwrap(),
-        instance_rows: 1,
-        instance_weights: Some(vec![0.5]),
-        prior_weights: Some(vec![2.0]),
+        timesteps: timesteps.clone(),
+        input_ids: Tensor::from_vec(all_ids, (4, 77), &dev).unwrap(),
+        instance_rows: 2,
+        instance_weights: Some(vec![0.5, 1.5]),
+        prior_weights: Some(vec![2.0, 0.25]),
     };
-    let row = |i: usize, prompt: &str, weights: Vec<f64>| StepBatch {
-        latents: latents.narrow(0, i, 1).unwrap(),
-        noise: noise.narrow(0, i, 1).unwrap(),
+    let rows = |from: usize, n: usize, weights: Vec<f64>| StepBatch {
+        latents: latents.narrow(0, from, n).unwrap(),
+        noise: noise.narrow(0, from, n).unwrap(),
         input_noise: None,
-        timesteps: vec![joint.timesteps[i]],
-        input_ids: Tensor::from_vec(ids(prompt), (1, 77), &dev).unwrap(),
-        instance_rows: 1,
+        timesteps: timesteps[from..from + n].to_vec(),
+        input_ids: Tensor::from_vec(
+            prompts[from..from + n]
+                .iter()
+                .flat_map(|p| ids(p))
+                .collect(),
+            (n, 77),
+            &dev,
+        )
+        .unwrap(),
+        instance_rows: n,
         instance_weights: Some(weights),
         prior_weights: None,
     };
-    let (style, aux) = (row(0, "ohwx style", vec![0.5]), row(1, "style", vec![2.0]));
+    // each StyleRef row alone (as buckets of two sizes would give), the Aux rows together
+    let (s0, s1) = (rows(0, 1, vec![0.5]), rows(1, 1, vec![1.5]));
+    let aux = rows(2, 2, vec![2.0, 0.25]);
     let a = compute_loss(&models, &schedule, &joint, 0.7).unwrap();
-    let b = compute_split_loss(&models, &schedule, &style, &aux, 0.7, None).unwrap();
+    let b = compute_grouped_loss(
+        &models,
+        &schedule,
+        &[(&s0, None), (&s1, None)],
+        &[&aux],
+        0.7,
+    )
+    .unwrap();
     let total = |l: &styleforge::training::step::LossParts| l.total.to_scalar::<f32>().unwrap();
     assert!(a.instance > 0.0 && a.prior > 0.0);
     assert!(
@@ -277,14 +343,14 @@ fn two_passes_give_the_loss_of_one_batch_and_a_white_mask_changes_nothing() {
     assert!((a.prior - b.prior).abs() <= 1e-6 * a.prior, "{a:?} {b:?}");
     assert!((total(&a) - total(&b)).abs() <= 1e-6 * total(&a));
     // a white mask is the unmasked loss; a half-black one is not
-    let white = Tensor::ones((1, 1, 8, 8), candle_core::DType::F32, &dev).unwrap();
+    let white = Tensor::ones((2, 1, 8, 8), candle_core::DType::F32, &dev).unwrap();
     let m = compute_masked_loss(&models, &schedule, &joint, 0.7, Some(&white)).unwrap();
     assert!((m.instance - a.instance).abs() <= 1e-6 * a.instance);
     assert_eq!(m.prior, a.prior);
     let half = Tensor::cat(
         &[
-            Tensor::ones((1, 1, 8, 4), candle_core::DType::F32, &dev).unwrap(),
-            Tensor::zeros((1, 1, 8, 4), candle_core::DType::F32, &dev).unwrap(),
+            Tensor::ones((2, 1, 8, 4), candle_core::DType::F32, &dev).unwrap(),
+            Tensor::zeros((2, 1, 8, 4), candle_core::DType::F32, &dev).unwrap(),
         ],
         3,
     )

@@ -32,7 +32,7 @@ loss_scale_init = 65536, loss_scale_growth_interval = 2000; the objective: snr_g
 snr_weight_prior, timestep_sampling = uniform|logit-normal, min_timestep, max_timestep,
 timestep_mean, timestep_scale, noise_offset, input_perturbation; an EMA of the weights:
 ema_decay, ema_warmup, ema_power, ema_update_after_step), [optim] (steps, lr, beta1,
-beta2, weight_decay, eps, gradient_accumulation, max_grad_norm, lr_schedule,
+beta2, weight_decay, eps, batch_size, gradient_accumulation, max_grad_norm, lr_schedule,
 warmup_steps, optimizer) and [output] (dir, checkpoint_every, keep_checkpoints,
 validate_every, validation_prompts, validation_steps, validation_loss_every, save_format,
 save_ema, save_raw), plus top-level method, seed and device. See examples/train/*.toml.

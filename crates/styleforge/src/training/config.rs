@@ -302,6 +302,10 @@ pub struct OptimSection {
     /// AdamW ε (1e-8).
     #[serde(default)]
     pub eps: Option<f64>,
+    /// StyleRef images per micro-batch (1, the paper's), each with one Aux image when
+    /// prior preservation is on; one forward pass over all of them.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
     /// Micro-batches per optimizer step (1).
     #[serde(default)]
     pub gradient_accumulation: Option<usize>,
@@ -482,6 +486,9 @@ pub struct ResolvedConfig {
     pub steps: usize,
     /// AdamW settings.
     pub adamw: crate::optim::AdamWConfig,
+    /// StyleRef images per micro-batch (1 in run folders written before it existed).
+    #[serde(default = "one")]
+    pub batch_size: usize,
     /// Micro-batches per step.
     pub gradient_accumulation: usize,
     /// Gradient-norm clip (0: off).
@@ -759,6 +766,7 @@ impl TrainConfig {
             aux_steps: t.aux_steps.unwrap_or(30),
             steps: o.steps.unwrap_or(method_steps),
             adamw,
+            batch_size: o.batch_size.unwrap_or(1),
             gradient_accumulation: o.gradient_accumulation.unwrap_or(1),
             max_grad_norm: o.max_grad_norm.unwrap_or(if m == Method::TextualInversion {
                 0.0
@@ -847,6 +855,9 @@ impl ResolvedConfig {
         if self.gradient_accumulation == 0 {
             return bad("optim.gradient_accumulation must be at least 1".into());
         }
+        if self.batch_size == 0 {
+            return bad("optim.batch_size must be at least 1".into());
+        }
         if !(self.adamw.lr > 0.0 && self.adamw.lr.is_finite()) {
             return bad(format!("optim.lr must be positive, got {}", self.adamw.lr));
         }
@@ -931,6 +942,10 @@ pub(crate) fn apply_overrides<T: Serialize>(
         what: "the config with its overrides".into(),
         source: e,
     })
+}
+
+fn one() -> usize {
+    1
 }
 
 #[cfg(test)]

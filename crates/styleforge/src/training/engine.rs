@@ -21,7 +21,7 @@ use super::core::{normal, LoopSettings, RunLoop, TrainTask, TrainedWeights};
 use super::log::read_log;
 use super::models::{load_models, Models};
 use super::step::{
-    compute_masked_loss, compute_split_loss, LossParts, NoiseSchedule, StepBatch, StepModels,
+    compute_grouped_loss, compute_masked_loss, LossParts, NoiseSchedule, StepBatch, StepModels,
 };
 use super::stop::{StopReason, StopSignal};
 use super::validation::ValidationSet;
@@ -281,27 +281,35 @@ fn check_resume(cfg: &ResolvedConfig, run: &RunDir, base: &Path) -> Result<()> {
 }
 
 /// One step's batches: StyleRef and Aux rows in one batch, or (aspect-ratio buckets of
-/// different latent sizes) one batch each.
+/// different latent sizes) one batch per latent size.
 enum Drawn {
     Joint(StepBatch),
-    Split(StepBatch, StepBatch),
+    Groups(Vec<RowGroup>),
 }
 
-/// What [`FineTune::draw_batch`] draws: the batches and the StyleRef row's loss mask
-/// `[1, 1, h, w]` when masks are on.
+/// Rows of one latent size, all StyleRef or all Aux, with the StyleRef rows' loss mask
+/// `[rows, 1, h, w]` when masks are on.
+struct RowGroup {
+    batch: StepBatch,
+    prior: bool,
+    mask: Option<Tensor>,
+}
+
+/// What [`FineTune::draw_batch`] draws: the batches and, for a joint batch, the StyleRef
+/// rows' loss mask `[rows, 1, h, w]` when masks are on.
 struct DrawnStep {
     batches: Drawn,
     mask: Option<Tensor>,
 }
 
-/// A batch of one StyleRef row then the `ids.len() - 1` Aux rows.
+/// A batch of `instance_rows` StyleRef rows then the rest, Aux rows.
 fn step_batch(
     latents: Tensor,
     noise: super::objective::BatchNoise,
     timesteps: Vec<f64>,
     ids: Vec<Vec<u32>>,
-    instance_weights: Option<Vec<f64>>,
-    prior_weights: Option<Vec<f64>>,
+    instance_rows: usize,
+    (instance_weights, prior_weights): (Option<Vec<f64>>, Option<Vec<f64>>),
 ) -> Result<StepBatch> {
     let (rows, len) = (ids.len(), ids.first().map_or(0, |i| i.len()));
     let flat: Vec<u32> = ids.into_iter().flatten().collect();
@@ -312,10 +320,41 @@ fn step_batch(
         input_noise: noise.input_noise,
         timesteps,
         input_ids,
-        instance_rows: 1,
+        instance_rows,
         instance_weights,
         prior_weights,
     })
+}
+
+/// One drawn row: its latent, prompt ids and (StyleRef rows with masks on) loss mask.
+struct Row {
+    latent: Tensor,
+    ids: Vec<u32>,
+    mask: Option<Tensor>,
+}
+
+/// Stacks the masks of `rows` (`None` when masks are off).
+fn stacked_masks(rows: &[&Row]) -> Result<Option<Tensor>> {
+    let masks: Vec<Tensor> = rows.iter().filter_map(|r| r.mask.clone()).collect();
+    if masks.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Tensor::cat(&masks, 0)?))
+}
+
+/// Indices of `rows` grouped by latent size, in order of first appearance.
+fn size_groups(rows: &[Row]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        match groups
+            .iter_mut()
+            .find(|g| rows[g[0]].latent.dims() == r.latent.dims())
+        {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
 }
 
 /// A fine-tuning method as a [`TrainTask`]: the models, the concepts' data and the samplers
@@ -335,86 +374,127 @@ struct FineTune<'a> {
 }
 
 impl FineTune<'_> {
-    /// Draws one (StyleRef, Aux) step: concept and image from the samplers, flips, the
-    /// posterior samples, noise and one timestep per row, in that order. When aspect-ratio
-    /// buckets give the two images different latent sizes, they become two batches (the
-    /// noise of the StyleRef row drawn before the Aux row's, then both timesteps); the
-    /// StyleRef row's loss mask comes along when masks are on.
+    /// Draws one micro-batch of `batch_size` (StyleRef, Aux) pairs. For each pair in turn:
+    /// concept and image from the samplers, flips, the caption, the posterior samples. Then
+    /// noise and one timestep per row, StyleRef rows first. When all rows have the same
+    /// latent size they form one batch; else (aspect-ratio buckets) one batch per size,
+    /// StyleRef sizes first, their noise drawn in that order before all the timesteps.
     fn draw_batch(&mut self, rng: &mut ChaCha8Rng) -> Result<DrawnStep> {
-        let (ci, si) = self.style_pairs[self.style_sampler.next_index()];
-        let ai = self.aux_samplers[ci].next_index();
-        let c = &self.concepts[ci];
         let with_prior = self.cfg.prior_loss_weight > 0.0;
-        let flip_style = self.cfg.flip && rng.gen_bool(0.5);
-        let flip_aux = self.cfg.flip && rng.gen_bool(0.5);
-        let style_ids = if self.cfg.captions.is_active() {
-            let instance = &self.cfg.concepts[ci].instance_prompt;
-            let prompt = self
-                .cfg
-                .captions
-                .prompt(&c.style_entries[si], instance, rng);
-            self.models.tokenizer.encode_padded(&prompt).ids
-        } else {
-            c.style_ids[si].clone()
-        };
-        let shape = c.style.latent_shape_of(si)?;
-        let eps = normal(rng, &shape, &self.device)?;
-        let mut latents = vec![c.style.sample(si, flip_style, &eps)?];
-        let mut ids = vec![style_ids];
-        if let (true, Some(aux)) = (with_prior, &c.aux) {
-            let eps = normal(rng, &aux.latent_shape_of(ai)?, &self.device)?;
-            latents.push(aux.sample(ai, flip_aux, &eps)?);
-            ids.push(c.aux_ids[ai].clone());
+        let mut style_rows = Vec::with_capacity(self.cfg.batch_size);
+        let mut aux_rows = Vec::with_capacity(self.cfg.batch_size);
+        for _ in 0..self.cfg.batch_size.max(1) {
+            let (ci, si) = self.style_pairs[self.style_sampler.next_index()];
+            let ai = self.aux_samplers[ci].next_index();
+            let c = &self.concepts[ci];
+            let flip_style = self.cfg.flip && rng.gen_bool(0.5);
+            let flip_aux = self.cfg.flip && rng.gen_bool(0.5);
+            let style_ids = if self.cfg.captions.is_active() {
+                let instance = &self.cfg.concepts[ci].instance_prompt;
+                let prompt = self
+                    .cfg
+                    .captions
+                    .prompt(&c.style_entries[si], instance, rng);
+                self.models.tokenizer.encode_padded(&prompt).ids
+            } else {
+                c.style_ids[si].clone()
+            };
+            let eps = normal(rng, &c.style.latent_shape_of(si)?, &self.device)?;
+            style_rows.push(Row {
+                latent: c.style.sample(si, flip_style, &eps)?,
+                ids: style_ids,
+                mask: c.style.mask(si, flip_style)?,
+            });
+            if let (true, Some(aux)) = (with_prior, &c.aux) {
+                let eps = normal(rng, &aux.latent_shape_of(ai)?, &self.device)?;
+                aux_rows.push(Row {
+                    latent: aux.sample(ai, flip_aux, &eps)?,
+                    ids: c.aux_ids[ai].clone(),
+                    mask: None,
+                });
+            }
         }
-        let mask = c.style.mask(si, flip_style)?;
+        let n_style = style_rows.len();
         let objective = &self.cfg.objective;
         let t_max = self.schedule.num_train_timesteps();
         let device = &self.device;
-        let batches = if latents.len() == 2 && latents[0].dims() != latents[1].dims() {
-            let style_noise = objective.noise(rng, latents[0].dims(), device)?;
-            let aux_noise = objective.noise(rng, latents[1].dims(), device)?;
-            let timesteps = objective.timesteps(rng, 2, t_max);
-            let (instance_weights, prior_weights) = self.snr_weights(&timesteps);
-            let aux_ids = ids.split_off(1);
-            let (style, aux) = (latents[0].clone(), latents[1].clone());
-            Drawn::Split(
-                step_batch(
-                    style,
-                    style_noise,
-                    vec![timesteps[0]],
-                    ids,
-                    instance_weights,
-                    None,
-                )?,
-                step_batch(
-                    aux,
-                    aux_noise,
-                    vec![timesteps[1]],
-                    aux_ids,
-                    prior_weights,
-                    None,
-                )?,
-            )
-        } else {
+        let mut rows = style_rows;
+        rows.extend(aux_rows);
+        let groups = size_groups(&rows);
+        if groups.len() == 1 {
+            let latents: Vec<Tensor> = rows.iter().map(|r| r.latent.clone()).collect();
             let latents = Tensor::cat(&latents, 0)?;
             let noise = objective.noise(rng, latents.dims(), device)?;
             let timesteps = objective.timesteps(rng, latents.dim(0)?, t_max);
-            let (instance_weights, prior_weights) = self.snr_weights(&timesteps);
-            Drawn::Joint(step_batch(
-                latents,
-                noise,
-                timesteps,
-                ids,
-                instance_weights,
-                prior_weights,
-            )?)
-        };
-        Ok(DrawnStep { batches, mask })
+            let weights = self.snr_weights(&timesteps, n_style);
+            let mask = stacked_masks(&rows[..n_style].iter().collect::<Vec<_>>())?;
+            let ids = rows.into_iter().map(|r| r.ids).collect();
+            let batch = step_batch(latents, noise, timesteps, ids, n_style, weights)?;
+            return Ok(DrawnStep {
+                batches: Drawn::Joint(batch),
+                mask,
+            });
+        }
+        // A size group never mixes StyleRef and Aux rows: split the groups that do.
+        let groups: Vec<Vec<usize>> = groups
+            .into_iter()
+            .flat_map(|g| {
+                let (s, a): (Vec<usize>, Vec<usize>) = g.into_iter().partition(|&i| i < n_style);
+                [s, a]
+            })
+            .filter(|g| !g.is_empty())
+            .collect();
+        let mut ordered: Vec<&Vec<usize>> = groups.iter().filter(|g| g[0] < n_style).collect();
+        ordered.extend(groups.iter().filter(|g| g[0] >= n_style));
+        let mut noises = Vec::with_capacity(ordered.len());
+        for g in &ordered {
+            let mut dims = rows[g[0]].latent.dims().to_vec();
+            dims[0] = g.len();
+            noises.push(objective.noise(rng, &dims, device)?);
+        }
+        let timesteps = objective.timesteps(rng, rows.len(), t_max);
+        let (style_w, prior_w) = self.snr_weights(&timesteps, n_style);
+        let mut out = Vec::with_capacity(ordered.len());
+        for (g, noise) in ordered.into_iter().zip(noises) {
+            let prior = g[0] >= n_style;
+            let members: Vec<&Row> = g.iter().map(|&i| &rows[i]).collect();
+            let latents: Vec<Tensor> = members.iter().map(|r| r.latent.clone()).collect();
+            let weights = if prior { &prior_w } else { &style_w };
+            let weights = weights.as_ref().map(|w| {
+                g.iter()
+                    .map(|&i| w[if prior { i - n_style } else { i }])
+                    .collect()
+            });
+            out.push(RowGroup {
+                mask: if prior {
+                    None
+                } else {
+                    stacked_masks(&members)?
+                },
+                batch: step_batch(
+                    Tensor::cat(&latents, 0)?,
+                    noise,
+                    g.iter().map(|&i| timesteps[i]).collect(),
+                    members.iter().map(|r| r.ids.clone()).collect(),
+                    g.len(),
+                    (weights, None),
+                )?,
+                prior,
+            });
+        }
+        Ok(DrawnStep {
+            batches: Drawn::Groups(out),
+            mask: None,
+        })
     }
 
-    /// The min-SNR weights of a step's rows (StyleRef first): the StyleRef row's, and the
-    /// Aux rows' with `snr_weight_prior`; `None` when min-SNR is off.
-    fn snr_weights(&self, timesteps: &[f64]) -> (Option<Vec<f64>>, Option<Vec<f64>>) {
+    /// The min-SNR weights of a step's rows (`n_style` StyleRef rows first): the StyleRef
+    /// rows', and the Aux rows' with `snr_weight_prior`; `None` when min-SNR is off.
+    fn snr_weights(
+        &self,
+        timesteps: &[f64],
+        n_style: usize,
+    ) -> (Option<Vec<f64>>, Option<Vec<f64>>) {
         let objective = &self.cfg.objective;
         let weights = objective.snr_weights(
             self.schedule.ddpm.alphas_cumprod(),
@@ -423,8 +503,8 @@ impl FineTune<'_> {
         );
         match weights {
             Some(w) => {
-                let prior = objective.snr_weight_prior.then(|| w[1..].to_vec());
-                (Some(w[..1].to_vec()), prior.filter(|p| !p.is_empty()))
+                let prior = objective.snr_weight_prior.then(|| w[n_style..].to_vec());
+                (Some(w[..n_style].to_vec()), prior.filter(|p| !p.is_empty()))
             }
             None => (None, None),
         }
@@ -551,8 +631,12 @@ impl TrainTask for FineTune<'_> {
         let (w, mask) = (self.cfg.prior_loss_weight, step.mask.as_ref());
         match &step.batches {
             Drawn::Joint(batch) => compute_masked_loss(&models, &self.schedule, batch, w, mask),
-            Drawn::Split(instance, prior) => {
-                compute_split_loss(&models, &self.schedule, instance, prior, w, mask)
+            Drawn::Groups(groups) => {
+                let (style, aux): (Vec<&RowGroup>, Vec<&RowGroup>) =
+                    groups.iter().partition(|g| !g.prior);
+                let style: Vec<_> = style.iter().map(|g| (&g.batch, g.mask.as_ref())).collect();
+                let aux: Vec<_> = aux.iter().map(|g| &g.batch).collect();
+                compute_grouped_loss(&models, &self.schedule, &style, &aux, w)
             }
         }
     }

@@ -226,25 +226,77 @@ pub fn compute_masked_loss(
     })
 }
 
-/// The loss of a step whose instance and prior rows have different latent sizes (aspect-ratio
-/// buckets), as two forward passes: `instance` holds only instance rows, `prior` only prior
-/// rows (its `instance_rows` counts them, its `instance_weights` are the prior weights).
-/// The same `instance + prior_loss_weight · prior` as one batch of both.
-pub fn compute_split_loss(
+/// The loss of a step whose rows come as several batches of different latent sizes
+/// (aspect-ratio buckets): `instance` batches hold only instance rows (each with its
+/// masks), `prior` batches only prior rows (counted by their `instance_rows`, weighted by
+/// their `instance_weights`). Each part is the mean over its rows, as one batch of them
+/// all gives: `instance + prior_loss_weight · prior`.
+pub fn compute_grouped_loss(
     models: &StepModels,
     schedule: &NoiseSchedule,
-    instance: &StepBatch,
-    prior: &StepBatch,
+    instance: &[(&StepBatch, Option<&Tensor>)],
+    prior: &[&StepBatch],
     prior_loss_weight: f64,
-    instance_mask: Option<&Tensor>,
 ) -> Result<LossParts> {
-    let i = compute_masked_loss(models, schedule, instance, 0.0, instance_mask)?;
-    let p = compute_masked_loss(models, schedule, prior, 0.0, None)?;
+    let instance = instance
+        .iter()
+        .map(|(b, mask)| {
+            Ok((
+                compute_masked_loss(models, schedule, b, 0.0, *mask)?,
+                b.instance_rows,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let prior = prior
+        .iter()
+        .map(|b| {
+            Ok((
+                compute_masked_loss(models, schedule, b, 0.0, None)?,
+                b.instance_rows,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some((i_total, i_value)) = row_mean(&instance)? else {
+        return Err(Error::InvalidRequest(
+            "a training step without instance rows".into(),
+        ));
+    };
+    let Some((p_total, p_value)) = row_mean(&prior)? else {
+        return Ok(LossParts {
+            total: i_total,
+            instance: i_value,
+            prior: 0.0,
+        });
+    };
     Ok(LossParts {
-        total: (&i.total + (&p.total * prior_loss_weight)?)?,
-        instance: i.instance,
-        prior: p.instance,
+        total: (&i_total + (&p_total * prior_loss_weight)?)?,
+        instance: i_value,
+        prior: p_value,
     })
+}
+
+/// The mean over all rows of batches' losses, each the mean over its `rows`; `None`
+/// without batches.
+fn row_mean(parts: &[(LossParts, usize)]) -> Result<Option<(Tensor, f64)>> {
+    match parts {
+        [] => Ok(None),
+        [(one, _)] => Ok(Some((one.total.clone(), one.instance))),
+        _ => {
+            let n: usize = parts.iter().map(|(_, r)| r).sum();
+            let mut total: Option<Tensor> = None;
+            let mut value = 0.0;
+            for (p, rows) in parts {
+                let share = *rows as f64 / n as f64;
+                let t = (&p.total * share)?;
+                total = Some(match total {
+                    Some(acc) => (acc + t)?,
+                    None => t,
+                });
+                value += p.instance * share;
+            }
+            Ok(total.map(|t| (t, value)))
+        }
+    }
 }
 
 /// Scales the gradients of `vars` so their global 2-norm is at most `max_norm`, as

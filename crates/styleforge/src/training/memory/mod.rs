@@ -187,7 +187,8 @@ impl ModelConfigs {
 /// The settings of a run that change its memory.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemorySettings {
-    /// Rows per micro-batch (1 StyleRef + 1 Aux with prior preservation).
+    /// Rows per micro-batch (`batch_size` StyleRef rows, as many Aux rows with prior
+    /// preservation).
     pub batch: usize,
     /// Image side in pixels.
     pub resolution: u32,
@@ -228,7 +229,7 @@ impl MemorySettings {
             },
         };
         Self {
-            batch: 1 + usize::from(cfg.prior_loss_weight > 0.0),
+            batch: cfg.batch_size.max(1) * (1 + usize::from(cfg.prior_loss_weight > 0.0)),
             resolution: cfg.resolution,
             trained,
             gradient_checkpointing: cfg.gradient_checkpointing,
