@@ -40,6 +40,9 @@ pub struct NewRunForm {
     /// Learning rate (default: the method's).
     #[serde(default)]
     pub lr: Option<f64>,
+    /// Image pairs per forward pass (default 1).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
     /// Training resolution in pixels.
     pub resolution: u32,
     /// Seed.
@@ -134,6 +137,7 @@ impl NewRunForm {
             optim: OptimSection {
                 steps: Some(self.steps),
                 lr: self.lr,
+                batch_size: self.batch_size,
                 optimizer: self.adamw8bit.then_some(OptimizerKind::AdamW8bit),
                 ..Default::default()
             },

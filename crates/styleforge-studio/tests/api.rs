@@ -383,7 +383,8 @@ fn runs_are_started_watched_stopped_resumed_and_found_again() {
     let style = style_folder(s.runs.parent().unwrap(), 3);
     let form = json!({"name": "cel", "base": toy_base(), "method": "styleforge",
         "style_dir": style, "steps": 3, "resolution": 32, "seed": 7,
-        "validate_every": 1, "checkpoint_every": 2, "num_aux_images": 2, "sampling_steps": 2});
+        "validate_every": 1, "checkpoint_every": 2, "num_aux_images": 2, "sampling_steps": 2,
+        "batch_size": 2});
     for (name, status) in [("../x", 400), ("gallery", 400), (".hidden", 400)] {
         let mut f = form.clone();
         f["name"] = json!(name);
@@ -401,6 +402,7 @@ fn runs_are_started_watched_stopped_resumed_and_found_again() {
     let toml_path = s.runs.join("cel/studio/train.toml");
     let cfg = styleforge::training::TrainConfig::from_file(&toml_path).unwrap();
     assert_eq!(cfg.optim.steps, Some(3));
+    assert_eq!(cfg.optim.batch_size, Some(2));
     assert_eq!(cfg.data.resolution, Some(32));
     assert_eq!(
         cfg.output.dir.as_deref(),
