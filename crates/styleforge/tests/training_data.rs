@@ -10,11 +10,10 @@ use styleforge::models::folder::{LoadOptions, ModelFolder};
 use styleforge::progress::NoProgress;
 use styleforge::schedulers::{DdpmScheduler, SchedulerConfig};
 use styleforge::training::config::{ConceptConfig, TrainConfig};
-use styleforge::training::read_log;
 use styleforge::training::step::{
     compute_grouped_loss, compute_loss, compute_masked_loss, NoiseSchedule, StepBatch, StepModels,
 };
-use styleforge::training::{train, RunOptions};
+use styleforge::training::{read_log, train, LogEntry, RunOptions};
 
 #[path = "support/training.rs"]
 mod training_support;
@@ -108,25 +107,30 @@ validation_prompts = ["a house, {{token}} style"]
     cfg
 }
 
-#[test]
-fn bucketed_masked_run_with_a_caption_extension_resumes_bit_exactly() {
-    let data = dataset();
-    let straight = data.path().join("straight");
-    let cfg = config(data.path(), &straight).resolve().unwrap();
-    assert_eq!(cfg.data_options.caption_extension, ".caption");
-    let a = train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap();
-    assert_eq!(a.steps, 6);
-
-    let split = data.path().join("split");
-    let b = train_interrupted(&config(data.path(), &split).resolve().unwrap(), 4);
-    assert_eq!(b.steps, 6);
-    let (wa, wb) = (
-        weights(&a.model_dir.unwrap()),
-        weights(&b.model_dir.unwrap()),
-    );
+/// Trains the bucketed, masked config with `batch_size` pairs a step into `<data>/straight`,
+/// and again stopped after 4 of its 6 steps and resumed into `<data>/split`; checks that
+/// both end with the same weights and losses, and returns the straight run's log.
+fn straight_and_resumed(data: &Path, batch_size: Option<usize>) -> Vec<LogEntry> {
+    let run = |name: &str, stop: Option<usize>| {
+        let out = data.join(name);
+        let mut cfg = config(data, &out);
+        cfg.optim.batch_size = batch_size;
+        let cfg = cfg.resolve().unwrap();
+        assert_eq!(cfg.batch_size, batch_size.unwrap_or(1));
+        assert_eq!(cfg.data_options.caption_extension, ".caption");
+        let s = match stop {
+            Some(k) => train_interrupted(&cfg, k),
+            None => train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap(),
+        };
+        assert_eq!(s.steps, 6);
+        (
+            weights(&s.model_dir.unwrap()),
+            read_log(&out.join("train_log.jsonl")),
+        )
+    };
+    let (wa, log_a) = run("straight", None);
+    let (wb, log_b) = run("split", Some(4));
     assert!(same_weights(&wa, &wb), "the weights differ after resume");
-    let log_a = read_log(&straight.join("train_log.jsonl"));
-    let log_b = read_log(&split.join("train_log.jsonl"));
     assert_eq!(log_a.len(), 6);
     assert!(log_a
         .iter()
@@ -135,6 +139,14 @@ fn bucketed_masked_run_with_a_caption_extension_resumes_bit_exactly() {
         log_a.iter().map(|e| e.loss).collect::<Vec<_>>(),
         log_b.iter().map(|e| e.loss).collect::<Vec<_>>()
     );
+    log_a
+}
+
+#[test]
+fn bucketed_masked_run_with_a_caption_extension_resumes_bit_exactly() {
+    let data = dataset();
+    straight_and_resumed(data.path(), None);
+    let straight = data.path().join("straight");
 
     // The StyleRef latents are cached per bucket with their masks: three sizes.
     let caches: Vec<_> = std::fs::read_dir(straight.join("cache"))
@@ -159,32 +171,7 @@ fn batches_of_pairs_over_buckets_resume_bit_exactly() {
     // Three pairs a step over three bucket sizes: the rows go as one batch per size, each
     // StyleRef row with its mask and min-SNR weight.
     let data = dataset();
-    let run = |name: &str, stop: Option<usize>| {
-        let out = data.path().join(name);
-        let mut cfg = config(data.path(), &out);
-        cfg.optim.batch_size = Some(3);
-        let cfg = cfg.resolve().unwrap();
-        assert_eq!(cfg.batch_size, 3);
-        let s = match stop {
-            Some(k) => train_interrupted(&cfg, k),
-            None => train(&cfg, &RunOptions::default(), &mut NoProgress).unwrap(),
-        };
-        (
-            weights(&s.model_dir.unwrap()),
-            read_log(&out.join("train_log.jsonl")),
-        )
-    };
-    let (wa, log_a) = run("straight", None);
-    let (wb, log_b) = run("split", Some(4));
-    assert!(same_weights(&wa, &wb), "the weights differ after resume");
-    assert_eq!(log_a.len(), 6);
-    assert!(log_a
-        .iter()
-        .all(|e| e.loss.is_finite() && e.loss_prior > 0.0));
-    assert_eq!(
-        log_a.iter().map(|e| e.loss).collect::<Vec<_>>(),
-        log_b.iter().map(|e| e.loss).collect::<Vec<_>>()
-    );
+    let log_a = straight_and_resumed(data.path(), Some(3));
     // not the one-pair run's losses
     let one = data.path().join("one");
     let cfg = config(data.path(), &one).resolve().unwrap();

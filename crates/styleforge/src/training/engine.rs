@@ -333,7 +333,7 @@ struct Row {
     mask: Option<Tensor>,
 }
 
-/// Stacks the masks of `rows` (`None` when masks are off).
+/// Stacks the masks of `rows` (`None` when masks are off, and for Aux rows).
 fn stacked_masks(rows: &[&Row]) -> Result<Option<Tensor>> {
     let masks: Vec<Tensor> = rows.iter().filter_map(|r| r.mask.clone()).collect();
     if masks.is_empty() {
@@ -377,13 +377,14 @@ impl FineTune<'_> {
     /// Draws one micro-batch of `batch_size` (StyleRef, Aux) pairs. For each pair in turn:
     /// concept and image from the samplers, flips, the caption, the posterior samples. Then
     /// noise and one timestep per row, StyleRef rows first. When all rows have the same
-    /// latent size they form one batch; else (aspect-ratio buckets) one batch per size,
-    /// StyleRef sizes first, their noise drawn in that order before all the timesteps.
+    /// latent size they form one batch; else (aspect-ratio buckets) the StyleRef rows and
+    /// the Aux rows each form one batch per size (StyleRef batches first, sizes in order of
+    /// first appearance), their noise drawn in that order before all the timesteps.
     fn draw_batch(&mut self, rng: &mut ChaCha8Rng) -> Result<DrawnStep> {
         let with_prior = self.cfg.prior_loss_weight > 0.0;
         let mut style_rows = Vec::with_capacity(self.cfg.batch_size);
         let mut aux_rows = Vec::with_capacity(self.cfg.batch_size);
-        for _ in 0..self.cfg.batch_size.max(1) {
+        for _ in 0..self.cfg.batch_size {
             let (ci, si) = self.style_pairs[self.style_sampler.next_index()];
             let ai = self.aux_samplers[ci].next_index();
             let c = &self.concepts[ci];
@@ -418,10 +419,13 @@ impl FineTune<'_> {
         let objective = &self.cfg.objective;
         let t_max = self.schedule.num_train_timesteps();
         let device = &self.device;
-        let mut rows = style_rows;
-        rows.extend(aux_rows);
-        let groups = size_groups(&rows);
-        if groups.len() == 1 {
+        let size = style_rows[0].latent.dims().to_vec();
+        if aux_rows
+            .iter()
+            .chain(&style_rows)
+            .all(|r| r.latent.dims() == size)
+        {
+            let rows: Vec<Row> = style_rows.into_iter().chain(aux_rows).collect();
             let latents: Vec<Tensor> = rows.iter().map(|r| r.latent.clone()).collect();
             let latents = Tensor::cat(&latents, 0)?;
             let noise = objective.noise(rng, latents.dims(), device)?;
@@ -435,46 +439,36 @@ impl FineTune<'_> {
                 mask,
             });
         }
-        // A size group never mixes StyleRef and Aux rows: split the groups that do.
-        let groups: Vec<Vec<usize>> = groups
+        // One batch per latent size of each half, StyleRef sizes first.
+        let groups: Vec<(bool, Vec<usize>)> = [(false, &style_rows), (true, &aux_rows)]
             .into_iter()
-            .flat_map(|g| {
-                let (s, a): (Vec<usize>, Vec<usize>) = g.into_iter().partition(|&i| i < n_style);
-                [s, a]
-            })
-            .filter(|g| !g.is_empty())
+            .flat_map(|(prior, rows)| size_groups(rows).into_iter().map(move |g| (prior, g)))
             .collect();
-        let mut ordered: Vec<&Vec<usize>> = groups.iter().filter(|g| g[0] < n_style).collect();
-        ordered.extend(groups.iter().filter(|g| g[0] >= n_style));
-        let mut noises = Vec::with_capacity(ordered.len());
-        for g in &ordered {
-            let mut dims = rows[g[0]].latent.dims().to_vec();
+        let half = |prior: bool| if prior { &aux_rows } else { &style_rows };
+        let mut noises = Vec::with_capacity(groups.len());
+        for (prior, g) in &groups {
+            let mut dims = half(*prior)[g[0]].latent.dims().to_vec();
             dims[0] = g.len();
             noises.push(objective.noise(rng, &dims, device)?);
         }
-        let timesteps = objective.timesteps(rng, rows.len(), t_max);
+        let timesteps = objective.timesteps(rng, n_style + aux_rows.len(), t_max);
         let (style_w, prior_w) = self.snr_weights(&timesteps, n_style);
-        let mut out = Vec::with_capacity(ordered.len());
-        for (g, noise) in ordered.into_iter().zip(noises) {
-            let prior = g[0] >= n_style;
-            let members: Vec<&Row> = g.iter().map(|&i| &rows[i]).collect();
+        let mut out = Vec::with_capacity(groups.len());
+        for ((prior, g), noise) in groups.into_iter().zip(noises) {
+            let (offset, weights) = if prior {
+                (n_style, &prior_w)
+            } else {
+                (0, &style_w)
+            };
+            let members: Vec<&Row> = g.iter().map(|&i| &half(prior)[i]).collect();
             let latents: Vec<Tensor> = members.iter().map(|r| r.latent.clone()).collect();
-            let weights = if prior { &prior_w } else { &style_w };
-            let weights = weights.as_ref().map(|w| {
-                g.iter()
-                    .map(|&i| w[if prior { i - n_style } else { i }])
-                    .collect()
-            });
+            let weights = weights.as_ref().map(|w| g.iter().map(|&i| w[i]).collect());
             out.push(RowGroup {
-                mask: if prior {
-                    None
-                } else {
-                    stacked_masks(&members)?
-                },
+                mask: stacked_masks(&members)?,
                 batch: step_batch(
                     Tensor::cat(&latents, 0)?,
                     noise,
-                    g.iter().map(|&i| timesteps[i]).collect(),
+                    g.iter().map(|&i| timesteps[offset + i]).collect(),
                     members.iter().map(|r| r.ids.clone()).collect(),
                     g.len(),
                     (weights, None),

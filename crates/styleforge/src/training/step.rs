@@ -238,30 +238,13 @@ pub fn compute_grouped_loss(
     prior: &[&StepBatch],
     prior_loss_weight: f64,
 ) -> Result<LossParts> {
-    let instance = instance
-        .iter()
-        .map(|(b, mask)| {
-            Ok((
-                compute_masked_loss(models, schedule, b, 0.0, *mask)?,
-                b.instance_rows,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let prior = prior
-        .iter()
-        .map(|b| {
-            Ok((
-                compute_masked_loss(models, schedule, b, 0.0, None)?,
-                b.instance_rows,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let Some((i_total, i_value)) = row_mean(&instance)? else {
+    let prior: Vec<(&StepBatch, Option<&Tensor>)> = prior.iter().map(|&b| (b, None)).collect();
+    let Some((i_total, i_value)) = row_mean(models, schedule, instance)? else {
         return Err(Error::InvalidRequest(
             "a training step without instance rows".into(),
         ));
     };
-    let Some((p_total, p_value)) = row_mean(&prior)? else {
+    let Some((p_total, p_value)) = row_mean(models, schedule, &prior)? else {
         return Ok(LossParts {
             total: i_total,
             instance: i_value,
@@ -275,28 +258,25 @@ pub fn compute_grouped_loss(
     })
 }
 
-/// The mean over all rows of batches' losses, each the mean over its `rows`; `None`
-/// without batches.
-fn row_mean(parts: &[(LossParts, usize)]) -> Result<Option<(Tensor, f64)>> {
-    match parts {
-        [] => Ok(None),
-        [(one, _)] => Ok(Some((one.total.clone(), one.instance))),
-        _ => {
-            let n: usize = parts.iter().map(|(_, r)| r).sum();
-            let mut total: Option<Tensor> = None;
-            let mut value = 0.0;
-            for (p, rows) in parts {
-                let share = *rows as f64 / n as f64;
-                let t = (&p.total * share)?;
-                total = Some(match total {
-                    Some(acc) => (acc + t)?,
-                    None => t,
-                });
-                value += p.instance * share;
-            }
-            Ok(total.map(|t| (t, value)))
-        }
+/// The mean over all rows of `batches` (each batch's loss the mean over its rows, under
+/// its mask): the differentiable loss and its value; `None` without batches.
+fn row_mean(
+    models: &StepModels,
+    schedule: &NoiseSchedule,
+    batches: &[(&StepBatch, Option<&Tensor>)],
+) -> Result<Option<(Tensor, f64)>> {
+    let rows: usize = batches.iter().map(|(b, _)| b.instance_rows).sum();
+    let mut sum: Option<(Tensor, f64)> = None;
+    for (batch, mask) in batches {
+        let loss = compute_masked_loss(models, schedule, batch, 0.0, *mask)?;
+        let share = batch.instance_rows as f64 / rows as f64;
+        let part = ((&loss.total * share)?, loss.instance * share);
+        sum = Some(match sum {
+            Some((total, value)) => ((total + part.0)?, value + part.1),
+            None => part,
+        });
     }
+    Ok(sum)
 }
 
 /// Scales the gradients of `vars` so their global 2-norm is at most `max_norm`, as

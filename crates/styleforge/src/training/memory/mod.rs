@@ -229,7 +229,7 @@ impl MemorySettings {
             },
         };
         Self {
-            batch: cfg.batch_size.max(1) * (1 + usize::from(cfg.prior_loss_weight > 0.0)),
+            batch: cfg.batch_size * (1 + usize::from(cfg.prior_loss_weight > 0.0)),
             resolution: cfg.resolution,
             trained,
             gradient_checkpointing: cfg.gradient_checkpointing,
