@@ -3,8 +3,8 @@
 //! The toy base model (pretrained on plain, pixel-art, sketch and watercolor renders; see
 //! `assets/toy/`) learns a style it has never seen — cel by default — from 20 captioned
 //! StyleRef renders (half people, half backgrounds) bound to `ohwx style`, with 20 Aux
-//! pictures of people in the known styles bound to their own captions (which end in
-//! `style`). Then the same prompts and seeds are sampled before and after, the probes
+//! pictures of the same scenes in the known styles bound to their own captions (which end
+//! in `style`). Then the same prompts and seeds are sampled before and after, the probes
 //! measure style accuracy, content and drift, and an HTML page shows it all with the loss
 //! curve. A few minutes on two cores.
 
@@ -18,7 +18,7 @@ use crate::adapters::generation::GenerationAdapters;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::report::ImageGrid;
-use crate::toy::data::{AuxChoice, Composition, EVAL_SEED};
+use crate::toy::data::{Composition, EVAL_SEED};
 use crate::toy::embedded::{unpack_base_model, unpack_probes};
 use crate::toy::probes::Probes;
 use crate::toy::protocol::{
@@ -128,7 +128,7 @@ pub fn run(opts: &DemoOptions, progress: &mut dyn Progress) -> Result<DemoSummar
         method: Method::Styleforge,
         style: opts.style,
         composition: Composition::Mixed,
-        aux: AuxChoice::KnownStylePeople,
+        aux: toy_recipe(Method::Styleforge).aux,
         setting: None,
     };
     let (concepts, aux) = prepare_data(&popts, &run, progress)?;
@@ -348,7 +348,7 @@ fn page_html(
 <h1>StyleForge demo: teaching the toy base model {style} style</h1>\
 <p>The embedded toy base model was pretrained on four styles (plain, pixel art, sketch, watercolor); it has never seen <b>{style}</b>. \
 StyleForge fine-tuned its UNet and text encoder for {steps} steps on 20 captioned {style} renders bound to <code>ohwx style</code> \
-(half people, half backgrounds), with 20 pictures of people in the known styles as Aux images, bound to their captions that end in <code>style</code>. \
+(half people, half backgrounds), with the same 20 scenes in the known styles as Aux images, bound to their captions that end in <code>style</code> (<code>…, plain style</code>), so the token learns what sets {style} apart. \
 Same prompts and seeds before and after; the toy world's probes measure the pictures.</p>\
 <h2>The style</h2><img src=\"style-images.png\" alt=\"StyleRef images\">\
 <h2>Before and after</h2><img src=\"before-after.png\" alt=\"before and after\">\

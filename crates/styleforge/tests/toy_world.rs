@@ -157,7 +157,7 @@ fn toy_protocol_trains_measures_and_reuses_finished_runs() {
     // Without a prior-preservation loss no Aux image is made (or read).
     assert!(!out.join("runs/pointillist/textual-inversion/aux").exists());
     assert!(out
-        .join("data/aux-known-style-people/img_0003.txt")
+        .join("data/aux-known-style-scenes-mixed/img_0003.txt")
         .is_file());
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&result.json).unwrap()).unwrap();
@@ -192,7 +192,7 @@ fn the_ablations_are_planned_on_the_first_style() {
         18
     );
     let ablations: Vec<_> = runs.iter().filter(|r| r.table != ToyTable::Main).collect();
-    assert_eq!(ablations.len(), 4);
+    assert_eq!(ablations.len(), 5);
     assert!(ablations
         .iter()
         .all(|r| r.style == Style::Cel && r.method == Method::Styleforge));

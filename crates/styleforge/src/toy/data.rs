@@ -4,8 +4,8 @@
 //! Every picture is written with its caption beside it (`img_0003.png` + `img_0003.txt`),
 //! so the folders are ordinary `styleforge train` data: StyleRef captions hold the content
 //! only and the trainer appends the token phrase (`"a red person on grass by day, ohwx
-//! style"`); Aux captions of known-style people name their style (`"…, sketch style"`), which
-//! already contains the Aux prompt `style` and is used as it is.
+//! style"`); Aux captions of known-style pictures name their style (`"…, sketch style"`),
+//! which already contains the Aux prompt `style` and is used as it is.
 
 use std::path::Path;
 
@@ -57,6 +57,11 @@ pub enum AuxChoice {
     /// People rendered in the base styles, captioned with their style (the paper's best
     /// set is people in a known painting style).
     KnownStylePeople,
+    /// The StyleRef scenes themselves rendered in the base styles in turn, captioned with
+    /// their style: each Aux picture differs from a StyleRef picture by the style alone, so
+    /// the prior loss keeps the known styles where they are and leaves the difference to
+    /// the token (the toy recipe's set).
+    KnownStyleScenes,
 }
 
 impl AuxChoice {
@@ -66,13 +71,13 @@ impl AuxChoice {
             AuxChoice::None => "none",
             AuxChoice::Generated => "generated",
             AuxChoice::KnownStylePeople => "known-style-people",
+            AuxChoice::KnownStyleScenes => "known-style-scenes",
         }
     }
 }
 
-/// The first `n` samples of `world` whose scene does (`people`) or does not hold a person,
-/// each rendered in `style`.
-fn filtered(world: &World, style: Style, people: bool, n: usize) -> Vec<Sample> {
+/// The first `n` indices of `world` whose scene does (`people`) or does not hold a person.
+fn filtered(world: &World, people: bool, n: usize) -> Vec<u64> {
     (0..)
         .filter(|&i| {
             world
@@ -81,8 +86,21 @@ fn filtered(world: &World, style: Style, people: bool, n: usize) -> Vec<Sample> 
                 == people
         })
         .take(n)
-        .map(|i| world.sample_in_style(i, style))
         .collect()
+}
+
+/// The world indices of a StyleRef set of `n` scenes with `composition` (mixed: people
+/// first half, backgrounds second).
+fn style_ref_indices(world: &World, composition: Composition, n: usize) -> Vec<u64> {
+    match composition {
+        Composition::People => filtered(world, true, n),
+        Composition::Backgrounds => filtered(world, false, n),
+        Composition::Mixed => {
+            let mut v = filtered(world, true, n.div_ceil(2));
+            v.extend(filtered(world, false, n / 2));
+            v
+        }
+    }
 }
 
 /// `n` StyleRef renders of `style` with composition `composition` (mixed: people first
@@ -94,15 +112,21 @@ pub fn style_ref_samples(
     seed: u64,
 ) -> Vec<Sample> {
     let world = World::new(seed);
-    match composition {
-        Composition::People => filtered(&world, style, true, n),
-        Composition::Backgrounds => filtered(&world, style, false, n),
-        Composition::Mixed => {
-            let mut v = filtered(&world, style, true, n.div_ceil(2));
-            v.extend(filtered(&world, style, false, n / 2));
-            v
-        }
-    }
+    style_ref_indices(&world, composition, n)
+        .into_iter()
+        .map(|i| world.sample_in_style(i, style))
+        .collect()
+}
+
+/// The scenes of [`style_ref_samples`] (same `composition`, `n` and `seed`) rendered in the
+/// base styles in turn, the scene-matched known-style Aux set.
+pub fn known_style_scenes(composition: Composition, n: usize, seed: u64) -> Vec<Sample> {
+    let world = World::new(seed);
+    style_ref_indices(&world, composition, n)
+        .into_iter()
+        .enumerate()
+        .map(|(k, i)| world.sample_in_style(i, Style::BASE[k % Style::BASE.len()]))
+        .collect()
 }
 
 /// `n` people in the base styles (cycled), the known-style Aux set.
@@ -169,5 +193,11 @@ mod tests {
             .iter()
             .all(|s| s.scene.contains(ObjectKind::Person) && s.style.is_base()));
         assert!(aux[0].caption.ends_with("plain style"));
+        let twins = known_style_scenes(Composition::Mixed, 20, STYLE_REF_SEED);
+        for (k, (t, s)) in twins.iter().zip(&mixed).enumerate() {
+            assert_eq!((t.index, &t.content_caption), (s.index, &s.content_caption));
+            assert_eq!(t.style, Style::BASE[k % 4]);
+            assert!(t.caption.ends_with(&t.style.phrase()), "{}", t.caption);
+        }
     }
 }

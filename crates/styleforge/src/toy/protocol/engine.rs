@@ -638,7 +638,7 @@ pub fn tables(rows: &[ToyRow], styles: &[Style]) -> Vec<(String, Vec<(String, To
         (
             ToyTable::Aux,
             "Ablation: Aux set",
-            "Aux: known-style-people (StyleForge)",
+            "Aux: known-style-scenes (StyleForge)",
         ),
     ] {
         let mut t: Vec<_> = rows

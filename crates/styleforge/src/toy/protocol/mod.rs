@@ -17,7 +17,7 @@
 //!
 //! The paper's two ablations run on the first style: StyleRef composition (people only,
 //! backgrounds only, both) and the Aux set (none, generated "style" images, people in known
-//! styles). Every run, image and table is written under the output folder, and a rerun
+//! styles, the StyleRef scenes in known styles). Every run, image and table is written under the output folder, and a rerun
 //! reuses what is there (finished runs, generated pictures), so a long protocol can be
 //! stopped and continued.
 //!
@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use styleforge_world::{ObjectKind, Scene, Style, World};
 
 use super::data::{
-    known_style_people, style_ref_samples, write_samples, AuxChoice, CaptionText, Composition,
-    AUX_SEED, EVAL_SEED, STYLE_REF_SEED,
+    known_style_people, known_style_scenes, style_ref_samples, write_samples, AuxChoice,
+    CaptionText, Composition, AUX_SEED, EVAL_SEED, STYLE_REF_SEED,
 };
 use super::measures::{
     content_scores_of, probe_frechet_distance, probe_kernel_distance, style_accuracy_of,
@@ -83,7 +83,7 @@ pub struct ToyRecipe {
 /// measured here.
 pub fn toy_recipe(method: Method) -> ToyRecipe {
     let (lr, steps, aux) = match method {
-        Method::Styleforge | Method::MultiStyleforge => (1e-4, 400, AuxChoice::KnownStylePeople),
+        Method::Styleforge | Method::MultiStyleforge => (1e-4, 400, AuxChoice::KnownStyleScenes),
         Method::Dreambooth => (1e-4, 400, AuxChoice::Generated),
         Method::Lora => (1e-3, 400, AuxChoice::None),
         Method::TextualInversion => (5e-3, 400, AuxChoice::None),
@@ -307,11 +307,15 @@ pub fn plan(opts: &ToyProtocolOptions) -> Vec<ToyRun> {
                 method: Method::Styleforge,
                 style,
                 composition,
-                aux: AuxChoice::KnownStylePeople,
+                aux: toy_recipe(Method::Styleforge).aux,
                 setting: None,
             });
         }
-        for aux in [AuxChoice::None, AuxChoice::Generated] {
+        for aux in [
+            AuxChoice::None,
+            AuxChoice::Generated,
+            AuxChoice::KnownStylePeople,
+        ] {
             runs.push(ToyRun {
                 label: format!("Aux: {}", aux.name()),
                 table: ToyTable::Aux,
@@ -480,6 +484,16 @@ pub(crate) fn prepare_data(
             write_samples(
                 &dir,
                 &known_style_people(opts.aux_images, AUX_SEED),
+                CaptionText::Full,
+            )?;
+            Some(dir)
+        }
+        AuxChoice::KnownStyleScenes => {
+            // The twins of this run's StyleRef scenes (the same for every held-out style).
+            let dir = data.join(format!("aux-known-style-scenes-{}", run.composition.name()));
+            write_samples(
+                &dir,
+                &known_style_scenes(run.composition, opts.aux_images, STYLE_REF_SEED),
                 CaptionText::Full,
             )?;
             Some(dir)
