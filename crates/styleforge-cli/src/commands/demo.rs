@@ -53,7 +53,8 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
     let s = run_demo(&opts, &mut Bar::new(quiet))?;
     println!(
         "loss {:.4} -> {:.4}\n{} style accuracy {:.2} -> {:.2}, objects {:.2} -> {:.2}, \
-         base styles kept {:.2} -> {:.2}\nbefore/after samples: {}\nfine-tuned model: {}\nopen {}",
+         base styles kept {:.2} -> {:.2}, leak {:.2} -> {:.2}\n\
+         before/after samples: {}\nfine-tuned model: {}\nopen {}",
         s.loss.0,
         s.loss.1,
         style.name(),
@@ -63,6 +64,8 @@ pub fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         s.after.object_recall,
         s.before.kept,
         s.after.kept,
+        s.before.leak,
+        s.after.leak,
         s.samples.display(),
         s.model.display(),
         s.page.display()
