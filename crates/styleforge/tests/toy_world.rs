@@ -174,6 +174,20 @@ fn toy_protocol_trains_measures_and_reuses_finished_runs() {
     for (a, b) in result.rows.iter().zip(&again.rows) {
         assert_eq!(a.metrics, b.metrics, "{}", a.label);
     }
+    // A run trained under another recipe (here: the earlier Aux set) is trained again,
+    // and its pictures drawn again, rather than reported under this one.
+    let config = out.join("runs/pointillist/styleforge/config.toml");
+    let recorded = std::fs::read_to_string(&config).unwrap();
+    assert!(recorded.contains("aux-known-style-scenes-mixed"), "{recorded}");
+    std::fs::write(
+        &config,
+        recorded.replace("aux-known-style-scenes-mixed", "aux-known-style-people"),
+    )
+    .unwrap();
+    run_toy_protocol(&opts, &mut NoProgress).unwrap();
+    assert_ne!(stamps(&model), m0);
+    assert_ne!(stamps(&picture), p0);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), recorded);
     // A base style cannot be "learnt".
     opts.styles = vec![Style::Sketch];
     let err = run_toy_protocol(&opts, &mut NoProgress)

@@ -8,9 +8,9 @@ use serde::Serialize;
 use styleforge_world::Style;
 
 use super::{
-    drift_scenes, eval_scenes, measure, plan, prepare_data, run_config, sample_model, sample_specs,
-    Prompted, Sampled, ToyMetrics, ToyProtocolOptions, ToyProtocolResult, ToyRow, ToyRun, ToyTable,
-    PROTOCOL_IMAGES,
+    data_paths, drift_scenes, eval_scenes, measure, plan, prepare_data, run_config, sample_model,
+    sample_specs, Prompted, Sampled, ToyMetrics, ToyProtocolOptions, ToyProtocolResult, ToyRow,
+    ToyRun, ToyTable, PROTOCOL_IMAGES,
 };
 use crate::adapters::generation::GenerationAdapters;
 use crate::error::{Error, Result};
@@ -65,6 +65,24 @@ impl<'a> ToyProtocol<'a> {
                 .join(run.style.id())
                 .join(run.folder()),
         )
+    }
+
+    /// Whether the run's folder holds a finished run of the very config the protocol would
+    /// train now. A run trained under another recipe (say, before the Aux set changed) is
+    /// trained again rather than reported under the new one.
+    fn finished(&self, run: &ToyRun) -> bool {
+        let dir = self.run_dir(run);
+        if !dir.model().is_dir() {
+            return false;
+        }
+        let (concepts, aux) = data_paths(self.opts, run);
+        let planned = run_config(self.opts, run, &concepts, aux.as_deref(), dir.root())
+            .and_then(|c| c.resolve())
+            .and_then(|c| c.to_toml());
+        match (planned, std::fs::read_to_string(dir.config())) {
+            (Ok(planned), Ok(recorded)) => planned == recorded,
+            _ => false,
+        }
     }
 
     /// A trained run as the generator loads it: model, adapters and phrases.
@@ -202,11 +220,12 @@ impl Protocol for ToyProtocol<'_> {
             ToyWork::Run(run) => run,
         };
         let dir = self.run_dir(run);
-        if !dir.model().is_dir() {
+        if !self.finished(run) {
             let (concepts, aux) = prepare_data(self.opts, run, progress)?;
             let cfg = run_config(self.opts, run, &concepts, aux.as_deref(), dir.root())?;
             if dir.root().exists() {
-                // An unfinished run: start it again (the protocol's runs are short).
+                // An unfinished or outdated run: start it again (the protocol's runs
+                // are short).
                 std::fs::remove_dir_all(dir.root())
                     .map_err(styleforge_models::files::at(dir.root()))?;
             }
@@ -235,7 +254,7 @@ impl Protocol for ToyProtocol<'_> {
             ToyWork::Base => self.missing((BASE_PHRASE, BASE_PHRASE), &self.base_images()) == 0,
             ToyWork::Run(run) => {
                 let dir = self.run_dir(run);
-                dir.model().is_dir()
+                self.finished(run)
                     && self.trained(run).is_ok_and(|m| {
                         let phrases = (m.person_phrase.as_str(), m.scene_phrase.as_str());
                         self.missing(phrases, &dir.root().join(PROTOCOL_IMAGES)) == 0

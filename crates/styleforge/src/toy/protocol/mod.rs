@@ -453,72 +453,88 @@ fn toy_sampling(opts: &ToyProtocolOptions) -> SamplingOptions {
     }
 }
 
-/// The data folders of one run: StyleRef concepts (people first for Multi-StyleForge) and
-/// the Aux folder (none when generated or absent).
+/// The data folders of one run, as [`prepare_data`] writes them: StyleRef concepts (people
+/// first for Multi-StyleForge) and the Aux folder (none without a prior loss).
+pub(crate) fn data_paths(
+    opts: &ToyProtocolOptions,
+    run: &ToyRun,
+) -> (Vec<PathBuf>, Option<PathBuf>) {
+    let data = opts.out.join("data");
+    let style_dir = data.join(run.style.id());
+    let concepts = if run.method == Method::MultiStyleforge {
+        vec![
+            style_dir.join("people-of-mixed"),
+            style_dir.join("backgrounds-of-mixed"),
+        ]
+    } else {
+        vec![style_dir.join(run.composition.name())]
+    };
+    let aux = match run.aux {
+        AuxChoice::KnownStylePeople => Some(data.join("aux-known-style-people")),
+        // The twins of this run's StyleRef scenes (the same for every held-out style).
+        AuxChoice::KnownStyleScenes => {
+            Some(data.join(format!("aux-known-style-scenes-{}", run.composition.name())))
+        }
+        AuxChoice::Generated => Some(data.join("aux-generated")),
+        AuxChoice::None => None,
+    };
+    (concepts, aux)
+}
+
+/// Writes the data folders of one run ([`data_paths`]) and returns them.
 pub(crate) fn prepare_data(
     opts: &ToyProtocolOptions,
     run: &ToyRun,
     progress: &mut dyn Progress,
 ) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
-    let data = opts.out.join("data");
-    let style_dir = data.join(run.style.id());
-    let n = opts.style_images;
-    let samples = style_ref_samples(run.style, run.composition, n, STYLE_REF_SEED);
-    let concepts = if run.method == Method::MultiStyleforge {
+    let (concepts, aux) = data_paths(opts, run);
+    let samples = style_ref_samples(
+        run.style,
+        run.composition,
+        opts.style_images,
+        STYLE_REF_SEED,
+    );
+    if run.method == Method::MultiStyleforge {
         let (people, backgrounds): (Vec<_>, Vec<_>) = samples
             .into_iter()
             .partition(|s| s.scene.contains(ObjectKind::Person));
-        let p = style_dir.join("people-of-mixed");
-        let b = style_dir.join("backgrounds-of-mixed");
-        write_samples(&p, &people, CaptionText::Content)?;
-        write_samples(&b, &backgrounds, CaptionText::Content)?;
-        vec![p, b]
+        write_samples(&concepts[0], &people, CaptionText::Content)?;
+        write_samples(&concepts[1], &backgrounds, CaptionText::Content)?;
     } else {
-        let dir = style_dir.join(run.composition.name());
-        write_samples(&dir, &samples, CaptionText::Content)?;
-        vec![dir]
-    };
-    let aux = match run.aux {
-        AuxChoice::KnownStylePeople => {
-            let dir = data.join("aux-known-style-people");
-            write_samples(
-                &dir,
+        write_samples(&concepts[0], &samples, CaptionText::Content)?;
+    }
+    if let Some(dir) = &aux {
+        match run.aux {
+            AuxChoice::KnownStylePeople => write_samples(
+                dir,
                 &known_style_people(opts.aux_images, AUX_SEED),
                 CaptionText::Full,
-            )?;
-            Some(dir)
-        }
-        AuxChoice::KnownStyleScenes => {
-            // The twins of this run's StyleRef scenes (the same for every held-out style).
-            let dir = data.join(format!("aux-known-style-scenes-{}", run.composition.name()));
-            write_samples(
-                &dir,
+            )?,
+            AuxChoice::KnownStyleScenes => write_samples(
+                dir,
                 &known_style_scenes(run.composition, opts.aux_images, STYLE_REF_SEED),
                 CaptionText::Full,
-            )?;
-            Some(dir)
+            )?,
+            AuxChoice::Generated => {
+                // DreamBooth's class images, made once for every run (the trainer would
+                // make them per run) with the protocol's sampler.
+                let specs = image_specs(
+                    vec!["style".to_string(); opts.aux_images],
+                    dir,
+                    "img",
+                    AUX_SEED,
+                );
+                let none = GenerationAdapters::default();
+                generate_missing(
+                    &mut LazyModel::auto(&opts.base, &none, &opts.device),
+                    &specs,
+                    &generate_options(opts, "generating the Aux set".into()),
+                    progress,
+                )?;
+            }
+            AuxChoice::None => {}
         }
-        AuxChoice::Generated => {
-            // DreamBooth's class images, made once for every run (the trainer would make
-            // them per run) with the protocol's sampler.
-            let dir = data.join("aux-generated");
-            let specs = image_specs(
-                vec!["style".to_string(); opts.aux_images],
-                &dir,
-                "img",
-                AUX_SEED,
-            );
-            let none = GenerationAdapters::default();
-            generate_missing(
-                &mut LazyModel::auto(&opts.base, &none, &opts.device),
-                &specs,
-                &generate_options(opts, "generating the Aux set".into()),
-                progress,
-            )?;
-            Some(dir)
-        }
-        AuxChoice::None => None,
-    };
+    }
     Ok((concepts, aux))
 }
 
