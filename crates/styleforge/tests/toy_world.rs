@@ -178,7 +178,10 @@ fn toy_protocol_trains_measures_and_reuses_finished_runs() {
     // and its pictures drawn again, rather than reported under this one.
     let config = out.join("runs/pointillist/styleforge/config.toml");
     let recorded = std::fs::read_to_string(&config).unwrap();
-    assert!(recorded.contains("aux-known-style-scenes-mixed"), "{recorded}");
+    assert!(
+        recorded.contains("aux-known-style-scenes-mixed"),
+        "{recorded}"
+    );
     std::fs::write(
         &config,
         recorded.replace("aux-known-style-scenes-mixed", "aux-known-style-people"),
