@@ -167,9 +167,14 @@ fn toy_protocol_trains_measures_and_reuses_finished_runs() {
         out.join("runs/pointillist/styleforge/model/unet/diffusion_pytorch_model.safetensors");
     let picture = out.join("runs/pointillist/styleforge/protocol-images/token_000.png");
     let stamps = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
-    let (m0, p0) = (stamps(&model), stamps(&picture));
+    // Every method's run is reused: the recorded config matches the planned one.
+    let ti_config = out.join("runs/pointillist/textual-inversion/config.toml");
+    let (m0, p0, t0) = (stamps(&model), stamps(&picture), stamps(&ti_config));
     let again = run_toy_protocol(&opts, &mut NoProgress).unwrap();
-    assert_eq!((stamps(&model), stamps(&picture)), (m0, p0));
+    assert_eq!(
+        (stamps(&model), stamps(&picture), stamps(&ti_config)),
+        (m0, p0, t0)
+    );
     assert_eq!(again.rows.len(), result.rows.len());
     for (a, b) in result.rows.iter().zip(&again.rows) {
         assert_eq!(a.metrics, b.metrics, "{}", a.label);

@@ -196,7 +196,7 @@ mod tests {
         let twins = known_style_scenes(Composition::Mixed, 20, STYLE_REF_SEED);
         for (k, (t, s)) in twins.iter().zip(&mixed).enumerate() {
             assert_eq!((t.index, &t.content_caption), (s.index, &s.content_caption));
-            assert_eq!(t.style, Style::BASE[k % 4]);
+            assert_eq!(t.style, Style::BASE[k % Style::BASE.len()]);
             assert!(t.caption.ends_with(&t.style.phrase()), "{}", t.caption);
         }
     }

@@ -17,9 +17,9 @@
 //!
 //! The paper's two ablations run on the first style: StyleRef composition (people only,
 //! backgrounds only, both) and the Aux set (none, generated "style" images, people in known
-//! styles, the StyleRef scenes in known styles). Every run, image and table is written under the output folder, and a rerun
-//! reuses what is there (finished runs, generated pictures), so a long protocol can be
-//! stopped and continued.
+//! styles, the StyleRef scenes in known styles). Every run, image and table is written
+//! under the output folder, and a rerun reuses what is there (runs finished under the same
+//! config, generated pictures), so a long protocol can be stopped and continued.
 //!
 //! The jobs, the generator and the tables are the shared [`crate::protocol`] engine's
 //! ([`ToyProtocol`]); this module holds what is the toy world's own: the methods' recipes,
