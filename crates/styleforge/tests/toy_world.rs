@@ -10,8 +10,10 @@ use styleforge::demo::{run as run_demo, DemoOptions};
 use styleforge::models::folder::LoadOptions;
 use styleforge::pipelines::StableDiffusion;
 use styleforge::progress::NoProgress;
-use styleforge::toy::protocol::{plan, run_toy_protocol, ToyProtocolOptions, ToyTable, Variation};
-use styleforge::toy::{base_model_scores, BaseScoring, Probes};
+use styleforge::toy::protocol::{
+    plan, run_toy_protocol, ToyProtocolOptions, ToyTable, Variation, VERDICTS,
+};
+use styleforge::toy::{base_model_scores, BaseScoring, PictureVerdict, Probes};
 use styleforge::training::{Method, ResolvedConfig, TrainConfig};
 use styleforge::world::Style;
 
@@ -162,6 +164,41 @@ fn toy_protocol_trains_measures_and_reuses_finished_runs() {
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&result.json).unwrap()).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 3);
+    // Each model's pictures carry the probes' verdict on each, which adds up to its row.
+    let verdicts = |images: &str| -> Vec<PictureVerdict> {
+        let text = std::fs::read_to_string(out.join(images).join(VERDICTS)).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let run = verdicts("runs/pointillist/styleforge/protocol-images");
+    assert_eq!(run.len(), 4 + 2);
+    let (token, drift) = run.split_at(4);
+    assert!(token[0].file == "token_000.png" && drift[1].file == "drift_001.png");
+    assert!(token[0].prompt.contains("ohwx") && !drift[0].prompt.contains("ohwx"));
+    let row = &result.rows[1].metrics;
+    let share = |vs: &[PictureVerdict], f: &dyn Fn(&PictureVerdict) -> bool| {
+        vs.iter().filter(|v| f(v)).count() as f64 / vs.len() as f64
+    };
+    let seen_style = |v: &PictureVerdict| v.seen.style == v.asked.style;
+    assert!(token
+        .iter()
+        .all(|v| v.asked.style.as_deref() == Some("pointillist")));
+    assert_eq!(share(token, &seen_style), row.style_accuracy);
+    assert_eq!(share(drift, &seen_style), row.kept);
+    let asked: usize = token.iter().map(|v| v.asked.objects.len()).sum();
+    let found: usize = token
+        .iter()
+        .map(|v| {
+            v.asked
+                .objects
+                .iter()
+                .filter(|o| v.seen.objects.contains(o))
+                .count()
+        })
+        .sum();
+    assert_eq!(found as f64 / asked as f64, row.object_recall);
+    let base = verdicts("images/base");
+    assert_eq!(base.len(), 6);
+    assert!(base[0].asked.style.is_none() && base[4].asked.style.is_some());
     // A second call trains nothing and draws nothing again.
     let model =
         out.join("runs/pointillist/styleforge/model/unet/diffusion_pytorch_model.safetensors");

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use styleforge_eval::{FeatureMatrix, KidConfig, KidResult};
 use styleforge_world::{Scene, Style};
 
+use styleforge_world::{Colour, ObjectKind};
+
 use super::probes::{colour_index, object_index, ProbeLabels, Probes, NUM_COLOURS};
 use crate::{Error, Result};
 
@@ -41,6 +43,91 @@ pub struct ContentScores {
     pub sky_accuracy: f64,
     /// Pictures whose ground is the asked one.
     pub ground_accuracy: f64,
+}
+
+/// One picture's labels in caption words: what its caption asked for, or what the probes
+/// see in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelWords {
+    /// The style id (`None` where the caption names no style the probes know).
+    pub style: Option<String>,
+    /// Object kinds (`"house"`).
+    pub objects: Vec<String>,
+    /// Colour words.
+    pub colours: Vec<String>,
+    /// Objects with their colour (`"red house"`).
+    pub pairs: Vec<String>,
+    /// The sky (`"sunset"`).
+    pub sky: String,
+    /// The ground (`"sand"`).
+    pub ground: String,
+}
+
+impl LabelWords {
+    /// `labels` in words; `style` false leaves the style out.
+    pub fn of(labels: &ProbeLabels, style: bool) -> Self {
+        let on = |flags: &[bool]| -> Vec<usize> {
+            flags
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &f)| f.then_some(i))
+                .collect()
+        };
+        Self {
+            style: style.then(|| labels.style.id().to_string()),
+            objects: on(&labels.objects)
+                .into_iter()
+                .map(|k| ObjectKind::ALL[k].name().to_string())
+                .collect(),
+            colours: on(&labels.colours)
+                .into_iter()
+                .map(|c| Colour::ALL[c].name().to_string())
+                .collect(),
+            pairs: on(&labels.pairs)
+                .into_iter()
+                .map(|i| {
+                    let (k, c) = (i / NUM_COLOURS, i % NUM_COLOURS);
+                    format!("{} {}", Colour::ALL[c].name(), ObjectKind::ALL[k].name())
+                })
+                .collect(),
+            sky: labels.sky.name().to_string(),
+            ground: labels.ground.name().to_string(),
+        }
+    }
+}
+
+/// What the probes see in one picture beside what its caption asked for: the per-picture
+/// record behind the accuracies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PictureVerdict {
+    /// The picture's file name.
+    pub file: String,
+    /// Its prompt.
+    pub prompt: String,
+    /// What the prompt asked for.
+    pub asked: LabelWords,
+    /// What the probes see.
+    pub seen: LabelWords,
+}
+
+impl PictureVerdict {
+    /// The verdict on a picture of `scene` asked in `style` (`None`: a style the probes
+    /// do not know, such as an untrained token), as the probes labelled it.
+    pub fn new(
+        file: String,
+        prompt: String,
+        scene: &Scene,
+        style: Option<Style>,
+        seen: &ProbeLabels,
+    ) -> Self {
+        let asked = ProbeLabels::of_scene(scene, style.unwrap_or(seen.style));
+        Self {
+            file,
+            prompt,
+            asked: LabelWords::of(&asked, style.is_some()),
+            seen: LabelWords::of(seen, true),
+        }
+    }
 }
 
 /// Share of `predicted` labels whose style is `target` (0 for an empty slice).

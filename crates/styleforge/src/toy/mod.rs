@@ -37,7 +37,7 @@ pub use embedded::{unpack_base_model, unpack_probes};
 pub use measures::{
     base_model_scores, content_scores, content_scores_of, probe_features, probe_frechet_distance,
     probe_kernel_distance, style_accuracy, style_accuracy_of, BaseScores, BaseScoring,
-    ContentScores,
+    ContentScores, LabelWords, PictureVerdict,
 };
 pub use probes::{
     images_to_tensor, LabelVocabulary, ProbeConfig, ProbeFile, ProbeLabels, ProbeNet, ProbeOutput,

@@ -19,12 +19,16 @@ use crate::progress::Progress;
 use crate::protocol::{Column, Job, JobKind, Note, Protocol, Report, Row, Scorer, Table};
 use crate::report::ImageGrid;
 use crate::toy::data::{style_ref_samples, Composition, EVAL_SEED};
+use crate::toy::measures::PictureVerdict;
 use crate::toy::probes::Probes;
 use crate::training::{train, Method, RunOptions};
 use crate::RunDir;
 
 /// The phrase the base model is prompted with: its untrained token.
 const BASE_PHRASE: &str = "ohwx style";
+
+/// The per-picture probe verdicts written beside each model's pictures.
+pub const VERDICTS: &str = "probes.json";
 
 /// A job of the toy protocol.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,6 +125,49 @@ impl<'a> ToyProtocol<'a> {
             images,
             progress,
         )
+    }
+
+    /// Writes the probes' verdict on each picture in `images` (prompted with `phrases`;
+    /// token prompts ask for `learnt`) as `probes.json` beside them: which pictures missed
+    /// the style, an object or a colour.
+    fn write_verdicts(
+        &self,
+        probes: &Probes,
+        phrases: (&str, &str),
+        learnt: Option<Style>,
+        sampled: &Sampled,
+        images: &Path,
+    ) -> Result<()> {
+        let (token, drift) = sample_specs(self.opts, phrases, &self.evals, &self.drifts, images);
+        let mut verdicts = Vec::with_capacity(token.len() + drift.len());
+        let groups = [
+            (&token, &sampled.token, &self.evals, true),
+            (&drift, &sampled.drift, &self.drifts, false),
+        ];
+        for (specs, pictures, prompted, is_token) in groups {
+            let seen = probes.predict(pictures)?;
+            for ((spec, labels), p) in specs.iter().zip(&seen).zip(prompted) {
+                let file = spec
+                    .path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let style = if is_token { learnt } else { p.base_style };
+                verdicts.push(PictureVerdict::new(
+                    file,
+                    spec.prompt.clone(),
+                    &p.scene,
+                    style,
+                    labels,
+                ));
+            }
+        }
+        let json = serde_json::to_vec_pretty(&verdicts).map_err(|source| Error::Json {
+            what: "the probe verdicts".into(),
+            source,
+        })?;
+        styleforge_models::files::write(&images.join(VERDICTS), json)?;
+        Ok(())
     }
 
     /// How many pictures prompted with `phrases` are not in `images` yet.
@@ -281,6 +328,14 @@ impl Protocol for ToyProtocol<'_> {
             &self.base_images(),
             progress,
         )?;
+        let base_phrases = (BASE_PHRASE, BASE_PHRASE);
+        self.write_verdicts(
+            &scorer.probes,
+            base_phrases,
+            None,
+            &base,
+            &self.base_images(),
+        )?;
         for &style in &opts.styles {
             let reference: Vec<RgbImage> = style_ref_samples(
                 style,
@@ -329,6 +384,13 @@ impl Protocol for ToyProtocol<'_> {
                     progress,
                 )?;
                 let metrics = scorer.score(&cell(&sampled), progress)?;
+                self.write_verdicts(
+                    &scorer.probes,
+                    (&model.person_phrase, &model.scene_phrase),
+                    Some(style),
+                    &sampled,
+                    &dir.root().join(PROTOCOL_IMAGES),
+                )?;
                 tracing::info!("{} on {}: {metrics:?}", run.label, style.name());
                 if run.table == ToyTable::Main {
                     grid.push((run.label.clone(), shown(&sampled.token)));

@@ -19,7 +19,9 @@
 //! backgrounds only, both) and the Aux set (none, generated "style" images, people in known
 //! styles, the StyleRef scenes in known styles). Every run, image and table is written
 //! under the output folder, and a rerun reuses what is there (runs finished under the same
-//! config, generated pictures), so a long protocol can be stopped and continued.
+//! config, generated pictures), so a long protocol can be stopped and continued. Beside each
+//! model's pictures, [`VERDICTS`] records what the probes see in each one next to what its
+//! prompt asked: the pictures behind every accuracy in the tables.
 //!
 //! The jobs, the generator and the tables are the shared [`crate::protocol`] engine's
 //! ([`ToyProtocol`]); this module holds what is the toy world's own: the methods' recipes,
@@ -51,7 +53,7 @@ use crate::protocol::generate::{
 };
 use crate::training::config::{ConceptConfig, DataSection, ModelSection, OptimSection};
 use crate::training::config::{Method, OutputSection, TrainConfig, TrainingSection};
-pub use engine::{tables, ProbeScorer, ToyCell, ToyProtocol, ToyWork};
+pub use engine::{tables, ProbeScorer, ToyCell, ToyProtocol, ToyWork, VERDICTS};
 
 /// Every method of the paper's comparison, in its table order.
 pub const ALL_METHODS: [Method; 6] = [
