@@ -325,38 +325,42 @@ pub fn truncate_to_width(text: &str, max_width: u32, scale: u32) -> String {
 }
 
 /// Breaks `text` into lines no wider than `max_width` pixels at `scale`, at spaces where
-/// it can and inside words that are too long on their own (a line holds at least one
-/// character). At most `max_lines` lines are returned (0 means no limit); when the text
-/// needs more, the last one ends in `...`.
+/// it can, then after hyphens, and inside words that are still too long on their own (a
+/// line holds at least one character). At most `max_lines` lines are returned (0 means no
+/// limit); when the text needs more, the last one ends in `...`.
 pub fn wrap_to_width(text: &str, max_width: u32, scale: u32, max_lines: usize) -> Vec<String> {
     let fits = |s: &str| text_width(s, scale) <= max_width;
     let mut lines: Vec<String> = Vec::new();
     let mut current = String::new();
     for word in text.split_whitespace() {
-        let joined = if current.is_empty() {
-            word.to_string()
-        } else {
-            format!("{current} {word}")
-        };
-        if fits(&joined) {
-            current = joined;
-            continue;
-        }
-        if !current.is_empty() {
-            lines.push(std::mem::take(&mut current));
-        }
-        // The word alone: split it where it overflows.
-        let mut rest: Vec<char> = word.chars().collect();
-        while !rest.is_empty() {
-            let mut n = 1;
-            while n < rest.len() && fits(&rest[..=n].iter().collect::<String>()) {
-                n += 1;
-            }
-            let piece: String = rest.drain(..n).collect();
-            if rest.is_empty() {
-                current = piece;
+        // "Single-StyleForge" may break as "Single-" / "StyleForge".
+        for (i, part) in word.split_inclusive('-').enumerate() {
+            let sep = if i == 0 { " " } else { "" };
+            let joined = if current.is_empty() {
+                part.to_string()
             } else {
-                lines.push(piece);
+                format!("{current}{sep}{part}")
+            };
+            if fits(&joined) {
+                current = joined;
+                continue;
+            }
+            if !current.is_empty() {
+                lines.push(std::mem::take(&mut current));
+            }
+            // The part alone: split it where it overflows.
+            let mut rest: Vec<char> = part.chars().collect();
+            while !rest.is_empty() {
+                let mut n = 1;
+                while n < rest.len() && fits(&rest[..=n].iter().collect::<String>()) {
+                    n += 1;
+                }
+                let piece: String = rest.drain(..n).collect();
+                if rest.is_empty() {
+                    current = piece;
+                } else {
+                    lines.push(piece);
+                }
             }
         }
     }
@@ -546,5 +550,18 @@ mod tests {
         let split = wrap_to_width("supercalifragilistic", 30, 1, 0);
         assert!(split.len() >= 3, "{split:?}");
         assert_eq!(split.concat(), "supercalifragilistic");
+        let w = text_width("Single-StyleForge", 1);
+        assert_eq!(
+            wrap_to_width("Single-StyleForge", w - 1, 1, 0),
+            ["Single-", "StyleForge"]
+        );
+        assert_eq!(
+            wrap_to_width("Single-StyleForge", w, 1, 0),
+            ["Single-StyleForge"]
+        );
+        let w = text_width("a Multi-", 1).max(text_width("StyleForge", 1));
+        let narrow = wrap_to_width("a Multi-StyleForge run", w, 1, 0);
+        assert_eq!(narrow[0], "a Multi-", "{narrow:?}");
+        assert!(narrow[1].starts_with("StyleForge"), "{narrow:?}");
     }
 }
