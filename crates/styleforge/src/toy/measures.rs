@@ -14,9 +14,7 @@ use candle_core::Tensor;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use styleforge_eval::{FeatureMatrix, KidConfig, KidResult};
-use styleforge_world::{Scene, Style};
-
-use styleforge_world::{Colour, ObjectKind};
+use styleforge_world::{Colour, ObjectKind, Scene, Style};
 
 use super::probes::{colour_index, object_index, ProbeLabels, Probes, NUM_COLOURS};
 use crate::{Error, Result};
