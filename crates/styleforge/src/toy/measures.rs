@@ -73,9 +73,10 @@ impl LabelWords {
         };
         Self {
             style: style.then(|| labels.style.id().to_string()),
-            objects: on(&labels.objects)
+            objects: labels
+                .object_kinds()
                 .into_iter()
-                .map(|k| ObjectKind::ALL[k].name().to_string())
+                .map(|k| k.name().to_string())
                 .collect(),
             colours: on(&labels.colours)
                 .into_iter()
